@@ -1,0 +1,37 @@
+"""ravine's optimizers: drop-in ``torch.optim.Optimizer`` subclasses, each one update rule."""
+
+from ravine.optim.adadelta import Adadelta
+from ravine.optim.adagrad import Adagrad
+from ravine.optim.adam import Adam, AdaMax, AdamW, AMSGrad, NAdam
+from ravine.optim.base import GradientTransform, NonFiniteGradientError, Optimizer
+from ravine.optim.registry import create, get, names, register
+from ravine.optim.rmsprop import RMSprop
+from ravine.optim.rprop import Rprop
+from ravine.optim.sgd import NAG, SGD, Momentum
+
+Nadam = NAdam
+Adamax = AdaMax
+
+__all__ = [
+    "NAG",
+    "SGD",
+    "AMSGrad",
+    "AdaMax",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "GradientTransform",
+    "Momentum",
+    "NAdam",
+    "Nadam",
+    "NonFiniteGradientError",
+    "Optimizer",
+    "RMSprop",
+    "Rprop",
+    "create",
+    "get",
+    "names",
+    "register",
+]

@@ -1,0 +1,387 @@
+"""The base class every ravine optimizer derives from: ``step()`` is written here, once.
+
+A subclass declares only its validated defaults, the names of its per-parameter state tensors and
+one ``update`` over :class:`~ravine.tensorlist.TL` lists that mirrors the paper::
+
+    class Adam(Optimizer):
+        state_names = ("m", "v")
+        def update(self, p, g, m, v, *, t, lr, betas, eps): ...
+
+Everything else lives here: the closure, ``maximize``, L2 or decoupled weight decay, gradient
+transforms (noise, clipping), lazy state, the per-parameter step count, grouping of parameters
+by (device, dtype, step) so one call updates a whole group, the non-finite guard, complex
+parameters (viewed as pairs of reals, as torch.optim does), sparse gradients where the rule
+defines them, state_dict extras, and the implementation switch (``impl="foreach" | "loop"``).
+
+``update`` contract: ``p`` and the state lists are updated in place; ``g`` is read-only (it may
+be the user's ``.grad``); ``t`` is the 1-based step count of every parameter in the call; the
+keyword-only arguments other than ``t`` are read from the parameter group by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+from ravine.tensorlist import TL
+
+IMPLS = ("foreach", "loop")
+NONFINITE_POLICIES = ("raise", "skip", "ignore")
+_BASE_GROUP_KEYS = ("maximize", "weight_decay", "decoupled_weight_decay")
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A gradient held NaN or Inf; raised before any parameter or state was written."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A range of valid values for a hyperparameter, e.g. ``Interval(0, 1, high_open=True)``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, Tensor):
+            value = value.item()
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (
+            self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        )
+
+    def __str__(self) -> str:
+        lo = "(-inf" if self.low is None else ("(" if self.low_open else "[") + f"{self.low:g}"
+        hi = "inf)" if self.high is None else f"{self.high:g}" + (")" if self.high_open else "]")
+        return f"{lo}, {hi}"
+
+
+NONNEGATIVE = Interval(0)
+POSITIVE = Interval(0, low_open=True)
+UNIT_OPEN_HIGH = Interval(0, 1, high_open=True)  # betas: [0, 1)
+UNIT = Interval(0, 1)  # rho, dampening: [0, 1]
+
+
+def check_hyperparameter(name: str, value: Any, interval: Interval) -> None:
+    """Raise ValueError naming ``name``, ``value`` and the expected range if out of range.
+
+    Tuple-valued hyperparameters (``betas``, ``etas``) are checked element by element and named
+    ``betas[0]``, ``betas[1]``...
+    """
+    if isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            check_hyperparameter(f"{name}[{i}]", v, interval)
+        return
+    if isinstance(value, bool) or value not in interval:
+        raise ValueError(f"Invalid {name}: {value!r} (expected {name} in {interval})")
+
+
+class GradientTransform(Protocol):
+    """Maps the step's gradients to the gradients the rule sees (noise, clipping...).
+
+    Called once per step with every parameter that has a gradient, across all groups, before
+    ``maximize`` and weight decay. Must not modify ``grads`` in place (they may be the user's
+    ``.grad``); returns a list of the same length. Its state (e.g. a generator, a counter) is
+    saved and restored with the optimizer's ``state_dict``.
+    """
+
+    def __call__(self, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class _Batch:
+    """Parameters of one group sharing device, dtype and step count: one ``update`` call."""
+
+    group_index: int
+    params: list[Tensor]
+    grads: list[Tensor]
+    states: list[dict[str, Any]]
+    sparse: bool
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class of ravine's optimizers; a drop-in ``torch.optim.Optimizer``.
+
+    Options every optimizer takes (keyword-only):
+
+    - ``maximize`` (bool, default False): ascend instead of descend; per parameter group.
+    - ``impl``: ``"foreach"`` (default) updates each (device, dtype) group with multi-tensor
+      kernels; ``"loop"`` runs the same ``update`` one tensor at a time with ordinary ops (the
+      reference). ``foreach=False`` as in torch.optim is accepted as ``impl="loop"``.
+    - ``nonfinite``: ``"raise"`` (default) refuses a step whose gradients hold NaN/Inf and raises
+      :class:`NonFiniteGradientError` naming the group, parameter and step, before anything is
+      written; ``"skip"`` skips such steps (counted in ``skipped_steps``); ``"ignore"`` does not
+      check (saves one read of the gradients per step).
+    - ``grad_transforms``: a sequence of :class:`GradientTransform` applied in order.
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = ()
+    # "l2": g += wd * p (coupled, as torch.optim's weight_decay); "decoupled": p *= 1 - lr * wd
+    # before the update (Loshchilov & Hutter); None: the rule takes no weight_decay.
+    weight_decay_mode: ClassVar[str | None] = "l2"
+    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {}
+    paper: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        defaults: dict[str, Any],
+        *,
+        maximize: bool = False,
+        impl: str = "foreach",
+        foreach: bool | None = None,
+        nonfinite: str = "raise",
+        grad_transforms: Sequence[GradientTransform] = (),
+    ) -> None:
+        if foreach is False:
+            impl = "loop"
+        if impl not in IMPLS:
+            raise ValueError(f"Invalid impl: {impl!r} (expected one of {', '.join(IMPLS)})")
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"Invalid nonfinite: {nonfinite!r} "
+                f"(expected one of {', '.join(NONFINITE_POLICIES)})"
+            )
+        self.impl = impl
+        self.nonfinite = nonfinite
+        self.grad_transforms = list(grad_transforms)
+        self.skipped_steps = 0
+        defaults = dict(defaults, maximize=maximize)
+        if self.weight_decay_mode is None and defaults.get("weight_decay", 0) != 0:
+            raise ValueError(f"{type(self).__name__} takes no weight_decay")
+        if not callable(getattr(type(self), "update", None)):
+            raise TypeError(f"{type(self).__name__} must define update()")
+        super().__init__(params, defaults)
+
+    # -- hyperparameters ------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self.validate_group(self.param_groups[-1])
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        """Check every hyperparameter of ``group``; subclasses add cross-field rules."""
+        ranges = {"weight_decay": NONNEGATIVE, **self.hyperparameter_ranges}
+        for name, interval in ranges.items():
+            if name in group:
+                check_hyperparameter(name, group[name], interval)
+
+    @classmethod
+    def _update_keys(cls) -> tuple[str, ...]:
+        keys = cls.__dict__.get("_cached_update_keys")
+        if keys is None:
+            sig = inspect.signature(cls.update)
+            keys = tuple(
+                n
+                for n, prm in sig.parameters.items()
+                if prm.kind is inspect.Parameter.KEYWORD_ONLY and n != "t"
+            )
+            cls._cached_update_keys = keys
+        return keys
+
+    # -- the rule --------------------------------------------------------------------------------
+    # Subclasses define ``update(self, p, g, *state, t, **hyperparameters) -> None`` (see the
+    # module docstring); its keyword-only parameters name the group entries it reads.
+    update: ClassVar[Callable[..., None]]
+
+    # Rules that define an update for sparse gradients set this to a method with the signature
+    # of ``update``, called with one-tensor lists whose gradient is a sparse COO tensor.
+    update_sparse: ClassVar[Callable[..., None] | None] = None
+
+    def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        """Fresh state of one parameter: zeros for each of ``state_names`` unless overridden."""
+        names = self.state_names_for(group)
+        return {n: torch.zeros_like(p, memory_format=torch.preserve_format) for n in names}
+
+    def state_names_for(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """Names of the state tensors ``update`` takes, in order (a flag may add one)."""
+        return self.state_names
+
+    # -- step ------------------------------------------------------------------------------------
+    def _evaluate_closure(self, closure: Callable[[], Any] | None) -> Any:
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = self._evaluate_closure(closure)
+
+        entries: list[tuple[int, int, Tensor, Tensor]] = []
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    entries.append((gi, pi, p, p.grad))
+        if not entries:
+            return loss
+
+        if self.nonfinite != "ignore" and not self._grads_finite(entries):
+            if self.nonfinite == "skip":
+                self.skipped_steps += 1
+                return loss
+            raise NonFiniteGradientError(self._nonfinite_message(entries))
+
+        grads = [e[3] for e in entries]
+        for transform in self.grad_transforms:
+            grads = transform([e[2] for e in entries], grads)
+
+        for batch in self._batches(entries, grads):
+            self._apply(batch)
+        return loss
+
+    def _grads_finite(self, entries: list[tuple[int, int, Tensor, Tensor]]) -> bool:
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for _, _, _, g in entries:
+            g = g.coalesce().values() if g.is_sparse else g
+            by_device.setdefault(g.device, []).append(
+                torch.view_as_real(g) if g.is_complex() else g
+            )
+        for device_grads in by_device.values():
+            norms = torch._foreach_norm(device_grads, math.inf)
+            if not bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+                return False
+        return True
+
+    def _nonfinite_message(self, entries: list[tuple[int, int, Tensor, Tensor]]) -> str:
+        for gi, pi, p, g in entries:
+            values = g.coalesce().values() if g.is_sparse else g
+            if not bool(torch.isfinite(values).all()):
+                step = self.state[p].get("step", 0) + 1
+                return (
+                    f"non-finite gradient (NaN or Inf) in parameter group {gi}, parameter {pi} "
+                    f"(shape {tuple(p.shape)}) at step {step}; no parameter or state was updated. "
+                    "Pass nonfinite='skip' to skip such steps."
+                )
+        return "non-finite gradient"  # pragma: no cover - _grads_finite said otherwise
+
+    def _batches(
+        self, entries: list[tuple[int, int, Tensor, Tensor]], grads: list[Tensor]
+    ) -> list[_Batch]:
+        batches: dict[tuple[Any, ...], _Batch] = {}
+        for (gi, _, p, _), g in zip(entries, grads):
+            group = self.param_groups[gi]
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state.update(self.init_state(p, group))
+            if g.is_sparse:
+                batches[(gi, id(p))] = _Batch(gi, [p], [g], [state], sparse=True)
+                continue
+            key = (gi, p.device, p.dtype, state["step"])
+            batch = batches.get(key)
+            if batch is None:
+                batch = batches[key] = _Batch(gi, [], [], [], sparse=False)
+            batch.params.append(p)
+            batch.grads.append(g)
+            batch.states.append(state)
+        return list(batches.values())
+
+    def _apply(self, batch: _Batch) -> None:
+        group = self.param_groups[batch.group_index]
+        names = self.state_names_for(group)
+        for state in batch.states:
+            state["step"] += 1
+        t = batch.states[0]["step"]
+        hyper = {k: group[k] for k in self._update_keys()}
+        weight_decay = group.get("weight_decay", 0)
+
+        if batch.sparse:
+            if self.update_sparse is None:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients (parameter group "
+                    f"{batch.group_index}); use a dense gradient or ravine.SGD / ravine.Adagrad"
+                )
+            if weight_decay != 0:
+                raise RuntimeError(
+                    f"{type(self).__name__}: weight_decay is not supported with sparse gradients"
+                )
+            p, g, state = batch.params[0], batch.grads[0], batch.states[0]
+            p_tl, g_tl = TL([p], foreach=False), TL([g], foreach=False)
+            if group["maximize"]:
+                g_tl = g_tl.neg()
+            states = [TL([state[n]], foreach=False) for n in names]
+            self.update_sparse(p_tl, g_tl, *states, t=t, **hyper)
+            return
+
+        params, grads = batch.params, batch.grads
+        state_lists = [[s[n] for s in batch.states] for n in names]
+        if params[0].is_complex():
+            params = [torch.view_as_real(x) for x in params]
+            grads = [torch.view_as_real(x) for x in grads]
+            state_lists = [[torch.view_as_real(x) for x in lst] for lst in state_lists]
+
+        if self.impl == "foreach":
+            self._run(params, grads, state_lists, group, t, hyper, weight_decay, foreach=True)
+        else:
+            for i in range(len(params)):
+                self._run(
+                    params[i : i + 1],
+                    grads[i : i + 1],
+                    [lst[i : i + 1] for lst in state_lists],
+                    group,
+                    t,
+                    hyper,
+                    weight_decay,
+                    foreach=False,
+                )
+
+    def _run(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        state_lists: list[list[Tensor]],
+        group: dict[str, Any],
+        t: int,
+        hyper: dict[str, Any],
+        weight_decay: float,
+        *,
+        foreach: bool,
+    ) -> None:
+        p = TL(params, foreach=foreach)
+        g = TL(grads, foreach=foreach)
+        if group["maximize"]:
+            g = g.neg()
+        if weight_decay != 0:
+            if self.weight_decay_mode == "decoupled" or group.get("decoupled_weight_decay", False):
+                p.mul_(1 - group["lr"] * weight_decay)
+            else:
+                g = g.add(p, alpha=weight_decay)
+        self.update(p, g, *(TL(s, foreach=foreach) for s in state_lists), t=t, **hyper)
+
+    # -- state_dict ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["ravine"] = {
+            "skipped_steps": self.skipped_steps,
+            "grad_transforms": [tr.state_dict() for tr in self.grad_transforms],
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        extra = state_dict.get("ravine", {})
+        saved_transforms = extra.get("grad_transforms", [])
+        if len(saved_transforms) != len(self.grad_transforms):
+            raise ValueError(
+                f"state_dict holds {len(saved_transforms)} gradient transforms but this optimizer "
+                f"has {len(self.grad_transforms)}"
+            )
+        state_dict = {k: v for k, v in state_dict.items() if k != "ravine"}
+        super().load_state_dict(state_dict)
+        self.skipped_steps = extra.get("skipped_steps", 0)
+        for transform, saved in zip(self.grad_transforms, saved_transforms):
+            transform.load_state_dict(saved)

@@ -1,0 +1,102 @@
+"""Every optimizer by name, with its defaults and paper: ``ravine.create("adam", params, lr=1e-3)``.
+
+An entry maps a lower-case name to a factory (usually the class) called as
+``factory(params, **hyperparameters)``. Later modules add their optimizers with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ravine.optim.adadelta import Adadelta
+from ravine.optim.adagrad import Adagrad
+from ravine.optim.adam import Adam, AdaMax, AdamW, AMSGrad, NAdam
+from ravine.optim.rmsprop import RMSprop
+from ravine.optim.rprop import Rprop
+from ravine.optim.sgd import NAG, SGD, Momentum
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered optimizer: its name, factory, fixed keyword arguments and paper reference."""
+
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]
+    paper: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The hyperparameters the factory takes, with their default values."""
+        sig = inspect.signature(self.factory)
+        out = {
+            n: p.default
+            for n, p in sig.parameters.items()
+            if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+        }
+        out.update(self.fixed)
+        return out
+
+    def create(self, params: Iterable[Any], **hyperparameters: Any) -> torch.optim.Optimizer:
+        return self.factory(params, **{**self.fixed, **hyperparameters})
+
+
+_REGISTRY: dict[str, Entry] = {}
+
+
+def register(
+    name: str,
+    factory: Callable[..., torch.optim.Optimizer],
+    *,
+    paper: str | None = None,
+    **fixed: Any,
+) -> Entry:
+    """Add ``name`` (case-insensitive); ``paper`` defaults to the factory's ``paper`` attribute."""
+    key = name.lower()
+    if key in _REGISTRY:
+        raise ValueError(f"optimizer {name!r} is already registered")
+    entry = Entry(
+        key, factory, paper if paper is not None else getattr(factory, "paper", ""), fixed
+    )
+    _REGISTRY[key] = entry
+    return entry
+
+
+def names() -> list[str]:
+    """Registered names, in registration order."""
+    return list(_REGISTRY)
+
+
+def get(name: str) -> Entry:
+    """The entry for ``name``; an unknown name raises ValueError listing the closest names."""
+    key = name.lower().strip()
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    close = difflib.get_close_matches(key, _REGISTRY, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"Unknown optimizer {name!r}{hint} (known: {', '.join(_REGISTRY)})")
+
+
+def create(name: str, params: Iterable[Any], **hyperparameters: Any) -> torch.optim.Optimizer:
+    """Build the optimizer registered as ``name`` over ``params``."""
+    return get(name).create(params, **hyperparameters)
+
+
+register("sgd", SGD)
+register("momentum", Momentum)
+register("nag", NAG)
+register("adagrad", Adagrad)
+register("adadelta", Adadelta)
+register("rmsprop", RMSprop)
+register("rprop", Rprop)
+register("adam", Adam)
+register("amsgrad", AMSGrad)
+register("adamw", AdamW)
+register("adamax", AdaMax)
+register("nadam", NAdam)
