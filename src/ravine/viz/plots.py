@@ -1,0 +1,358 @@
+"""Static pictures of trajectories: contour map, 3-D surface, loss versus step.
+
+Figures are built on matplotlib's object API with an Agg canvas (no pyplot, no global backend), so
+drawing is safe in scripts, tests and notebooks alike. Sizes are in pixels and are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colors as mcolors
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ravine.surfaces import Surface, Window
+from ravine.viz.trajectory import Trajectory
+
+DEFAULT_SIZE = (900, 640)
+DPI = 100
+STATIC_FORMATS = ("png", "svg")
+
+
+def colors(n: int) -> list[str]:
+    """Distinct colours that read on the pale contour background: tab10, then tab20."""
+    import matplotlib
+
+    base = list(matplotlib.colormaps["tab10"].colors)
+    if n > len(base):
+        base = list(matplotlib.colormaps["tab20"].colors)
+    return [mcolors.to_hex(base[i % len(base)]) for i in range(n)]
+
+
+def new_figure(size: tuple[int, int] = DEFAULT_SIZE, *, dpi: int = DPI) -> Figure:
+    """A figure of exactly ``size`` pixels with an Agg canvas attached."""
+    width, height = _check_size(size)
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
+    if len(size) != 2 or not all(isinstance(v, int | np.integer) and 64 <= v <= 8000 for v in size):
+        raise ValueError(f"size={tuple(size)!r}: expected (width, height) in pixels, each 64..8000")
+    return int(size[0]), int(size[1])
+
+
+def save(fig: Figure, path: str | Path, fmt: str | None = None) -> Path:
+    """Write ``fig`` as PNG or SVG (from ``fmt`` or the file suffix) and return the path."""
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in STATIC_FORMATS:
+        raise ValueError(f"format={fmt!r}: expected one of {', '.join(STATIC_FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # savefig, not bbox_inches="tight": the requested pixel size is kept exactly.
+    fig.savefig(
+        path, format=fmt, dpi=fig.dpi, metadata={"Software": "ravine"} if fmt == "png" else None
+    )
+    return path
+
+
+# --- contour map ---------------------------------------------------------------------------------
+
+
+def _shift(surface: Surface, Z: np.ndarray) -> float:
+    return float(surface.min_value) if surface.min_value is not None else float(np.nanmin(Z))
+
+
+def draw_contours(
+    ax: Axes, surface: Surface, *, window: Window | None = None, n: int = 240
+) -> None:
+    """Pale filled contours with thin level lines, minima (stars) and other stationary points."""
+    window = window or surface.window
+    X, Y, Z = (t.numpy() for t in surface.grid(n, window))
+    if surface.log_levels:
+        # Values span many decades: space levels geometrically above the minimum value.
+        Zs = Z - _shift(surface, Z)
+        lo = max(float(np.nanpercentile(Zs, 0.5)), 1e-3)
+        levels = np.geomspace(lo, float(np.nanmax(Zs)), 28)
+        Zs = np.clip(Zs, lo, None)
+        ax.contourf(X, Y, Zs, levels=levels, norm=mcolors.LogNorm(), cmap="Blues_r", alpha=0.55)
+        ax.contour(X, Y, Zs, levels=levels, norm=mcolors.LogNorm(), colors="0.45", linewidths=0.4)
+    else:
+        levels: int | np.ndarray = 28
+        if surface.min_value is not None:
+            # Squared spacing puts more levels near the minimum, where the paths end up.
+            zmin, zmax = float(np.nanmin(Z)), float(np.nanmax(Z))
+            levels = zmin + (zmax - zmin) * np.linspace(0.0, 1.0, 28) ** 2
+        ax.contourf(X, Y, Z, levels=levels, cmap="Blues_r", alpha=0.55)
+        ax.contour(X, Y, Z, levels=levels, colors="0.45", linewidths=0.4)
+    for i, (mx, my) in enumerate(surface.minima):
+        ax.plot(
+            mx,
+            my,
+            "*",
+            color="gold",
+            mec="black",
+            mew=0.8,
+            ms=15,
+            zorder=6.5,
+            label="minimum" if i == 0 else None,
+        )
+    for i, (sx, sy) in enumerate(surface.saddles):
+        ax.plot(
+            sx,
+            sy,
+            "P",
+            color="white",
+            mec="black",
+            mew=0.8,
+            ms=10,
+            zorder=5,
+            label="stationary point" if i == 0 else None,
+        )
+    ax.set_xlim(window[0], window[1])
+    ax.set_ylim(window[2], window[3])
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+
+
+def _inside(points: np.ndarray, window: Window) -> np.ndarray:
+    xmin, xmax, ymin, ymax = window
+    x, y = points[:, 0], points[:, 1]
+    return (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
+
+
+def clip_diverged(traj: Trajectory, window: Window) -> np.ndarray:
+    """The part of a diverged path up to where it first leaves ``window`` (ending on the edge);
+    other paths whole (the axes clip them, and they may come back into view)."""
+    pts = traj.points
+    if not traj.diverged:
+        return pts
+    inside = _inside(pts, window)
+    if inside.all() or not inside[0]:
+        return pts[np.isfinite(pts).all(axis=1)]
+    first_out = int(np.argmin(inside))
+    edge = exit_point(pts, window)
+    assert edge is not None
+    return np.vstack([pts[:first_out], np.array([edge])])
+
+
+def exit_point(points: np.ndarray, window: Window) -> tuple[float, float] | None:
+    """Where the path first crosses out of ``window`` (its end if it never does), or None when
+    it starts outside."""
+    xmin, xmax, ymin, ymax = window
+    inside = _inside(points, window)
+    if inside.all():
+        return float(points[-1, 0]), float(points[-1, 1])
+    first_out = int(np.argmin(inside))
+    if first_out == 0:
+        return None
+    a, b = points[first_out - 1], points[first_out]
+    d = b - a
+    # Smallest fraction of the segment a->b that reaches a window edge.
+    ts = []
+    for k, (lo, hi) in enumerate(((xmin, xmax), (ymin, ymax))):
+        if d[k] > 0:
+            ts.append((hi - a[k]) / d[k])
+        elif d[k] < 0:
+            ts.append((lo - a[k]) / d[k])
+    t = min(ts) if ts else 0.0
+    p = a + t * d
+    return float(p[0]), float(p[1])
+
+
+def legend_label(traj: Trajectory) -> str:
+    if traj.diverged:
+        return f"{traj.label} (diverged)"
+    return f"{traj.label} ({traj.status})" if traj.status else traj.label
+
+
+def draw_trajectories(
+    ax: Axes,
+    trajectories: Sequence[Trajectory],
+    *,
+    upto: int | None = None,
+    palette: Sequence[str] | None = None,
+) -> None:
+    """Each path in its own colour, the start as a black dot, the end as a filled circle, and a
+    red cross where a diverged run leaves the view."""
+    palette = palette or colors(len(trajectories))
+    window = ax.get_xlim() + ax.get_ylim()
+    for traj, color in zip(trajectories, palette):
+        pts = clip_diverged(traj, window)
+        if upto is not None:
+            pts = pts[: upto + 1]
+        ax.plot(pts[:, 0], pts[:, 1], "-", color=color, lw=1.8, label=legend_label(traj), zorder=6)
+        if traj.diverged and (upto is None or upto >= len(pts) - 1):
+            # clip_on=False: the cross sits on the window edge and would be cut in half.
+            ax.plot(
+                *pts[-1], "X", color=color, mec="black", mew=0.8, ms=11, zorder=8, clip_on=False
+            )
+        elif np.isfinite(pts[-1]).all():
+            ax.plot(pts[-1, 0], pts[-1, 1], "o", color=color, mec="black", mew=0.6, ms=6, zorder=7)
+    if trajectories:
+        x0, y0 = trajectories[0].points[0]
+        ax.plot(x0, y0, "o", color="black", ms=7, zorder=9, label="start")
+
+
+def _title(surface: Surface, trajectories: Sequence[Trajectory], title: str | None) -> str:
+    if title is not None:
+        return title
+    steps = max((t.steps for t in trajectories), default=0)
+    formula = f": {surface.formula}" if surface.formula and surface.formula != surface.name else ""
+    return f"{surface.name}{formula} — {steps} steps"
+
+
+def contour_figure(
+    trajectories: Sequence[Trajectory],
+    surface: Surface | None = None,
+    *,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    title: str | None = None,
+    window: Window | None = None,
+) -> Figure:
+    """Contour map with every trajectory, legend outside the axes on the right."""
+    surface = surface or trajectories[0].surface
+    fig = new_figure(size)
+    ax = fig.add_subplot()
+    draw_contours(ax, surface, window=window)
+    draw_trajectories(ax, trajectories)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_title(_title(surface, trajectories, title), fontsize=11)
+    _legend(ax)
+    return fig
+
+
+# --- 3-D surface ---------------------------------------------------------------------------------
+
+
+def _height(surface: Surface, Z: np.ndarray, shift: float) -> np.ndarray:
+    if surface.log_levels:
+        return np.log10(np.maximum(Z - shift, 0.0) + 1.0)
+    return Z
+
+
+def surface3d_figure(
+    trajectories: Sequence[Trajectory],
+    surface: Surface | None = None,
+    *,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    title: str | None = None,
+    elev: float = 35.0,
+    azim: float = -60.0,
+) -> Figure:
+    """The surface in 3-D with trajectories riding on it (log height for log-level surfaces)."""
+    surface = surface or trajectories[0].surface
+    fig = new_figure(size)
+    ax = fig.add_subplot(projection="3d")
+    X, Y, Z = (t.numpy() for t in surface.grid(90))
+    shift = _shift(surface, Z)
+    H = _height(surface, Z, shift)
+    ax.plot_surface(
+        X, Y, H, cmap="Blues_r", alpha=0.55, linewidth=0, antialiased=True, rcount=60, ccount=60
+    )
+    ax.contour(X, Y, H, levels=18, zdir="z", offset=float(H.min()), colors="0.5", linewidths=0.4)
+    xmin, xmax, ymin, ymax = surface.window
+    lift = 0.01 * float(H.max() - H.min())
+    for traj, color in zip(trajectories, colors(len(trajectories))):
+        pts = traj.points.copy()
+        outside = (pts[:, 0] < xmin) | (pts[:, 0] > xmax) | (pts[:, 1] < ymin) | (pts[:, 1] > ymax)
+        # 3-D axes do not clip, so points outside the window are cut out of the line.
+        pts[outside] = np.nan
+        h = _height(surface, traj.losses, shift) + lift
+        h = np.where(outside, np.nan, h)
+        ax.plot(pts[:, 0], pts[:, 1], h, color=color, lw=2.0, label=legend_label(traj), zorder=10)
+    for mx, my in surface.minima:
+        ax.scatter(
+            [mx],
+            [my],
+            [float(_height(surface, np.array(surface.value(mx, my)), shift)) + lift],
+            marker="*",
+            s=160,
+            color="gold",
+            edgecolors="black",
+            depthshade=False,
+        )
+    ax.set_xlim(xmin, xmax)
+    ax.set_ylim(ymin, ymax)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_zlabel("log10(f - f* + 1)" if surface.log_levels else "f(x, y)")
+    ax.view_init(elev=elev, azim=azim)
+    ax.set_title(_title(surface, trajectories, title), fontsize=11)
+    _legend(ax)
+    return fig
+
+
+# --- loss versus step ----------------------------------------------------------------------------
+
+
+def loss_figure(
+    trajectories: Sequence[Trajectory],
+    surface: Surface | None = None,
+    *,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    title: str | None = None,
+) -> Figure:
+    """``f - f*`` against step on a log scale (symlog when the surface is unbounded below)."""
+    surface = surface or trajectories[0].surface
+    fig = new_figure(size)
+    ax = fig.add_subplot()
+    known = surface.min_value is not None
+    for traj, color in zip(trajectories, colors(len(trajectories))):
+        y = traj.losses - surface.min_value if known else traj.losses
+        y = np.where(np.isfinite(y), y, np.nan)
+        if known:
+            # Exactly reaching the minimum would vanish from a log axis; floor it visibly instead.
+            y = np.maximum(y, 1e-16)
+        steps = np.arange(len(y))
+        ax.plot(steps, y, color=color, lw=1.6, label=legend_label(traj))
+        if traj.diverged and np.isfinite(y).any():
+            last = int(np.flatnonzero(np.isfinite(y))[-1])
+            ax.plot(steps[last], y[last], "X", color=color, mec="black", ms=10)
+    if known:
+        ax.set_yscale("log")
+        ax.set_ylabel("f(x, y) - f*")
+    else:
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_ylabel("f(x, y)  (symlog)")
+    ax.set_xlabel("step")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set_title(title or f"{surface.name}: loss per step", fontsize=11)
+    _legend(ax)
+    return fig
+
+
+def _legend(ax: Axes) -> None:
+    # An axes legend anchored outside on the right: constrained layout makes room for it, which it
+    # does not reliably do for a figure legend next to an equal-aspect axes.
+    ax.legend(
+        loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9, frameon=False
+    )
+
+
+VIEWS = {"contour": contour_figure, "3d": surface3d_figure, "loss": loss_figure}
+
+
+def plot(
+    trajectories: Sequence[Trajectory],
+    path: str | Path,
+    *,
+    view: str = "contour",
+    fmt: str | None = None,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    title: str | None = None,
+) -> Path:
+    """Draw ``view`` (contour, 3d or loss) of the trajectories and save it as PNG or SVG."""
+    if not trajectories:
+        raise ValueError("trajectories=[]: expected at least one trajectory to draw")
+    try:
+        make = VIEWS[view]
+    except KeyError:
+        raise ValueError(f"view={view!r}: expected one of {', '.join(VIEWS)}") from None
+    fig = make(trajectories, size=size, title=title)
+    return save(fig, path, fmt)
