@@ -2,7 +2,8 @@
 # Offline data that comes from Debian rather than PyPI: Fashion-MNIST (dataset-fashion-mnist).
 # Best effort: needs root and apt; without it ravine's loader says how to install it by hand.
 set -u
-if [ -d /usr/share/dataset-fashion-mnist ] || [ -n "$(ls /usr/share/fashion-mnist 2>/dev/null)" ]; then
+# Debian installs the IDX files to /usr/share/datasets/fashion-mnist (ravine.data.datasets.FASHION_MNIST_DIRS).
+if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   exit 0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
