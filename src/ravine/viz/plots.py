@@ -36,7 +36,7 @@ def colors(n: int) -> list[str]:
 def new_figure(size: tuple[int, int] = DEFAULT_SIZE, *, dpi: int = DPI) -> Figure:
     """A figure of exactly ``size`` pixels with an Agg canvas attached."""
     width, height = _check_size(size)
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, layout="constrained")
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
@@ -64,6 +64,18 @@ def save(fig: Figure, path: str | Path, fmt: str | None = None) -> Path:
 # --- contour map ---------------------------------------------------------------------------------
 
 
+def _background() -> mcolors.Colormap:
+    # The lighter half of Blues, reversed: low values a medium blue, high ones near white, so
+    # the coloured paths keep their contrast where they end up (near the minima).
+    import matplotlib
+
+    blues = matplotlib.colormaps["Blues"]
+    return mcolors.ListedColormap(blues(np.linspace(0.5, 0.02, 256)), name="ravine_bg")
+
+
+BACKGROUND = _background()
+
+
 def _shift(surface: Surface, Z: np.ndarray) -> float:
     return float(surface.min_value) if surface.min_value is not None else float(np.nanmin(Z))
 
@@ -80,7 +92,7 @@ def draw_contours(
         lo = max(float(np.nanpercentile(Zs, 0.5)), 1e-3)
         levels = np.geomspace(lo, float(np.nanmax(Zs)), 28)
         Zs = np.clip(Zs, lo, None)
-        ax.contourf(X, Y, Zs, levels=levels, norm=mcolors.LogNorm(), cmap="Blues_r", alpha=0.55)
+        ax.contourf(X, Y, Zs, levels=levels, norm=mcolors.LogNorm(), cmap=BACKGROUND)
         ax.contour(X, Y, Zs, levels=levels, norm=mcolors.LogNorm(), colors="0.45", linewidths=0.4)
     else:
         levels: int | np.ndarray = 28
@@ -88,7 +100,7 @@ def draw_contours(
             # Squared spacing puts more levels near the minimum, where the paths end up.
             zmin, zmax = float(np.nanmin(Z)), float(np.nanmax(Z))
             levels = zmin + (zmax - zmin) * np.linspace(0.0, 1.0, 28) ** 2
-        ax.contourf(X, Y, Z, levels=levels, cmap="Blues_r", alpha=0.55)
+        ax.contourf(X, Y, Z, levels=levels, cmap=BACKGROUND)
         ax.contour(X, Y, Z, levels=levels, colors="0.45", linewidths=0.4)
     for i, (mx, my) in enumerate(surface.minima):
         ax.plot(
@@ -171,22 +183,40 @@ def legend_label(traj: Trajectory) -> str:
     return f"{traj.label} ({traj.status})" if traj.status else traj.label
 
 
+Style = tuple[str, str]  # (colour, matplotlib line style)
+
+
+def styles(
+    n: int, palette: Sequence[str] | None = None, linestyles: Sequence[str] | None = None
+) -> list[Style]:
+    """One (colour, line style) per trajectory: a distinct colour each unless ``palette`` says
+    otherwise (e.g. one colour per gamma, dashed for NAG and solid for Momentum)."""
+    palette = list(palette) if palette is not None else colors(n)
+    linestyles = list(linestyles) if linestyles is not None else ["-"] * n
+    if len(palette) < n or len(linestyles) < n:
+        raise ValueError(
+            f"palette/linestyles of lengths {len(palette)}/{len(linestyles)}: expected at least "
+            f"one entry per trajectory ({n})"
+        )
+    return list(zip(palette[:n], linestyles[:n]))
+
+
 def draw_trajectories(
     ax: Axes,
     trajectories: Sequence[Trajectory],
     *,
     upto: int | None = None,
-    palette: Sequence[str] | None = None,
+    style: Sequence[Style] | None = None,
 ) -> None:
     """Each path in its own colour, the start as a black dot, the end as a filled circle, and a
-    red cross where a diverged run leaves the view."""
-    palette = palette or colors(len(trajectories))
+    cross where a diverged run leaves the view."""
+    style = style or styles(len(trajectories))
     window = ax.get_xlim() + ax.get_ylim()
-    for traj, color in zip(trajectories, palette):
+    for traj, (color, ls) in zip(trajectories, style):
         pts = clip_diverged(traj, window)
         if upto is not None:
             pts = pts[: upto + 1]
-        ax.plot(pts[:, 0], pts[:, 1], "-", color=color, lw=1.8, label=legend_label(traj), zorder=6)
+        ax.plot(pts[:, 0], pts[:, 1], ls, color=color, lw=1.8, label=legend_label(traj), zorder=6)
         if traj.diverged and (upto is None or upto >= len(pts) - 1):
             # clip_on=False: the cross sits on the window edge and would be cut in half.
             ax.plot(
@@ -200,11 +230,16 @@ def draw_trajectories(
 
 
 def _title(surface: Surface, trajectories: Sequence[Trajectory], title: str | None) -> str:
-    if title is not None:
-        return title
+    """Two lines, left-aligned by the caller: what is shown, then the formula."""
     steps = max((t.steps for t in trajectories), default=0)
-    formula = f": {surface.formula}" if surface.formula and surface.formula != surface.name else ""
-    return f"{surface.name}{formula} — {steps} steps"
+    head = title if title is not None else f"{surface.name}, {steps} steps"
+    if surface.formula and surface.formula != surface.name:
+        return f"{head}\nf(x, y) = {surface.formula}"
+    return head
+
+
+def set_title(ax: Axes, text: str) -> None:
+    ax.set_title(text, loc="left", fontsize=10, linespacing=1.4)
 
 
 def contour_figure(
@@ -214,15 +249,16 @@ def contour_figure(
     size: tuple[int, int] = DEFAULT_SIZE,
     title: str | None = None,
     window: Window | None = None,
+    style: Sequence[Style] | None = None,
 ) -> Figure:
     """Contour map with every trajectory, legend outside the axes on the right."""
     surface = surface or trajectories[0].surface
     fig = new_figure(size)
     ax = fig.add_subplot()
     draw_contours(ax, surface, window=window)
-    draw_trajectories(ax, trajectories)
+    draw_trajectories(ax, trajectories, style=style)
     ax.set_aspect("equal", adjustable="box")
-    ax.set_title(_title(surface, trajectories, title), fontsize=11)
+    set_title(ax, _title(surface, trajectories, title))
     _legend(ax)
     return fig
 
@@ -242,30 +278,36 @@ def surface3d_figure(
     *,
     size: tuple[int, int] = DEFAULT_SIZE,
     title: str | None = None,
+    window: Window | None = None,
+    style: Sequence[Style] | None = None,
     elev: float = 35.0,
     azim: float = -60.0,
 ) -> Figure:
     """The surface in 3-D with trajectories riding on it (log height for log-level surfaces)."""
     surface = surface or trajectories[0].surface
     fig = new_figure(size)
-    ax = fig.add_subplot(projection="3d")
-    X, Y, Z = (t.numpy() for t in surface.grid(90))
+    # Paths drawn last and on top: depth-sorting them with the surface would hide most of them.
+    ax = fig.add_subplot(projection="3d", computed_zorder=False)
+    window = window or surface.window
+    X, Y, Z = (t.numpy() for t in surface.grid(100, window))
     shift = _shift(surface, Z)
     H = _height(surface, Z, shift)
     ax.plot_surface(
-        X, Y, H, cmap="Blues_r", alpha=0.55, linewidth=0, antialiased=True, rcount=60, ccount=60
+        X, Y, H, cmap=BACKGROUND, alpha=0.8, linewidth=0, antialiased=True, rcount=80, ccount=80
     )
     ax.contour(X, Y, H, levels=18, zdir="z", offset=float(H.min()), colors="0.5", linewidths=0.4)
-    xmin, xmax, ymin, ymax = surface.window
+    xmin, xmax, ymin, ymax = window
     lift = 0.01 * float(H.max() - H.min())
-    for traj, color in zip(trajectories, colors(len(trajectories))):
+    for traj, (color, ls) in zip(trajectories, style or styles(len(trajectories))):
         pts = traj.points.copy()
         outside = (pts[:, 0] < xmin) | (pts[:, 0] > xmax) | (pts[:, 1] < ymin) | (pts[:, 1] > ymax)
         # 3-D axes do not clip, so points outside the window are cut out of the line.
         pts[outside] = np.nan
         h = _height(surface, traj.losses, shift) + lift
         h = np.where(outside, np.nan, h)
-        ax.plot(pts[:, 0], pts[:, 1], h, color=color, lw=2.0, label=legend_label(traj), zorder=10)
+        ax.plot(
+            pts[:, 0], pts[:, 1], h, ls, color=color, lw=2.0, label=legend_label(traj), zorder=10
+        )
     for mx, my in surface.minima:
         ax.scatter(
             [mx],
@@ -283,7 +325,7 @@ def surface3d_figure(
     ax.set_ylabel("y")
     ax.set_zlabel("log10(f - f* + 1)" if surface.log_levels else "f(x, y)")
     ax.view_init(elev=elev, azim=azim)
-    ax.set_title(_title(surface, trajectories, title), fontsize=11)
+    set_title(ax, _title(surface, trajectories, title))
     _legend(ax)
     return fig
 
@@ -297,20 +339,21 @@ def loss_figure(
     *,
     size: tuple[int, int] = DEFAULT_SIZE,
     title: str | None = None,
+    style: Sequence[Style] | None = None,
 ) -> Figure:
     """``f - f*`` against step on a log scale (symlog when the surface is unbounded below)."""
     surface = surface or trajectories[0].surface
     fig = new_figure(size)
     ax = fig.add_subplot()
     known = surface.min_value is not None
-    for traj, color in zip(trajectories, colors(len(trajectories))):
+    for traj, (color, ls) in zip(trajectories, style or styles(len(trajectories))):
         y = traj.losses - surface.min_value if known else traj.losses
         y = np.where(np.isfinite(y), y, np.nan)
         if known:
             # Exactly reaching the minimum would vanish from a log axis; floor it visibly instead.
             y = np.maximum(y, 1e-16)
         steps = np.arange(len(y))
-        ax.plot(steps, y, color=color, lw=1.6, label=legend_label(traj))
+        ax.plot(steps, y, ls, color=color, lw=1.6, label=legend_label(traj))
         if traj.diverged and np.isfinite(y).any():
             last = int(np.flatnonzero(np.isfinite(y))[-1])
             ax.plot(steps[last], y[last], "X", color=color, mec="black", ms=10)
@@ -322,17 +365,40 @@ def loss_figure(
         ax.set_ylabel("f(x, y)  (symlog)")
     ax.set_xlabel("step")
     ax.grid(True, which="major", alpha=0.3)
-    ax.set_title(title or f"{surface.name}: loss per step", fontsize=11)
+    set_title(ax, _title(surface, trajectories, title or f"{surface.name}: loss per step"))
     _legend(ax)
     return fig
 
 
-def _legend(ax: Axes) -> None:
-    # An axes legend anchored outside on the right: constrained layout makes room for it, which it
-    # does not reliably do for a figure legend next to an equal-aspect axes.
-    ax.legend(
-        loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9, frameon=False
+def _legend(ax: Axes, *, left: int = 70, bottom: int = 50) -> None:
+    """Legend outside the axes on the right, and the axes sized (in pixels) to leave it room.
+
+    Laid out by hand: constrained layout misjudges an equal-aspect axes with a legend hanging off
+    it and either clips the legend or the y label.
+    """
+    fig = ax.get_figure(root=True)
+    assert fig is not None
+    legend = ax.legend(
+        loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.0, fontsize=9, frameon=False
     )
+    width, height = fig.bbox.width, fig.bbox.height
+    top = 20 + 17 * (ax.get_title(loc="left").count("\n") + 1)
+    gap = 16  # between the axes and its legend
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    legend_w = legend.get_window_extent(renderer).width
+    if ax.name != "3d":
+        # Wide tick labels (symlog's -10^7) plus the y label must fit in the left margin.
+        yaxis = ax.yaxis.get_tightbbox(renderer)
+        if yaxis is not None:
+            left = max(left, int(yaxis.width + 16))
+    right = max(width - legend_w - 2 * gap, left + 0.4 * width)
+    legend.set_bbox_to_anchor((1.0 + gap / (right - left), 1.0))
+    ax.set_position(
+        (left / width, bottom / height, (right - left) / width, (height - top - bottom) / height)
+    )
+    # With an equal aspect the axes shrinks inside that box; keep it at the left so the legend that
+    # hangs off its right edge stays next to it.
+    ax.set_anchor("W")
 
 
 VIEWS = {"contour": contour_figure, "3d": surface3d_figure, "loss": loss_figure}

@@ -22,8 +22,10 @@ ESCAPE_FACTOR = 100.0
 class Trajectory:
     """Positions ``points[t]`` after ``t`` steps (``points[0]`` is the start) and losses there.
 
-    A diverged run is cut at ``diverged_at``: its last point is the first one that was non-finite
-    or beyond the escape box, or the last finite one before it.
+    A run that blows up is cut at ``diverged_at``: its last point is the first one that was
+    non-finite or beyond the escape box (or the last finite one before it). On a surface that is
+    unbounded below (the saddles) running off to infinity is the right answer, not a blow-up: such
+    a run is cut at ``escaped_at`` instead and reported as having left the view.
     """
 
     spec: OptimizerSpec
@@ -32,6 +34,7 @@ class Trajectory:
     losses: np.ndarray
     steps: int
     diverged_at: int | None = None
+    escaped_at: int | None = None
 
     @property
     def label(self) -> str:
@@ -100,6 +103,7 @@ def run_one(
     pd = p.detach()
     out[0] = pd
     diverged_at: int | None = None
+    escaped_at: int | None = None
     last = steps
     for t in range(1, steps + 1):
         try:
@@ -111,9 +115,13 @@ def run_one(
         out[t] = pd
         # One reduction and one sync per step; `not <=` also catches NaN.
         if not float(pd.abs().max()) <= bound:
-            diverged_at = t
+            finite = bool(torch.isfinite(pd).all())
+            if finite and surface.min_value is None:
+                escaped_at = t
+            else:
+                diverged_at = t
             # Keep the offending point only when it is finite, so it can be drawn toward.
-            last = t if bool(torch.isfinite(pd).all()) else t - 1
+            last = t if finite else t - 1
             break
     points = out[: last + 1]
     with torch.no_grad():
@@ -125,6 +133,7 @@ def run_one(
         losses=losses.numpy().astype(np.float64),
         steps=steps,
         diverged_at=diverged_at,
+        escaped_at=escaped_at,
     )
 
 

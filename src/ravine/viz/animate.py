@@ -1,0 +1,211 @@
+"""Animations in which the optimizers move together, step by step: GIF (Pillow) or MP4 (ffmpeg).
+
+Frame ``i`` (0-based) shows every path up to step ``min((i + 1) * stride, steps)``, so an animation
+of ``steps`` steps has ``ceil(steps / stride)`` frames. The contour background is rendered once and
+restored for each frame; only the paths, heads and step counter are redrawn (blitting), which keeps
+a frame at a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ravine.surfaces import Surface, Window
+from ravine.viz.plots import (
+    DEFAULT_SIZE,
+    Style,
+    _legend,
+    _title,
+    clip_diverged,
+    draw_contours,
+    new_figure,
+    set_title,
+    styles,
+)
+from ravine.viz.trajectory import Trajectory
+
+ANIMATION_FORMATS = ("gif", "mp4")
+
+
+def frame_steps(steps: int, stride: int) -> list[int]:
+    """The step shown by each frame: stride, 2*stride, ..., and ``steps`` last."""
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride={stride!r}: expected a positive integer")
+    return [min((i + 1) * stride, steps) for i in range(math.ceil(steps / stride))]
+
+
+def render_frames(
+    trajectories: Sequence[Trajectory],
+    surface: Surface | None = None,
+    *,
+    stride: int = 1,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    title: str | None = None,
+    window: Window | None = None,
+    style: Sequence[Style] | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield RGB frames (``height x width x 3`` uint8) of the optimizers racing."""
+    if not trajectories:
+        raise ValueError("trajectories=[]: expected at least one trajectory to animate")
+    surface = surface or trajectories[0].surface
+    steps = max(t.steps for t in trajectories)
+    shown = frame_steps(steps, stride)
+
+    fig = new_figure(size)
+    ax = fig.add_subplot()
+    draw_contours(ax, surface, window=window)
+    ax.set_aspect("equal", adjustable="box")
+    set_title(ax, _title(surface, trajectories, title))
+    win = ax.get_xlim() + ax.get_ylim()
+    paths = [clip_diverged(t, win) for t in trajectories]
+    lines, heads, crosses = [], [], []
+    for traj, (color, ls) in zip(trajectories, style or styles(len(trajectories))):
+        label = f"{traj.label} (diverged)" if traj.diverged else traj.label
+        (line,) = ax.plot([], [], ls, color=color, lw=1.8, label=label, zorder=6, animated=True)
+        (head,) = ax.plot(
+            [], [], "o", color=color, mec="black", mew=0.6, ms=7, zorder=7, animated=True
+        )
+        (cross,) = ax.plot(
+            [], [], "X", color=color, mec="black", ms=11, zorder=8, clip_on=False, animated=True
+        )
+        lines.append(line)
+        heads.append(head)
+        crosses.append(cross)
+    x0, y0 = trajectories[0].points[0]
+    ax.plot(x0, y0, "o", color="black", ms=7, zorder=9, label="start")
+    _legend(ax)
+    counter = ax.text(
+        0.02,
+        0.97,
+        "",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=10,
+        bbox={"boxstyle": "round", "fc": "white", "ec": "0.6", "alpha": 0.9},
+        zorder=10,
+        animated=True,
+    )
+    canvas = fig.canvas
+    canvas.draw()
+    background = canvas.copy_from_bbox(fig.bbox)  # type: ignore[attr-defined]
+    for step in shown:
+        canvas.restore_region(background)  # type: ignore[attr-defined]
+        for pts, traj, line, head, cross in zip(paths, trajectories, lines, heads, crosses):
+            seen = pts[: step + 1]
+            line.set_data(seen[:, 0], seen[:, 1])
+            ended = traj.diverged and step >= len(pts) - 1
+            (cross if ended else head).set_data(seen[-1:, 0], seen[-1:, 1])
+            ax.draw_artist(line)
+            ax.draw_artist(cross if ended else head)
+        counter.set_text(f"step {step}")
+        ax.draw_artist(counter)
+        rgba = np.asarray(canvas.buffer_rgba())  # type: ignore[attr-defined]
+        yield rgba[..., :3].copy()
+
+
+def save_gif(
+    frames: Sequence[np.ndarray], path: str | Path, *, fps: int = 20, hold_ms: int = 1500
+) -> Path:
+    """Write frames as a looping GIF through Pillow, one shared palette for all frames."""
+    if not frames:
+        raise ValueError("frames=[]: expected at least one frame")
+    images = [Image.fromarray(f) for f in frames]
+    # The last frame holds every path, so its palette covers every colour the animation uses;
+    # sharing it avoids per-frame palette flicker and is faster than quantizing each frame freely.
+    palette = images[-1].quantize(colors=255, method=Image.Quantize.MEDIANCUT)
+    quantized = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
+    durations = [max(1, round(1000 / fps))] * len(quantized)
+    durations[-1] += hold_ms
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    quantized[0].save(
+        path, save_all=True, append_images=quantized[1:], duration=durations, loop=0, optimize=True
+    )
+    return path
+
+
+def ffmpeg_path() -> str | None:
+    return shutil.which("ffmpeg")
+
+
+def save_mp4(frames: Sequence[np.ndarray], path: str | Path, *, fps: int = 20) -> Path:
+    """Pipe raw RGB frames to ffmpeg (H.264, yuv420p so common players open it)."""
+    ffmpeg = ffmpeg_path()
+    if ffmpeg is None:
+        raise RuntimeError(
+            "format='mp4' needs ffmpeg on PATH, and none was found; use format='gif'"
+        )
+    if not frames:
+        raise ValueError("frames=[]: expected at least one frame")
+    height, width = frames[0].shape[:2]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        ffmpeg,
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        str(fps),
+        "-i",
+        "-",
+        # yuv420p needs even dimensions: pad by one pixel where needed.
+        "-vf",
+        "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+        "-pix_fmt",
+        "yuv420p",
+        "-vcodec",
+        "libx264",
+        str(path),
+    ]
+    data = b"".join(np.ascontiguousarray(f).tobytes() for f in frames)
+    result = subprocess.run(cmd, input=data, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({result.returncode}): {result.stderr.decode().strip()}")
+    return path
+
+
+def animate(
+    trajectories: Sequence[Trajectory],
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    stride: int = 1,
+    fps: int = 20,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    title: str | None = None,
+    window: Window | None = None,
+    style: Sequence[Style] | None = None,
+) -> Path:
+    """Render the race and save it as GIF or MP4 (from ``fmt`` or the file suffix)."""
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in ANIMATION_FORMATS:
+        raise ValueError(f"format={fmt!r}: expected one of {', '.join(ANIMATION_FORMATS)}")
+    if not isinstance(fps, int) or not 1 <= fps <= 100:
+        raise ValueError(f"fps={fps!r}: expected an integer from 1 to 100")
+    if fmt == "mp4" and ffmpeg_path() is None:
+        raise RuntimeError(
+            "format='mp4' needs ffmpeg on PATH, and none was found; use format='gif'"
+        )
+    frames = list(
+        render_frames(
+            trajectories, stride=stride, size=size, title=title, window=window, style=style
+        )
+    )
+    if fmt == "gif":
+        return save_gif(frames, path, fps=fps)
+    return save_mp4(frames, path, fps=fps)
