@@ -34,6 +34,10 @@ from ravine.viz.trajectory import Trajectory
 ANIMATION_FORMATS = ("gif", "mp4")
 
 
+class MissingFFmpegError(RuntimeError):
+    """MP4 was asked for and no ffmpeg is on PATH."""
+
+
 def frame_steps(steps: int, stride: int) -> list[int]:
     """The step shown by each frame: stride, 2*stride, ..., and ``steps`` last."""
     if not isinstance(stride, int) or stride < 1:
@@ -139,7 +143,7 @@ def save_mp4(frames: Sequence[np.ndarray], path: str | Path, *, fps: int = 20) -
     """Pipe raw RGB frames to ffmpeg (H.264, yuv420p so common players open it)."""
     ffmpeg = ffmpeg_path()
     if ffmpeg is None:
-        raise RuntimeError(
+        raise MissingFFmpegError(
             "format='mp4' needs ffmpeg on PATH, and none was found; use format='gif'"
         )
     if not frames:
@@ -198,7 +202,7 @@ def animate(
     if not isinstance(fps, int) or not 1 <= fps <= 100:
         raise ValueError(f"fps={fps!r}: expected an integer from 1 to 100")
     if fmt == "mp4" and ffmpeg_path() is None:
-        raise RuntimeError(
+        raise MissingFFmpegError(
             "format='mp4' needs ffmpeg on PATH, and none was found; use format='gif'"
         )
     frames = list(

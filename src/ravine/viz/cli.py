@@ -1,0 +1,161 @@
+"""Watch optimizers on a 2-D loss surface: contour map, 3-D view, loss curves or an animation.
+
+examples:
+  ravine viz --surface beale --optimizers sgd:lr=0.001,momentum:lr=0.001,adam:lr=0.05
+  ravine viz --surface saddle --optimizers sgd:lr=0.01 rmsprop:lr=0.05 --format gif
+  ravine viz --surface quadratic --start=7,5 --view loss --out quad_loss.svg
+  ravine viz --surface "expr:x^2 + 3*sin(y)^2" --optimizers adam:lr=0.1
+  ravine viz --list
+  ravine viz --gallery --out gallery/
+
+An optimizer spec is NAME or NAME:KEY=VALUE,KEY=VALUE (values are Python literals, e.g.
+adam:lr=0.1,betas=(0.9,0.99)); several specs go comma- or space-separated. A negative start
+needs the = form: --start=-1.5,2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ravine import surfaces
+from ravine.viz.animate import ANIMATION_FORMATS, MissingFFmpegError, animate, ffmpeg_path
+from ravine.viz.plots import DEFAULT_SIZE, STATIC_FORMATS, VIEWS, plot
+from ravine.viz.specs import optimizer_names
+from ravine.viz.trajectory import run as run_trajectories
+
+FORMATS = STATIC_FORMATS + ANIMATION_FORMATS
+DEFAULT_OPTIMIZERS = (
+    "sgd:lr=0.001,momentum:lr=0.001,nag:lr=0.001,adagrad:lr=0.5,adadelta:lr=20,"
+    "rmsprop:lr=0.01,adam:lr=0.05"
+)
+
+
+def _pair(text: str, what: str, sep: str = ",") -> tuple[float, float]:
+    parts = text.replace("x", sep).split(sep) if what == "size" else text.split(sep)
+    try:
+        a, b = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--{what}={text!r}: expected two numbers, e.g. "
+            + ("900x640" if what == "size" else "7,0.001")
+        ) from None
+    return a, b
+
+
+def _start(text: str) -> tuple[float, float]:
+    return _pair(text, "start")
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, h = _pair(text, "size")
+    if w != int(w) or h != int(h):
+        raise argparse.ArgumentTypeError(f"--size={text!r}: expected whole pixels, e.g. 900x640")
+    return int(w), int(h)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--surface", default="beale", help="surface name or expr:FORMULA")
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        default=[DEFAULT_OPTIMIZERS],
+        metavar="SPEC",
+        help="optimizer specs (default: the seven classic ones with learning rates for Beale)",
+    )
+    parser.add_argument("--steps", type=int, default=200, help="steps per optimizer (200)")
+    parser.add_argument("--start", type=_start, help="start point X,Y (default: the surface's)")
+    parser.add_argument("--out", type=Path, help="output file (gallery: folder)")
+    parser.add_argument("--format", choices=FORMATS, help="png, svg, gif or mp4 (default: --out's)")
+    parser.add_argument("--view", choices=tuple(VIEWS), default="contour", help="for png/svg")
+    parser.add_argument("--stride", type=int, default=2, help="steps per animation frame (2)")
+    parser.add_argument("--fps", type=int, default=20, help="animation frames per second (20)")
+    parser.add_argument(
+        "--size", type=_size, default=DEFAULT_SIZE, help="image size WxH in pixels (900x640)"
+    )
+    parser.add_argument("--list", action="store_true", help="list surfaces and optimizers")
+    parser.add_argument("--gallery", action="store_true", help="render the whole gallery")
+    parser.add_argument("--quick", action="store_true", help="gallery: fewer steps, smaller")
+
+
+def list_everything() -> str:
+    lines = ["surfaces:"]
+    for name in surfaces.names():
+        s = surfaces.get(name)
+        minima = ", ".join(f"({x:g}, {y:g})" for x, y in s.minima) or "none (unbounded below)"
+        lines.append(f"  {name:<14s} {s.formula}")
+        lines.append(
+            f"  {'':<14s} start ({s.start[0]:g}, {s.start[1]:g}); window {s.window}; "
+            f"minima {minima}"
+        )
+    lines.append("  expr:FORMULA   your own formula in x and y, e.g. expr:x^2+3*sin(y)^2")
+    from ravine.optim import registry
+
+    lines.append("optimizers (ravine's registry; NAME or NAME:KEY=VALUE,...):")
+    for name in optimizer_names():
+        entry = registry.get(name)
+        defaults = ", ".join(f"{k}={v}" for k, v in entry.defaults.items() if k != "params")
+        lines.append(f"  {name:<10s} {defaults}")
+    lines.append(f"mp4: {'ffmpeg at ' + ffmpeg_path() if ffmpeg_path() else 'ffmpeg not found'}")
+    return "\n".join(lines)
+
+
+def _render(args: argparse.Namespace) -> int:
+    surface = surfaces.get(args.surface)
+    fmt = args.format or (args.out.suffix.lstrip(".").lower() if args.out else "png")
+    if fmt not in FORMATS:
+        raise ValueError(f"--out={str(args.out)!r}: suffix {fmt!r} is not one of {FORMATS}")
+    view = args.view
+    if args.out is not None:
+        out = args.out
+    else:
+        stem = surface.name if surface.name.replace("-", "").isalnum() else "surface"
+        suffix = "" if view == "contour" or fmt in ANIMATION_FORMATS else f"_{view}"
+        out = Path(f"{stem}{suffix}.{fmt}")
+    t0 = time.perf_counter()
+    trajectories = run_trajectories(surface, args.optimizers, steps=args.steps, start=args.start)
+    t1 = time.perf_counter()
+    if fmt in ANIMATION_FORMATS:
+        path = animate(trajectories, out, fmt=fmt, stride=args.stride, fps=args.fps, size=args.size)
+    else:
+        path = plot(trajectories, out, view=view, fmt=fmt, size=args.size)
+    t2 = time.perf_counter()
+    print(f"{'optimizer':<36s} {'final (x, y)':>26s} {'f(x, y)':>12s}  status")
+    for t in trajectories:
+        x, y = t.final
+        print(f"{t.label:<36s} {f'({x:.4g}, {y:.4g})':>26s} {t.losses[-1]:12.4g}  {t.status}")
+    print(f"wrote {path}  (trajectories {t1 - t0:.2f} s, drawing {t2 - t1:.2f} s)")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.list:
+            print(list_everything())
+            return 0
+        if args.gallery:
+            from ravine.viz.gallery import make_gallery
+
+            out = args.out or Path("gallery")
+            t0 = time.perf_counter()
+            paths = make_gallery(out, quick=args.quick, verbose=True)
+            print(f"wrote {len(paths)} files to {out}/ in {time.perf_counter() - t0:.1f} s")
+            return 0
+        return _render(args)
+    except (ValueError, MissingFFmpegError) as err:
+        print(f"ravine viz: error: {err}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ravine.viz.cli ...``: the same as ``ravine viz ...``."""
+    parser = argparse.ArgumentParser(prog="ravine viz", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
