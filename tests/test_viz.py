@@ -1,0 +1,419 @@
+"""ravine.viz: specs, trajectories (checked on the numbers), images, animations, CLI, gallery."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ravine
+from ravine import surfaces
+from ravine.viz import animate as animate_mod
+from ravine.viz import specs as specs_mod
+from ravine.viz.animate import MissingFFmpegError, animate, frame_steps, render_frames
+from ravine.viz.cli import main as viz_main
+from ravine.viz.gallery import SCENES, make_gallery
+from ravine.viz.plots import clip_diverged, contour_figure, exit_point, plot
+from ravine.viz.specs import OptimizerSpec, parse_spec, parse_specs
+from ravine.viz.trajectory import run, run_one
+
+# --- specs ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "hparams"),
+    [
+        ("adam", "adam", ()),
+        ("Adam:lr=0.1", "adam", (("lr", 0.1),)),
+        ("adam:lr=0.1,betas=(0.9,0.99)", "adam", (("lr", 0.1), ("betas", (0.9, 0.99)))),
+        ("sgd:lr=1e-3, momentum=0.5", "sgd", (("lr", 1e-3), ("momentum", 0.5))),
+        ("rmsprop:centered=true", "rmsprop", (("centered", True),)),
+        ("nag:form=lookahead", "nag", (("form", "lookahead"),)),
+    ],
+)
+def test_parse_spec(text: str, name: str, hparams: tuple) -> None:
+    spec = parse_spec(text)
+    assert (spec.name, spec.hparams) == (name, hparams)
+    assert parse_spec(str(spec)) == spec  # the canonical form parses back
+
+
+def test_parse_specs_groups_key_values_with_the_spec_before_them() -> None:
+    got = parse_specs("sgd,momentum:lr=0.01,momentum=0.5,adam:lr=0.1,betas=(0.9,0.99),nag")
+    assert [str(s) for s in got] == [
+        "sgd",
+        "momentum:lr=0.01,momentum=0.5",
+        "adam:lr=0.1,betas=(0.9,0.99)",
+        "nag",
+    ]
+    assert parse_specs(["sgd", "adam:lr=0.1"]) == [parse_spec("sgd"), parse_spec("adam:lr=0.1")]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "expected 'name' or 'name:key=value"),
+        (":lr=1", "is not an optimizer name"),
+        ("adam:", "expected key=value after ':'"),
+        ("adam:lr", "'lr' is not key=value"),
+        ("adam:lr=0.1,lr=0.2", "'lr' given twice"),
+        ("adam:betas=(0.9,0.99", "unclosed bracket"),
+        ("adam:lr=0.1)", "unbalanced"),
+        ("adam:lr=0.1.2", "value '0.1.2' for 'lr'"),
+        ("adam:1x=2", "is not key=value"),
+    ],
+)
+def test_malformed_specs_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_spec(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lr=0.1,adam", "'lr=0.1' must follow 'name:'"),
+        ("sgd,,adam", "empty entry"),
+        ([], "at least one optimizer spec"),
+    ],
+)
+def test_malformed_spec_lists(text: str | list, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_specs(text)
+
+
+def test_unknown_optimizer_suggests_registry_names() -> None:
+    with pytest.raises(ValueError, match=r"optimizer='adm' is not in ravine's registry.*'adam'"):
+        parse_spec("adm").build([torch.zeros(2, requires_grad=True)])
+
+
+def test_specs_build_ravine_optimizers() -> None:
+    opt = parse_spec("adam:lr=0.1,betas=(0.8,0.9)").build([torch.zeros(2, requires_grad=True)])
+    assert isinstance(opt, ravine.Optimizer)
+    assert opt.param_groups[0]["lr"] == 0.1 and tuple(opt.param_groups[0]["betas"]) == (0.8, 0.9)
+
+
+# --- trajectories on the numbers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("surface", "spec"),
+    [
+        ("beale", "sgd:lr=0.001"),
+        ("beale", "momentum:lr=0.001,momentum=0.9"),
+        ("rosenbrock", "nag:lr=0.0005"),
+        ("himmelblau", "adam:lr=0.05"),
+        ("rastrigin", "rmsprop:lr=0.01"),
+        ("booth", "adagrad:lr=0.5"),
+        ("monkey-saddle", "adadelta:lr=1"),
+    ],
+)
+def test_trajectory_equals_the_optimizers_own_steps(surface: str, spec: str) -> None:
+    steps = 40
+    traj = run_one(surface, spec, steps=steps)
+    s = surfaces.get(surface)
+    parsed = parse_spec(spec)
+    p = torch.tensor(s.start, dtype=torch.float64, requires_grad=True)
+    opt = ravine.create(parsed.name, [p], **parsed.kwargs)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = s.loss(p)
+        loss.backward()
+        return loss
+
+    expected = [p.detach().clone()]
+    for _ in range(steps):
+        opt.step(closure)
+        expected.append(p.detach().clone())
+    assert traj.points.shape == (steps + 1, 2)
+    np.testing.assert_array_equal(traj.points, torch.stack(expected).numpy())
+    np.testing.assert_allclose(
+        traj.losses, [float(s.loss(q)) for q in expected], rtol=1e-12, atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("lr", [0.01, 0.04, 0.09])
+def test_sgd_on_the_quadratic_matches_the_closed_form(lr: float) -> None:
+    """x^2 + 10y^2: SGD multiplies x by (1 - 2 lr) and y by (1 - 20 lr) every step."""
+    traj = run_one("quadratic", f"sgd:lr={lr}", steps=30)
+    t = np.arange(31)
+    np.testing.assert_allclose(traj.points[:, 0], 7 * (1 - 2 * lr) ** t, rtol=1e-12)
+    np.testing.assert_allclose(traj.points[:, 1], 5 * (1 - 20 * lr) ** t, rtol=1e-10, atol=1e-300)
+
+
+ADAPTIVE = ["adagrad", "adadelta", "rmsprop", "adam", "amsgrad", "adamw", "adamax", "nadam"]
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_adaptive_methods_approach_the_quadratics_minimum(name: str) -> None:
+    """From (7, 5), with registry defaults (small steps) and with a tuned learning rate."""
+    start_distance = math.hypot(7, 5)
+    default = run_one("quadratic", name, steps=100, start=(7, 5))
+    assert math.hypot(*default.final) < start_distance
+    assert default.losses[-1] < default.losses[0]
+    tuned = run_one("quadratic", f"{name}:lr={50 if name == 'adadelta' else 0.5}", steps=100)
+    assert math.hypot(*tuned.final) < 0.1 * start_distance
+    assert not tuned.diverged
+
+
+def test_on_the_saddle_sgd_lingers_while_adam_and_rmsprop_escape() -> None:
+    steps = 150
+    trajs = {
+        t.spec.name: t
+        for t in run("saddle", "sgd:lr=0.01,adam:lr=0.01,rmsprop:lr=0.01", steps=steps)
+    }
+    assert trajs["sgd"].points[0].tolist() == [7.0, 0.001]
+    x, y = trajs["sgd"].final
+    assert abs(y) < 0.05 and math.hypot(x, y) < 0.5  # drawn into the saddle, not out of it
+    for name in ("adam", "rmsprop"):
+        assert abs(trajs[name].final[1]) > 1.0, name
+
+
+def test_divergence_is_detected_and_cut_not_crashed_on() -> None:
+    traj = run_one("quadratic", "sgd:lr=0.2", steps=500)  # |1 - 20 lr| = 3: blows up
+    assert traj.diverged and traj.status.startswith("diverged at step")
+    assert traj.diverged_at is not None and traj.diverged_at < 20
+    assert len(traj.points) == traj.diverged_at + 1
+    assert np.isfinite(traj.points).all()
+
+
+def test_running_off_an_unbounded_surface_is_escape_not_divergence() -> None:
+    traj = run_one("saddle", "momentum:lr=0.01,momentum=0.9", steps=400)
+    assert traj.escaped_at is not None and not traj.diverged
+    assert traj.status == "left the view"
+
+
+def test_non_finite_gradient_stops_the_run_as_diverged() -> None:
+    # d/dx sqrt(|x|) at x = 0 is not finite: ravine refuses the step.
+    s = surfaces.from_expression("sqrt(abs(x)) + y^2", start=(0.0, 1.0))
+    traj = run_one(s, "sgd:lr=0.1", steps=10)
+    assert traj.diverged_at == 1 and len(traj.points) == 1
+
+
+def test_closure_optimizers_are_stepped_with_the_closure(monkeypatch) -> None:
+    """L-BFGS evaluates the loss several times per step: only step(closure) can drive it."""
+
+    def lbfgs(name: str, params, **hparams):
+        return torch.optim.LBFGS(params, **hparams)
+
+    monkeypatch.setattr(specs_mod, "create_optimizer", lbfgs)
+    traj = run_one("quadratic", OptimizerSpec("lbfgs", (("lr", 1.0),)), steps=3)
+    assert traj.losses[-1] < 1e-10 < traj.losses[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": 0}, "steps=0: expected a positive integer"),
+        ({"steps": 5, "start": (1.0,)}, r"start=\(1.0,\): expected a finite point"),
+        ({"steps": 5, "start": (1.0, math.nan)}, "expected a finite point"),
+    ],
+)
+def test_run_rejects_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_one("beale", "sgd", **kwargs)
+
+
+def test_exit_point_and_clipping() -> None:
+    pts = np.array([[0.0, 0.0], [0.5, 0.5], [3.0, 0.5], [50.0, 0.5]])
+    assert exit_point(pts, (-1.0, 1.0, -1.0, 1.0)) == (1.0, 0.5)
+    traj = run_one("quadratic", "sgd:lr=0.2", steps=50)
+    clipped = clip_diverged(traj, (-8.0, 8.0, -8.0, 8.0))
+    assert len(clipped) < len(traj.points)
+    assert np.abs(clipped).max() == pytest.approx(8.0)  # ends on the window's edge
+
+
+# --- images --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def beale_trajs():
+    return run("beale", "sgd:lr=0.001,momentum:lr=0.001,adam:lr=0.05", steps=60)
+
+
+@pytest.mark.parametrize("view", ["contour", "3d", "loss"])
+@pytest.mark.parametrize("size", [(640, 480), (900, 640)])
+def test_png_views_are_valid_images_of_the_requested_size(
+    tmp_path: Path, beale_trajs, view: str, size: tuple[int, int]
+) -> None:
+    path = plot(beale_trajs, tmp_path / f"{view}.png", view=view, size=size)
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == size
+        colours = len(im.convert("RGB").getcolors(maxcolors=1 << 20) or [])
+    assert colours > 50  # contours, paths and text were drawn, not a blank canvas
+
+
+def test_svg_is_a_valid_svg_of_the_requested_size(tmp_path: Path, beale_trajs) -> None:
+    path = plot(beale_trajs, tmp_path / "beale.svg", size=(640, 480))
+    root = ET.parse(path).getroot()
+    assert root.tag.endswith("svg")
+    assert root.get("width") == "460.8pt" and root.get("height") == "345.6pt"  # 72 pt per inch
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"view": "side"}, "view='side': expected one of contour, 3d, loss"),
+        ({"fmt": "jpg"}, "format='jpg': expected one of png, svg"),
+        ({"size": (10, 10)}, r"size=\(10, 10\): expected"),
+    ],
+)
+def test_plot_rejects_bad_arguments(tmp_path: Path, beale_trajs, kwargs: dict, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        plot(beale_trajs, tmp_path / "x.png", **kwargs)
+
+
+def _render(fig) -> np.ndarray:
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+
+
+def test_drawing_a_trajectory_changes_the_pixels_where_it_runs(beale_trajs) -> None:
+    fig = contour_figure(beale_trajs, size=(800, 600))
+    ax = fig.axes[0]
+    (line,) = [ln for ln in ax.lines if ln.get_label() == "adam lr=0.05"]
+    with_path = _render(fig)
+    line.set_visible(False)
+    without = _render(fig)
+    height = with_path.shape[0]
+    xy = ax.transData.transform(beale_trajs[2].points[10:50])
+    changed = 0
+    for x, y in xy:
+        col, row = round(x), round(height - y)
+        changed += bool(np.abs(with_path[row, col] - without[row, col]).sum() > 30)
+    assert changed >= 0.8 * len(xy)
+    # Far from every path (the top-left corner of the plot) nothing moved.
+    x0, y0 = ax.transData.transform((-4.0, 4.0))
+    corner = (
+        slice(round(height - y0) - 5, round(height - y0) + 5),
+        slice(round(x0), round(x0) + 10),
+    )
+    assert np.array_equal(with_path[corner], without[corner])
+
+
+@pytest.mark.parametrize(("steps", "stride"), [(12, 1), (30, 4), (31, 10)])
+def test_gif_has_one_frame_per_stride(tmp_path: Path, steps: int, stride: int) -> None:
+    trajs = run("saddle", "sgd:lr=0.01,adam:lr=0.1", steps=steps)
+    path = animate(trajs, tmp_path / "saddle.gif", stride=stride, size=(480, 360))
+    with Image.open(path) as im:
+        assert im.format == "GIF" and im.size == (480, 360)
+        assert im.n_frames == math.ceil(steps / stride) == len(frame_steps(steps, stride))
+    assert frame_steps(steps, stride)[-1] == steps
+
+
+def test_animation_frames_grow_the_paths() -> None:
+    trajs = run("quadratic", "sgd:lr=0.01,rmsprop:lr=0.1", steps=20)
+    frames = list(render_frames(trajs, stride=10, size=(480, 360)))
+    assert len(frames) == 2 and frames[0].shape == (360, 480, 3)
+    assert not np.array_equal(frames[0], frames[1])
+
+
+def test_mp4_without_ffmpeg_says_so(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(animate_mod, "ffmpeg_path", lambda: None)
+    trajs = run("quadratic", "sgd:lr=0.01", steps=4)
+    with pytest.raises(MissingFFmpegError, match="needs ffmpeg"):
+        animate(trajs, tmp_path / "q.mp4")
+
+
+@pytest.mark.skipif(animate_mod.ffmpeg_path() is None, reason="ffmpeg not installed")
+def test_mp4_with_ffmpeg(tmp_path: Path) -> None:
+    trajs = run("quadratic", "sgd:lr=0.01", steps=8)
+    path = animate(trajs, tmp_path / "q.mp4", size=(480, 360))
+    assert path.stat().st_size > 1000
+
+
+# --- command line and gallery --------------------------------------------------------------------
+
+
+def test_viz_is_a_ravine_subcommand() -> None:
+    from ravine.cli import SUBCOMMANDS
+
+    assert ("viz", "ravine.viz.cli") in [(n, m) for n, m, _ in SUBCOMMANDS]
+
+
+def test_cli_writes_the_requested_file(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "q.png"
+    args = ["--surface", "quadratic", "--optimizers", "sgd:lr=0.01", "adam:lr=0.5"]
+    rc = viz_main([*args, "--steps", "20", "--start=7,5", "--out", str(out), "--size", "640x480"])
+    assert rc == 0
+    with Image.open(out) as im:
+        assert im.size == (640, 480)
+    printed = capsys.readouterr().out
+    assert "adam lr=0.5" in printed and f"wrote {out}" in printed
+
+
+def test_cli_gif_format(tmp_path: Path) -> None:
+    out = tmp_path / "s.gif"
+    args = ["--surface", "saddle", "--optimizers", "rmsprop:lr=0.05", "--steps", "10"]
+    assert viz_main([*args, "--stride", "5", "--out", str(out), "--size", "480x360"]) == 0
+    with Image.open(out) as im:
+        assert im.n_frames == 2
+
+
+def test_cli_list(capsys) -> None:
+    assert viz_main(["--list"]) == 0
+    printed = capsys.readouterr().out
+    for name in [*surfaces.names(), *ravine.optim.registry.names()]:
+        assert name in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--surface", "bael"], "did you mean 'beale'"),
+        (["--optimizers", "adam:lr"], "'lr' is not key=value"),
+        (["--steps", "0"], "steps=0"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(capsys, argv: list[str], message: str) -> None:
+    assert viz_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ravine viz: error:") and message in err
+
+
+def test_gallery_scene_quick(tmp_path: Path) -> None:
+    paths = make_gallery(tmp_path, quick=True, scenes=["quadratic-sgd", "saddle"])
+    names = sorted(p.name for p in paths)
+    assert names == sorted(
+        [
+            "quadratic-sgd.png",
+            "quadratic-sgd_loss.png",
+            "saddle.png",
+            "saddle.gif",
+            "saddle_3d.png",
+            "saddle_loss.png",
+        ]
+    )
+    for p in paths:
+        with Image.open(p) as im:
+            assert im.size == (640, 460)
+
+
+def test_gallery_rejects_unknown_scenes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"scenes=\['beal'\]: unknown"):
+        make_gallery(tmp_path, scenes=["beal"])
+
+
+def test_gallery_covers_the_seeds_figures() -> None:
+    by_name = {s.name: s for s in SCENES}
+    classic = {"sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam"}
+    assert {parse_spec(o).name for o in by_name["beale"].optimizers} == classic
+    assert {parse_spec(o).name for o in by_name["saddle"].optimizers} == classic
+    assert "gif" in by_name["beale"].views and "gif" in by_name["saddle"].views
+    later = {parse_spec(o).name for o in by_name["later"].optimizers}
+    assert later == {"amsgrad", "adamw", "qhadam", "aggmo", "adabound", "radam", "ranger"}
+
+
+@pytest.mark.slow
+def test_whole_gallery(tmp_path: Path) -> None:
+    paths = make_gallery(tmp_path)
+    assert len(paths) >= 14
+    for p in paths:
+        with Image.open(p) as im:
+            im.verify()
