@@ -11,7 +11,8 @@ Everything else lives here: the closure, ``maximize``, L2 or decoupled weight de
 transforms (noise, clipping), lazy state, the per-parameter step count, grouping of parameters
 by (device, dtype, step) so one call updates a whole group, the non-finite guard, complex
 parameters (viewed as pairs of reals, as torch.optim does), sparse gradients where the rule
-defines them, state_dict extras, and the implementation switch (``impl="foreach" | "loop"``).
+defines them, state_dict extras, and the implementation switch (``impl="foreach" | "loop" |
+"compiled"``; the compiled path and its flat buffers live in :mod:`ravine.optim.compiled`).
 
 ``update`` contract: ``p`` and the state lists are updated in place; ``g`` is read-only (it may
 be the user's ``.grad``); ``t`` is the 1-based step count of every parameter in the call; the
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from ravine.tensorlist import TL
 
-IMPLS = ("foreach", "loop")
+IMPLS = ("foreach", "loop", "compiled")
 NONFINITE_POLICIES = ("raise", "skip", "ignore")
 _BASE_GROUP_KEYS = ("maximize", "weight_decay", "decoupled_weight_decay")
 
@@ -122,6 +123,8 @@ class Optimizer(torch.optim.Optimizer):
     - ``impl``: ``"foreach"`` (default) updates each (device, dtype) group with multi-tensor
       kernels; ``"loop"`` runs the same ``update`` one tensor at a time with ordinary ops (the
       reference). ``foreach=False`` as in torch.optim is accepted as ``impl="loop"``.
+      ``"compiled"`` keeps parameters, gradients and state in flat buffers and runs the same
+      ``update`` as one torch.compile'd kernel (see :mod:`ravine.optim.compiled`).
     - ``nonfinite``: ``"raise"`` (default) refuses a step whose gradients hold NaN/Inf and raises
       :class:`NonFiniteGradientError` naming the group, parameter and step, before anything is
       written; ``"skip"`` skips such steps (counted in ``skipped_steps``); ``"ignore"`` does not
@@ -134,6 +137,9 @@ class Optimizer(torch.optim.Optimizer):
     # before the update (Loshchilov & Hutter); None: the rule takes no weight_decay.
     weight_decay_mode: ClassVar[str | None] = "l2"
     hyperparameter_ranges: ClassVar[dict[str, Interval]] = {}
+    # Numeric hyperparameters the update branches on by value (``if x > 0``): impl="compiled"
+    # makes them compile-time constants instead of tensors (booleans and None always are).
+    static_hyperparameters: ClassVar[tuple[str, ...]] = ()
     paper: ClassVar[str] = ""
 
     def __init__(
@@ -160,6 +166,7 @@ class Optimizer(torch.optim.Optimizer):
         self.nonfinite = nonfinite
         self.grad_transforms = list(grad_transforms)
         self.skipped_steps = 0
+        self._flat: Any = None  # ravine.optim.compiled.FlatEngine, built on the first step
         defaults = dict(defaults, maximize=maximize)
         if self.weight_decay_mode is None and defaults.get("weight_decay", 0) != 0:
             raise ValueError(f"{type(self).__name__} takes no weight_decay")
@@ -221,6 +228,13 @@ class Optimizer(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = self._evaluate_closure(closure)
+        if self.impl == "compiled":
+            from ravine.optim.compiled import FlatEngine  # imports this module
+
+            if self._flat is None:
+                self._flat = FlatEngine(self)
+            self._flat.step(self)
+            return loss
 
         entries: list[tuple[int, int, Tensor, Tensor]] = []
         for gi, group in enumerate(self.param_groups):
@@ -245,15 +259,15 @@ class Optimizer(torch.optim.Optimizer):
         return loss
 
     def _grads_finite(self, entries: list[tuple[int, int, Tensor, Tensor]]) -> bool:
-        by_device: dict[torch.device, list[Tensor]] = {}
+        # One max-norm kernel per (device, dtype): NaN and Inf both make the max non-finite.
+        by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for _, _, _, g in entries:
             g = g.coalesce().values() if g.is_sparse else g
-            by_device.setdefault(g.device, []).append(
-                torch.view_as_real(g) if g.is_complex() else g
-            )
-        for device_grads in by_device.values():
-            norms = torch._foreach_norm(device_grads, math.inf)
-            if not bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+            g = torch.view_as_real(g) if g.is_complex() else g
+            by_kind.setdefault((g.device, g.dtype), []).append(g)
+        for grads in by_kind.values():
+            norms = torch._foreach_norm(grads, math.inf)
+            if not bool(torch.isfinite(torch.stack(norms)).all()):
                 return False
         return True
 
@@ -261,7 +275,7 @@ class Optimizer(torch.optim.Optimizer):
         for gi, pi, p, g in entries:
             values = g.coalesce().values() if g.is_sparse else g
             if not bool(torch.isfinite(values).all()):
-                step = self.state[p].get("step", 0) + 1
+                step = self.state.get(p, {}).get("step", 0) + 1
                 return (
                     f"non-finite gradient (NaN or Inf) in parameter group {gi}, parameter {pi} "
                     f"(shape {tuple(p.shape)}) at step {step}; no parameter or state was updated. "
@@ -278,7 +292,11 @@ class Optimizer(torch.optim.Optimizer):
             state = self.state[p]
             if not state:
                 state["step"] = 0
-                state.update(self.init_state(p, group))
+                if p.is_complex():  # initialise on the real view so values fill both parts
+                    fresh = self.init_state(torch.view_as_real(p), group)
+                    state.update({k: torch.view_as_complex(v) for k, v in fresh.items()})
+                else:
+                    state.update(self.init_state(p, group))
             if g.is_sparse:
                 batches[(gi, id(p))] = _Batch(gi, [p], [g], [state], sparse=True)
                 continue
@@ -325,7 +343,8 @@ class Optimizer(torch.optim.Optimizer):
             grads = [torch.view_as_real(x) for x in grads]
             state_lists = [[torch.view_as_real(x) for x in lst] for lst in state_lists]
 
-        if self.impl == "foreach":
+        # impl="compiled" only gets here for what it cannot flatten (sparse or complex gradients).
+        if self.impl in ("foreach", "compiled"):
             self._run(params, grads, state_lists, group, t, hyper, weight_decay, foreach=True)
         else:
             for i in range(len(params)):
@@ -352,16 +371,55 @@ class Optimizer(torch.optim.Optimizer):
         *,
         foreach: bool,
     ) -> None:
-        p = TL(params, foreach=foreach)
-        g = TL(grads, foreach=foreach)
-        if group["maximize"]:
+        decoupled = self.weight_decay_mode == "decoupled" or bool(
+            group.get("decoupled_weight_decay", False)
+        )
+        self._rule(
+            TL(params, foreach=foreach),
+            TL(grads, foreach=foreach),
+            [TL(s, foreach=foreach) for s in state_lists],
+            t=t,
+            hyper=hyper,
+            maximize=group["maximize"],
+            weight_decay=weight_decay if weight_decay != 0 else None,
+            decoupled=decoupled,
+            lr=group.get("lr"),
+        )
+
+    def _rule(
+        self,
+        p: TL,
+        g: TL,
+        states: list[TL],
+        *,
+        t: Any,
+        hyper: dict[str, Any],
+        maximize: bool,
+        weight_decay: Any,
+        decoupled: bool,
+        lr: Any,
+    ) -> None:
+        """maximize, weight decay, then the update: the body every impl runs.
+
+        The scalars (``t``, ``hyper``'s numbers, ``weight_decay``, ``lr``) are Python numbers,
+        symbolic ones when impl="compiled" traces this; ``weight_decay`` is None when there is
+        none.
+        """
+        if maximize:
             g = g.neg()
-        if weight_decay != 0:
-            if self.weight_decay_mode == "decoupled" or group.get("decoupled_weight_decay", False):
-                p.mul_(1 - group["lr"] * weight_decay)
+        if weight_decay is not None:
+            if decoupled:
+                p.mul_(1 - lr * weight_decay)
             else:
                 g = g.add(p, alpha=weight_decay)
-        self.update(p, g, *(TL(s, foreach=foreach) for s in state_lists), t=t, **hyper)
+        self.update(p, g, *states, t=t, **hyper)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As torch.optim's, except that impl="compiled" zeroes its flat gradients in place."""
+        if getattr(self, "_flat", None) is not None:
+            self._flat.zero_grad(set_to_none)
+        else:
+            super().zero_grad(set_to_none)
 
     # -- state_dict ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -77,14 +77,13 @@ class SGD(Optimizer):
         dampening: float,
         nesterov: bool,
     ) -> None:
-        if momentum == 0:
+        if not buf:  # momentum == 0: state_names_for gave the rule no buffer
             p.add_(g, alpha=-lr)
             return
         (b,) = buf
-        if t == 1:
-            b.add_(g)  # b is zero: b_1 = g_1, undamped, as in torch.optim.SGD
-        else:
-            b.mul_(momentum).add_(g, alpha=1 - dampening)
+        # b_1 = g_1 undamped, as in torch.optim.SGD (b starts at zero). min(t - 1, 1) is 0 on the
+        # first step and 1 after: no branch on t, so impl="compiled" never recompiles for it.
+        b.mul_(momentum).add_(g, alpha=1 - dampening * min(t - 1, 1))
         if nesterov:
             p.add_(g.add(b, alpha=momentum), alpha=-lr)
         else:
@@ -175,7 +174,7 @@ class NAG(SGD):
         for group in self.param_groups:
             shift = group["lr"] * group["momentum"]
             for p in group["params"]:
-                buf = self.state[p].get("momentum_buffer")
+                buf = self.state.get(p, {}).get("momentum_buffer")  # no entry for grad-less params
                 if buf is not None:
                     shifted.append((p, buf, shift))
         with torch.no_grad():

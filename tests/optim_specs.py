@@ -1,0 +1,368 @@
+"""One spec per optimizer: drives conformance, convergence, state_dict, error and speed checks.
+
+Every registered optimizer must have a spec (tests/test_optim_registry.py checks that). A spec
+says how ravine's optimizer relates to a reference (torch.optim, or a transcription of the paper
+in tests/reference/), which hyperparameter settings to compare, how it converges on the test
+problems, and which invalid settings must raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from reference import classic as ref
+
+
+@dataclass
+class Convergence:
+    """Hyperparameters, step budget and tolerance (distance to the minimizer) on one problem."""
+
+    hp: dict[str, Any]
+    steps: int
+    tol: float
+    # Multiply lr by this every step (ExponentialLR); for rules that oscillate at a constant lr.
+    lr_gamma: float | None = None
+
+
+@dataclass
+class Spec:
+    name: str  # registry name
+    # (ravine hyperparameters, torch.optim hyperparameters) pairs compared in float64.
+    torch_cls: type[torch.optim.Optimizer] | None = None
+    torch_configs: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    # (ravine hyperparameters, reference factory(params) -> optimizer-like) pairs.
+    reference_configs: list[tuple[dict[str, Any], Callable[..., Any]]] = field(default_factory=list)
+    # Settings for loop/foreach/dtype/state_dict checks (they should exercise every state tensor).
+    configs: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    quadratic: Convergence | None = None
+    rosenbrock: Convergence | None = None
+    # (hyperparameters, text the ValueError must contain: the argument's name and value).
+    invalid: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    needs_closure: bool = False
+    sparse: bool = False
+
+    def __str__(self) -> str:
+        return self.name
+
+
+LR_NEG = ({"lr": -0.1}, "lr: -0.1")
+BETA_INVALID = [
+    ({"betas": (1.0, 0.999)}, "betas[0]: 1.0"),
+    ({"betas": (0.9, -0.1)}, "betas[1]: -0.1"),
+]
+EPS_INVALID = [({"eps": 0.0}, "eps: 0.0"), ({"eps": -1e-8}, "eps: -1e-08")]
+WD_NEG = ({"weight_decay": -1e-3}, "weight_decay: -0.001")
+
+CLASSIC_SPECS: list[Spec] = [
+    Spec(
+        "sgd",
+        torch_cls=torch.optim.SGD,
+        torch_configs=[
+            ({"lr": 0.05}, {"lr": 0.05}),
+            ({"lr": 0.05, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.9}),
+            (
+                {"lr": 0.05, "momentum": 0.9, "dampening": 0.3},
+                {"lr": 0.05, "momentum": 0.9, "dampening": 0.3},
+            ),
+            (
+                {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 1e-2},
+                {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 1e-2},
+            ),
+            (
+                {"lr": 1e-3, "momentum": 0.5, "maximize": True},
+                {"lr": 1e-3, "momentum": 0.5, "maximize": True},
+            ),
+        ],
+        configs=[{"lr": 0.05, "momentum": 0.9}],
+        quadratic=Convergence({"lr": 0.01}, 3000, 1e-6),
+        rosenbrock=Convergence({"lr": 2e-3}, 6000, 5e-3),
+        invalid=[
+            LR_NEG,
+            ({"momentum": -0.5}, "momentum: -0.5"),
+            ({"momentum": 0.9, "dampening": 1.5}, "dampening: 1.5"),
+            ({"nesterov": True}, "nesterov"),
+            WD_NEG,
+        ],
+        sparse=True,
+    ),
+    Spec(
+        "momentum",
+        torch_cls=torch.optim.SGD,
+        torch_configs=[
+            ({"lr": 0.05}, {"lr": 0.05, "momentum": 0.9}),
+            (
+                {"lr": 0.05, "momentum": 0.5, "weight_decay": 0.1},
+                {"lr": 0.05, "momentum": 0.5, "weight_decay": 0.1},
+            ),
+        ],
+        quadratic=Convergence({"lr": 1e-3}, 3000, 1e-4),
+        rosenbrock=Convergence({"lr": 5e-4}, 6000, 1e-4),
+        invalid=[LR_NEG, ({"momentum": -0.9}, "momentum: -0.9")],
+        sparse=True,
+    ),
+    Spec(
+        "nag",
+        torch_cls=torch.optim.SGD,
+        torch_configs=[
+            ({"lr": 0.05}, {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+            (
+                {"lr": 1e-3, "momentum": 0.7, "weight_decay": 0.01, "maximize": True},
+                {
+                    "lr": 1e-3,
+                    "momentum": 0.7,
+                    "nesterov": True,
+                    "weight_decay": 0.01,
+                    "maximize": True,
+                },
+            ),
+        ],
+        quadratic=Convergence({"lr": 1e-3}, 3000, 1e-6),
+        rosenbrock=Convergence({"lr": 1e-3}, 6000, 1e-6),
+        invalid=[LR_NEG, ({"momentum": 0.0}, "momentum: 0.0"), ({"form": "classic"}, "form")],
+        sparse=True,
+    ),
+    Spec(
+        "adagrad",
+        torch_cls=torch.optim.Adagrad,
+        torch_configs=[
+            ({"lr": 0.1}, {"lr": 0.1}),
+            (
+                {
+                    "lr": 0.1,
+                    "lr_decay": 0.01,
+                    "weight_decay": 1e-2,
+                    "initial_accumulator_value": 0.1,
+                    "eps": 1e-8,
+                },
+                {
+                    "lr": 0.1,
+                    "lr_decay": 0.01,
+                    "weight_decay": 1e-2,
+                    "initial_accumulator_value": 0.1,
+                    "eps": 1e-8,
+                },
+            ),
+            ({"lr": 0.05, "maximize": True}, {"lr": 0.05, "maximize": True}),
+        ],
+        quadratic=Convergence({"lr": 0.5}, 3000, 1e-8),
+        # The ever-shrinking step 1/sqrt(G) makes the curved valley slow: the survey's caveat.
+        rosenbrock=Convergence({"lr": 1.0}, 10000, 5e-2),
+        invalid=[
+            LR_NEG,
+            ({"lr_decay": -1.0}, "lr_decay: -1.0"),
+            ({"initial_accumulator_value": -0.1}, "initial_accumulator_value: -0.1"),
+            *EPS_INVALID,
+            WD_NEG,
+        ],
+        sparse=True,
+    ),
+    Spec(
+        "adadelta",
+        torch_cls=torch.optim.Adadelta,
+        torch_configs=[
+            ({}, {}),
+            (
+                {"rho": 0.95, "eps": 1e-5, "weight_decay": 1e-2},
+                {"rho": 0.95, "eps": 1e-5, "weight_decay": 1e-2},
+            ),
+            ({"lr": 0.5, "maximize": True}, {"lr": 0.5, "maximize": True}),
+        ],
+        # RMS[dx]/RMS[g] does not shrink near the minimum of a deterministic function, so at a
+        # constant lr Adadelta circles the minimum (torch's does the same); a decaying multiplier
+        # lets it settle.
+        quadratic=Convergence({"lr": 1.0, "rho": 0.95}, 3000, 1e-6, lr_gamma=0.999),
+        rosenbrock=Convergence({"lr": 1.0, "rho": 0.95}, 6000, 1e-2, lr_gamma=0.999),
+        invalid=[
+            LR_NEG,
+            ({"rho": 1.1}, "rho: 1.1"),
+            ({"rho": -0.1}, "rho: -0.1"),
+            *EPS_INVALID,
+            WD_NEG,
+        ],
+    ),
+    Spec(
+        "rmsprop",
+        torch_cls=torch.optim.RMSprop,
+        torch_configs=[
+            ({"lr": 0.01, "alpha": 0.99}, {"lr": 0.01}),
+            (
+                {"lr": 0.01, "alpha": 0.9, "centered": True},
+                {"lr": 0.01, "alpha": 0.9, "centered": True},
+            ),
+            ({"lr": 0.01, "momentum": 0.9}, {"lr": 0.01, "alpha": 0.9, "momentum": 0.9}),
+            (
+                {
+                    "lr": 0.01,
+                    "centered": True,
+                    "momentum": 0.5,
+                    "weight_decay": 0.01,
+                    "maximize": True,
+                    "eps": 1e-6,
+                },
+                {
+                    "lr": 0.01,
+                    "alpha": 0.9,
+                    "centered": True,
+                    "momentum": 0.5,
+                    "weight_decay": 0.01,
+                    "maximize": True,
+                    "eps": 1e-6,
+                },
+            ),
+        ],
+        configs=[{"lr": 0.01, "centered": True, "momentum": 0.9}],
+        # At a constant lr RMSprop's step is ~lr near the minimum (g / RMS[g] ~ 1).
+        quadratic=Convergence({"lr": 1e-3}, 3000, 1e-6, lr_gamma=0.998),
+        rosenbrock=Convergence({"lr": 3e-3}, 6000, 1e-2),
+        invalid=[
+            LR_NEG,
+            ({"alpha": 1.5}, "alpha: 1.5"),
+            ({"momentum": -0.1}, "momentum: -0.1"),
+            *EPS_INVALID,
+            WD_NEG,
+        ],
+    ),
+    Spec(
+        "rprop",
+        torch_cls=torch.optim.Rprop,
+        torch_configs=[
+            ({"lr": 0.01}, {"lr": 0.01}),
+            (
+                {"lr": 0.02, "etas": (0.3, 1.5), "step_sizes": (1e-4, 0.1)},
+                {"lr": 0.02, "etas": (0.3, 1.5), "step_sizes": (1e-4, 0.1)},
+            ),
+            ({"lr": 0.01, "maximize": True}, {"lr": 0.01, "maximize": True}),
+        ],
+        configs=[{"lr": 0.01}],
+        quadratic=Convergence({"lr": 0.01}, 3000, 1e-5),
+        rosenbrock=Convergence({"lr": 0.01}, 6000, 5e-3),
+        invalid=[
+            ({"lr": 0.0}, "lr: 0.0"),
+            ({"etas": (1.2, 0.5)}, "etas"),
+            ({"etas": (0.5, 0.9)}, "etas"),
+            ({"step_sizes": (1.0, 1e-6)}, "step_sizes"),
+            ({"weight_decay": 0.1}, "weight_decay"),
+        ],
+    ),
+    Spec(
+        "adam",
+        torch_cls=torch.optim.Adam,
+        torch_configs=[
+            ({"lr": 0.01}, {"lr": 0.01}),
+            ({"lr": 0.01, "amsgrad": True}, {"lr": 0.01, "amsgrad": True}),
+            (
+                {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+                {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+            ),
+            (
+                {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+                {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+            ),
+            ({"lr": 0.01, "maximize": True}, {"lr": 0.01, "maximize": True}),
+        ],
+        configs=[{"lr": 0.01, "amsgrad": True}],
+        quadratic=Convergence({"lr": 0.02}, 3000, 1e-8),
+        rosenbrock=Convergence({"lr": 0.02}, 6000, 1e-6),
+        invalid=[LR_NEG, *BETA_INVALID, *EPS_INVALID, WD_NEG],
+    ),
+    Spec(
+        "amsgrad",
+        torch_cls=torch.optim.Adam,
+        torch_configs=[
+            ({"lr": 0.01, "debias": True}, {"lr": 0.01, "amsgrad": True}),
+            (
+                {"lr": 0.01, "debias": True, "weight_decay": 0.05, "maximize": True},
+                {"lr": 0.01, "amsgrad": True, "weight_decay": 0.05, "maximize": True},
+            ),
+        ],
+        reference_configs=[
+            ({"lr": 0.01}, lambda params: ref.Reference(params, ref.amsgrad, lr=0.01)),
+            (
+                {"lr": 0.003, "betas": (0.5, 0.9), "eps": 1e-6},
+                lambda params: ref.Reference(
+                    params, ref.amsgrad, lr=0.003, beta1=0.5, beta2=0.9, eps=1e-6
+                ),
+            ),
+        ],
+        quadratic=Convergence({"lr": 0.05}, 3000, 1e-8),
+        rosenbrock=Convergence({"lr": 0.05}, 6000, 1e-6),
+        invalid=[LR_NEG, *BETA_INVALID, *EPS_INVALID, WD_NEG],
+    ),
+    Spec(
+        "adamw",
+        torch_cls=torch.optim.AdamW,
+        torch_configs=[
+            ({"lr": 0.01}, {"lr": 0.01}),
+            (
+                {"lr": 0.01, "weight_decay": 0.3, "amsgrad": True},
+                {"lr": 0.01, "weight_decay": 0.3, "amsgrad": True},
+            ),
+            ({"lr": 0.01, "maximize": True}, {"lr": 0.01, "maximize": True}),
+        ],
+        configs=[{"lr": 0.01, "weight_decay": 0.1}],
+        quadratic=Convergence({"lr": 0.05, "weight_decay": 0.0}, 3000, 1e-8),
+        rosenbrock=Convergence({"lr": 0.05, "weight_decay": 0.0}, 3000, 1e-6),
+        invalid=[LR_NEG, *BETA_INVALID, *EPS_INVALID, WD_NEG],
+    ),
+    Spec(
+        "adamax",
+        torch_cls=torch.optim.Adamax,
+        torch_configs=[
+            ({}, {}),
+            (
+                {"lr": 0.01, "betas": (0.5, 0.9), "weight_decay": 0.1},
+                {"lr": 0.01, "betas": (0.5, 0.9), "weight_decay": 0.1},
+            ),
+            ({"maximize": True}, {"maximize": True}),
+        ],
+        quadratic=Convergence({"lr": 0.05}, 3000, 1e-8),
+        rosenbrock=Convergence({"lr": 0.05}, 6000, 1e-4),
+        invalid=[LR_NEG, *BETA_INVALID, *EPS_INVALID, WD_NEG],
+    ),
+    Spec(
+        "nadam",
+        torch_cls=torch.optim.NAdam,
+        torch_configs=[
+            ({"momentum_decay": 4e-3}, {}),
+            (
+                {"lr": 0.01, "momentum_decay": 0.01, "weight_decay": 0.1},
+                {"lr": 0.01, "momentum_decay": 0.01, "weight_decay": 0.1},
+            ),
+            (
+                {
+                    "lr": 0.01,
+                    "momentum_decay": 4e-3,
+                    "weight_decay": 0.1,
+                    "decoupled_weight_decay": True,
+                    "maximize": True,
+                },
+                {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
+            ),
+        ],
+        reference_configs=[
+            ({}, lambda params: ref.Reference(params, ref.nadam_dozat, lr=2e-3)),
+            (
+                {"lr": 0.01, "betas": (0.8, 0.99)},
+                lambda params: ref.Reference(
+                    params, ref.nadam_dozat, lr=0.01, beta1=0.8, beta2=0.99
+                ),
+            ),
+        ],
+        quadratic=Convergence({"lr": 0.02}, 3000, 1e-8),
+        rosenbrock=Convergence({"lr": 0.01}, 6000, 1e-3),
+        invalid=[
+            LR_NEG,
+            *BETA_INVALID,
+            *EPS_INVALID,
+            WD_NEG,
+            ({"momentum_decay": -1.0}, "momentum_decay: -1.0"),
+        ],
+    ),
+]
+
+SPECS: list[Spec] = [*CLASSIC_SPECS]
+SPECS_BY_NAME = {s.name: s for s in SPECS}
