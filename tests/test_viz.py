@@ -136,6 +136,25 @@ def test_trajectory_equals_the_optimizers_own_steps(surface: str, spec: str) -> 
     )
 
 
+@pytest.mark.parametrize("surface", ["beale", "rastrigin", "himmelblau"])
+def test_runs_together_equal_runs_alone(surface: str) -> None:
+    """The shared, batched surface evaluation changes no bit of any trajectory."""
+    specs = ["sgd:lr=0.001", "momentum:lr=0.001", "adam:lr=0.05", "rmsprop:lr=0.01", "nag"]
+    together = run(surface, specs, steps=60)
+    for spec, traj in zip(specs, together):
+        alone = run_one(surface, spec, steps=60)
+        np.testing.assert_array_equal(traj.points, alone.points)
+        np.testing.assert_array_equal(traj.losses, alone.losses)
+
+
+def test_a_diverging_run_does_not_disturb_the_others() -> None:
+    together = run("quadratic", "sgd:lr=0.2,sgd:lr=0.01", steps=50)
+    assert together[0].diverged and not together[1].diverged
+    np.testing.assert_array_equal(
+        together[1].points, run_one("quadratic", "sgd:lr=0.01", steps=50).points
+    )
+
+
 @pytest.mark.parametrize("lr", [0.01, 0.04, 0.09])
 def test_sgd_on_the_quadratic_matches_the_closed_form(lr: float) -> None:
     """x^2 + 10y^2: SGD multiplies x by (1 - 2 lr) and y by (1 - 20 lr) every step."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +70,136 @@ def _escape_bound(surface: Surface, start: Sequence[float]) -> float:
     return ESCAPE_FACTOR * extent
 
 
+def _check(steps: int, start: Sequence[float]) -> tuple[float, float]:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps={steps!r}: expected a positive integer")
+    if len(start) != 2 or not all(math.isfinite(float(v)) for v in start):
+        raise ValueError(f"start={tuple(start)!r}: expected a finite point (x, y)")
+    return float(start[0]), float(start[1])
+
+
+class _Runs:
+    """Several optimizers on one surface, each on its own 2-element parameter.
+
+    Every step starts with ONE batched forward/backward that evaluates the surface at all
+    current points (the rows are independent, so the gradient of the summed loss is each point's
+    own gradient). Each optimizer's ``step(closure)`` then finds its gradient in place: the first
+    closure call of a step returns the batched loss, and only optimizers that evaluate again
+    within a step (L-BFGS's line search) pay for a fresh single-point evaluation. So the surface's
+    autograd cost, which is all per-op Python and dispatch overhead on 2-element tensors, is paid
+    once per step rather than once per optimizer.
+    """
+
+    def __init__(
+        self,
+        surface: Surface,
+        specs: Sequence[OptimizerSpec],
+        start: tuple[float, float],
+        dtype: torch.dtype,
+    ) -> None:
+        self.fn = surface.fn
+        self.params = [torch.tensor(start, dtype=dtype, requires_grad=True) for _ in specs]
+        self.opts = [spec.build([p]) for spec, p in zip(specs, self.params)]
+        self.cached: list[torch.Tensor | None] = [None] * len(specs)
+        self.closures = [self._closure(k) for k in range(len(specs))]
+
+    def _closure(self, k: int) -> Callable[[], torch.Tensor]:
+        p, opt, fn, cached = self.params[k], self.opts[k], self.fn, self.cached
+
+        def closure() -> torch.Tensor:
+            loss = cached[k]
+            if loss is not None:
+                cached[k] = None
+                return loss
+            opt.zero_grad()
+            x, y = p.unbind()
+            loss = fn(x, y)
+            loss.backward()
+            return loss
+
+        return closure
+
+    def evaluate(self, active: list[int]) -> None:
+        """One forward/backward for all active runs; leaves each gradient in its ``.grad``."""
+        params = [self.params[k] for k in active]
+        for p in params:
+            p.grad = None
+        points = torch.stack(params)
+        losses = self.fn(points[:, 0], points[:, 1])
+        losses.sum().backward()
+        for k, loss in zip(active, losses.detach().unbind()):
+            self.cached[k] = loss
+
+
+def _simulate(
+    surface: Surface,
+    specs: Sequence[OptimizerSpec],
+    *,
+    steps: int,
+    start: tuple[float, float],
+    dtype: torch.dtype,
+) -> list[Trajectory]:
+    runs = _Runs(surface, specs, start, dtype)
+    n = len(specs)
+    bound = _escape_bound(surface, start)
+    out = torch.empty(steps + 1, n, 2, dtype=dtype)
+    out[0] = torch.tensor(start, dtype=dtype)
+    last = [steps] * n
+    diverged_at: list[int | None] = [None] * n
+    escaped_at: list[int | None] = [None] * n
+    active = list(range(n))
+    for t in range(1, steps + 1):
+        runs.evaluate(active)
+        stepped = []
+        for k in active:
+            try:
+                runs.opts[k].step(runs.closures[k])
+            except NonFiniteGradientError:
+                # ravine refuses a step on an Inf/NaN gradient: the run has blown up.
+                diverged_at[k], last[k] = t, t - 1
+                continue
+            stepped.append(k)
+        far: list[float] = []
+        if stepped:
+            with torch.no_grad():
+                now = torch.stack([runs.params[k] for k in stepped])
+                out[t, stepped] = now
+                # One reduction and one sync per step for all runs; `not <=` also catches NaN.
+                far = now.abs().amax(dim=1).tolist()
+        still = []
+        for k, m in zip(stepped, far):
+            if m <= bound:
+                still.append(k)
+                continue
+            finite = math.isfinite(m)
+            if finite and surface.min_value is None:
+                escaped_at[k] = t
+            else:
+                diverged_at[k] = t
+            # Keep the offending point only when it is finite, so it can be drawn toward.
+            last[k] = t if finite else t - 1
+        active = still
+        if not active:
+            break
+    trajectories = []
+    for k, spec in enumerate(specs):
+        points = out[: last[k] + 1, k]
+        with torch.no_grad():
+            losses = surface.fn(points[:, 0], points[:, 1])
+        trajectories.append(
+            Trajectory(
+                spec=spec,
+                surface=surface,
+                points=points.numpy().astype(np.float64),
+                losses=losses.numpy().astype(np.float64),
+                steps=steps,
+                diverged_at=diverged_at[k],
+                escaped_at=escaped_at[k],
+            )
+        )
+    return trajectories
+
+
 def run_one(
     surface: Surface | str,
     spec: OptimizerSpec | str,
@@ -79,62 +209,8 @@ def run_one(
     dtype: torch.dtype = torch.float64,
 ) -> Trajectory:
     """Run one optimizer for ``steps`` steps, always through ``step(closure)`` (L-BFGS needs it)."""
-    surface = get(surface)
-    (spec,) = parse_specs([spec]) if isinstance(spec, str) else (spec,)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r}: expected a positive integer")
-    start = surface.start if start is None else start
-    if len(start) != 2 or not all(math.isfinite(float(v)) for v in start):
-        raise ValueError(f"start={tuple(start)!r}: expected a finite point (x, y)")
-
-    p = torch.tensor([float(start[0]), float(start[1])], dtype=dtype, requires_grad=True)
-    opt = spec.build([p])
-    fn = surface.fn
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        x, y = p.unbind()
-        loss = fn(x, y)
-        loss.backward()
-        return loss
-
-    bound = _escape_bound(surface, start)
-    out = torch.empty(steps + 1, 2, dtype=dtype)
-    pd = p.detach()
-    out[0] = pd
-    diverged_at: int | None = None
-    escaped_at: int | None = None
-    last = steps
-    for t in range(1, steps + 1):
-        try:
-            opt.step(closure)
-        except NonFiniteGradientError:
-            # ravine refuses a step on an Inf/NaN gradient: the run has blown up.
-            diverged_at, last = t, t - 1
-            break
-        out[t] = pd
-        # One reduction and one sync per step; `not <=` also catches NaN.
-        if not float(pd.abs().max()) <= bound:
-            finite = bool(torch.isfinite(pd).all())
-            if finite and surface.min_value is None:
-                escaped_at = t
-            else:
-                diverged_at = t
-            # Keep the offending point only when it is finite, so it can be drawn toward.
-            last = t if finite else t - 1
-            break
-    points = out[: last + 1]
-    with torch.no_grad():
-        losses = fn(points[:, 0], points[:, 1])
-    return Trajectory(
-        spec=spec,
-        surface=surface,
-        points=points.numpy().astype(np.float64),
-        losses=losses.numpy().astype(np.float64),
-        steps=steps,
-        diverged_at=diverged_at,
-        escaped_at=escaped_at,
-    )
+    (trajectory,) = run(surface, [spec], steps=steps, start=start, dtype=dtype)
+    return trajectory
 
 
 def run(
@@ -145,7 +221,12 @@ def run(
     start: Sequence[float] | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> list[Trajectory]:
-    """Run every optimizer spec from the same start on ``surface``; one trajectory each."""
+    """Run every optimizer spec from the same start on ``surface``; one trajectory each.
+
+    The runs advance together, step by step, sharing one batched evaluation of the surface per
+    step (see :class:`_Runs`); each optimizer is driven by ``step(closure)``.
+    """
     surface = get(surface)
     specs = parse_specs(optimizers)
-    return [run_one(surface, s, steps=steps, start=start, dtype=dtype) for s in specs]
+    start_xy = _check(steps, surface.start if start is None else start)
+    return _simulate(surface, specs, steps=steps, start=start_xy, dtype=dtype)
