@@ -26,18 +26,11 @@ from collections.abc import Callable
 import torch
 
 from ravine import surfaces
+from ravine.viz.gallery import CLASSIC
 from ravine.viz.specs import parse_spec
 from ravine.viz.trajectory import run, run_one
 
-SPECS = (
-    "sgd:lr=0.001",
-    "momentum:lr=0.001",
-    "nag:lr=0.001",
-    "adagrad:lr=0.5",
-    "adadelta:lr=20",
-    "rmsprop:lr=0.01",
-    "adam:lr=0.05",
-)
+SPECS = CLASSIC  # the gallery's Beale scene
 
 
 def _best(fn, repeats: int) -> float:

@@ -32,6 +32,8 @@ from ravine.viz.plots import (
 from ravine.viz.trajectory import Trajectory
 
 ANIMATION_FORMATS = ("gif", "mp4")
+#: Colours of the markers drawn on every frame (minimum star, start dot, saddle cross, edges).
+MARKER_COLOURS = ("gold", "black", "white")
 
 
 class MissingFFmpegError(RuntimeError):
@@ -114,16 +116,35 @@ def render_frames(
         yield rgba[..., :3].copy()
 
 
+def _shared_palette(last: Image.Image, exact: Sequence[str]) -> Image.Image:
+    """One palette for every frame: the last frame's (it holds every path) plus ``exact``
+    colours kept exact, so a path's colour or the gold star never drifts to a neighbour's."""
+    from matplotlib.colors import to_rgb
+
+    fixed = sorted({tuple(round(255 * c) for c in to_rgb(col)) for col in exact})[:64]
+    base = last.quantize(colors=255 - len(fixed), method=Image.Quantize.MEDIANCUT)
+    rgb = (base.getpalette() or [])[: 3 * (255 - len(fixed))]
+    rgb += [v for colour in fixed for v in colour]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(rgb + [0, 0, 0] * (256 - len(rgb) // 3))
+    return palette
+
+
 def save_gif(
-    frames: Sequence[np.ndarray], path: str | Path, *, fps: int = 20, hold_ms: int = 1500
+    frames: Sequence[np.ndarray],
+    path: str | Path,
+    *,
+    fps: int = 20,
+    hold_ms: int = 1500,
+    exact: Sequence[str] = (),
 ) -> Path:
-    """Write frames as a looping GIF through Pillow, one shared palette for all frames."""
+    """Write frames as a looping GIF through Pillow, one shared palette for all frames (sharing it
+    avoids palette flicker between frames and is faster than quantizing each frame freely);
+    ``exact`` colours (matplotlib colour specs) are reproduced exactly."""
     if not frames:
         raise ValueError("frames=[]: expected at least one frame")
     images = [Image.fromarray(f) for f in frames]
-    # The last frame holds every path, so its palette covers every colour the animation uses;
-    # sharing it avoids per-frame palette flicker and is faster than quantizing each frame freely.
-    palette = images[-1].quantize(colors=255, method=Image.Quantize.MEDIANCUT)
+    palette = _shared_palette(images[-1], exact)
     quantized = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
     durations = [max(1, round(1000 / fps))] * len(quantized)
     durations[-1] += hold_ms
@@ -211,5 +232,6 @@ def animate(
         )
     )
     if fmt == "gif":
-        return save_gif(frames, path, fps=fps)
+        used = [c for c, _ in (style or styles(len(trajectories)))]
+        return save_gif(frames, path, fps=fps, exact=[*used, *MARKER_COLOURS])
     return save_mp4(frames, path, fps=fps)

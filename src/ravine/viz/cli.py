@@ -22,15 +22,13 @@ from pathlib import Path
 
 from ravine import surfaces
 from ravine.viz.animate import ANIMATION_FORMATS, MissingFFmpegError, animate, ffmpeg_path
+from ravine.viz.gallery import CLASSIC
 from ravine.viz.plots import DEFAULT_SIZE, STATIC_FORMATS, VIEWS, plot
 from ravine.viz.specs import optimizer_names
 from ravine.viz.trajectory import run as run_trajectories
 
 FORMATS = STATIC_FORMATS + ANIMATION_FORMATS
-DEFAULT_OPTIMIZERS = (
-    "sgd:lr=0.001,momentum:lr=0.001,nag:lr=0.001,adagrad:lr=0.5,adadelta:lr=20,"
-    "rmsprop:lr=0.01,adam:lr=0.05"
-)
+DEFAULT_OPTIMIZERS = ",".join(CLASSIC)
 
 
 def _pair(text: str, what: str, sep: str = ",") -> tuple[float, float]:

@@ -32,9 +32,9 @@ CLASSIC = (
     "momentum:lr=0.001,momentum=0.9",
     "nag:lr=0.001,momentum=0.9",
     "adagrad:lr=0.5",
-    "adadelta:lr=20",
-    "rmsprop:lr=0.01",
-    "adam:lr=0.05",
+    "adadelta:lr=5",
+    "rmsprop:lr=0.02",
+    "adam:lr=0.1",
 )
 
 
