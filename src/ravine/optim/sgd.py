@@ -85,7 +85,7 @@ class SGD(Optimizer):
         # first step and 1 after: no branch on t, so impl="compiled" never recompiles for it.
         b.mul_(momentum).add_(g, alpha=1 - dampening * min(t - 1, 1))
         if nesterov:
-            p.add_(g.add(b, alpha=momentum), alpha=-lr)
+            p.add_(b.mul(momentum).add_(g), alpha=-lr)  # g + mu b; dense first for sparse g
         else:
             p.add_(b, alpha=-lr)
 
@@ -155,12 +155,9 @@ class NAG(SGD):
         )
 
     def validate_group(self, group: dict[str, Any]) -> None:
+        if not group["momentum"] > 0:  # before SGD's nesterov rule, to name the argument
+            raise ValueError(f"Invalid momentum: {group['momentum']!r} (expected momentum > 0)")
         super().validate_group(group)
-        if group["momentum"] <= 0 or group["dampening"] != 0:
-            raise ValueError(
-                f"Invalid momentum: {group['momentum']!r} (expected momentum > 0 for NAG, "
-                "with dampening = 0)"
-            )
 
     def _evaluate_closure(self, closure: Callable[[], Any] | None) -> Any:
         if self.form != "sutskever":

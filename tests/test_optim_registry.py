@@ -1,0 +1,51 @@
+"""The registry: every optimizer by name, with defaults, paper and close-match errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ravine
+from optim_specs import SPECS_BY_NAME
+from ravine.optim import registry
+
+
+def test_every_registered_optimizer_has_a_spec_and_a_paper() -> None:
+    for name in registry.names():
+        assert name in SPECS_BY_NAME, f"{name} has no spec in tests/optim_specs.py"
+        assert registry.get(name).paper, f"{name} has no paper reference"
+
+
+def test_create_passes_hyperparameters() -> None:
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = ravine.create("adam", [p], lr=0.5, betas=(0.8, 0.9))
+    assert isinstance(opt, ravine.Adam)
+    assert opt.param_groups[0]["lr"] == 0.5
+    assert opt.param_groups[0]["betas"] == (0.8, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("name", "lr"),
+    [("adam", 1e-3), ("adamax", 2e-3), ("adagrad", 1e-2), ("adadelta", 1.0), ("nadam", 2e-3)],
+)
+def test_defaults_are_the_papers(name: str, lr: float) -> None:
+    assert registry.get(name).defaults["lr"] == lr
+
+
+def test_adam_defaults() -> None:
+    d = registry.get("adam").defaults
+    assert (d["lr"], d["betas"], d["eps"]) == (1e-3, (0.9, 0.999), 1e-8)
+
+
+def test_unknown_name_suggests_close_names() -> None:
+    with pytest.raises(ValueError, match=r"Unknown optimizer 'adamm'.*did you mean 'adam'"):
+        ravine.create("adamm", [torch.nn.Parameter(torch.zeros(1))])
+
+
+def test_lookup_is_case_insensitive() -> None:
+    assert registry.get("AdaGrad").name == "adagrad"
+
+
+def test_duplicate_registration_refused() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("adam", ravine.Adam)
