@@ -325,8 +325,16 @@ def surface3d_figure(
     ax.set_ylabel("y")
     ax.set_zlabel("log10(f - f* + 1)" if surface.log_levels else "f(x, y)")
     ax.view_init(elev=elev, azim=azim)
+    # The 3-D box leaves wide margins inside its axes; zoom in so the surface fills them.
     set_title(ax, _title(surface, trajectories, title))
-    _legend(ax)
+    # Legend in two columns under the plot: beside it, it would squeeze the 3-D box, whose
+    # projection needs the width more than the height.
+    legend = fig.legend(loc="lower center", ncol=2, fontsize=9, frameon=False)
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    legend_h = legend.get_window_extent(renderer).height
+    height = fig.bbox.height
+    top = 20 + 17 * (ax.get_title(loc="left").count("\n") + 1)
+    ax.set_position((0.0, (legend_h + 4) / height, 1.0, (height - top - legend_h - 4) / height))
     return fig
 
 
@@ -370,7 +378,7 @@ def loss_figure(
     return fig
 
 
-def _legend(ax: Axes, *, left: int = 70, bottom: int = 50) -> None:
+def _legend(ax: Axes, *, left: int = 70, bottom: int = 50, gap: int = 16) -> None:
     """Legend outside the axes on the right, and the axes sized (in pixels) to leave it room.
 
     Laid out by hand: constrained layout misjudges an equal-aspect axes with a legend hanging off
@@ -383,7 +391,6 @@ def _legend(ax: Axes, *, left: int = 70, bottom: int = 50) -> None:
     )
     width, height = fig.bbox.width, fig.bbox.height
     top = 20 + 17 * (ax.get_title(loc="left").count("\n") + 1)
-    gap = 16  # between the axes and its legend
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     legend_w = legend.get_window_extent(renderer).width
     if ax.name != "3d":
