@@ -13,9 +13,9 @@ from PIL import Image
 
 import ravine
 from ravine import surfaces
-from ravine.viz import animate as animate_mod
+from ravine.viz import animation as animate_mod
 from ravine.viz import specs as specs_mod
-from ravine.viz.animate import MissingFFmpegError, animate, frame_steps, render_frames
+from ravine.viz.animation import MissingFFmpegError, animate, frame_steps, render_frames
 from ravine.viz.cli import main as viz_main
 from ravine.viz.gallery import SCENES, make_gallery
 from ravine.viz.plots import clip_diverged, contour_figure, exit_point, plot

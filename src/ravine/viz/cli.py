@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ravine import surfaces
-from ravine.viz.animate import ANIMATION_FORMATS, MissingFFmpegError, animate, ffmpeg_path
+from ravine.viz.animation import ANIMATION_FORMATS, MissingFFmpegError, animate, ffmpeg_path
 from ravine.viz.gallery import CLASSIC
 from ravine.viz.plots import DEFAULT_SIZE, STATIC_FORMATS, VIEWS, plot
 from ravine.viz.specs import optimizer_names

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ravine.surfaces import Window, get
-from ravine.viz.animate import animate
+from ravine.viz.animation import animate
 from ravine.viz.plots import colors, contour_figure, loss_figure, save, surface3d_figure
 from ravine.viz.specs import optimizer_names, parse_specs
 from ravine.viz.trajectory import run
