@@ -71,7 +71,9 @@ class Adagrad(Optimizer):
         indices, values = grad._indices(), grad._values()
 
         def sparse_like_grad(v: Tensor) -> Tensor:
-            return torch.sparse_coo_tensor(indices, v, grad.size(), dtype=v.dtype)
+            return torch.sparse_coo_tensor(
+                indices, v, grad.size(), dtype=v.dtype, is_coalesced=True, check_invariants=False
+            )
 
         G[0].add_(sparse_like_grad(values.pow(2)))
         std_values = G[0].sparse_mask(grad)._values().sqrt_().add_(eps)
