@@ -581,3 +581,48 @@ def test_tensordataset_input_and_ravine_export():
     ds = torch.utils.data.TensorDataset(*_data())
     h = ravine.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), ds, batch_size=4, epochs=1)
     assert h.steps == 6
+
+
+# -------------------------------------------------------- accuracy anchors (make test-slow)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model_name", "kwargs", "minimum"),
+    [("mlp", {}, 0.97), ("logreg", {}, 0.91)],  # MLP = 2 hidden layers of 500
+)
+def test_mnist_accuracy_anchor(model_name, kwargs, minimum):
+    from ravine.data import mnist
+    from ravine.models import create
+    from ravine.train import evaluate
+
+    s = mnist()
+    torch.manual_seed(0)
+    model = create(model_name, s.input_shape, s.num_classes, **kwargs)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    fit(model, opt, s.train, batch_size=128, epochs=5)
+    _, accuracy = evaluate(model, s.test)
+    print(f"{model_name}: test accuracy {accuracy:.4f}")
+    assert accuracy >= minimum, f"test accuracy {accuracy:.4f} < {minimum}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model_name", "kwargs", "minimum"),
+    # the MNIST-1D paper (Greydanus & Kobak, 2020) reports 68% (MLP) and 94% (CNN) with this
+    # setup: 4000 training signals, Adam lr 1e-2, batch 100, 6000 steps
+    [("mlp", {"hidden": (100, 100)}, 0.60), ("cnn1d", {}, 0.85)],
+)
+def test_mnist1d_accuracy_anchor(model_name, kwargs, minimum):
+    from ravine.data import mnist1d
+    from ravine.models import create
+    from ravine.train import evaluate
+
+    s = mnist1d(val_fraction=0.0)
+    torch.manual_seed(0)
+    model = create(model_name, s.input_shape, s.num_classes, **kwargs)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    fit(model, opt, s.train, batch_size=100, epochs=150)
+    _, accuracy = evaluate(model, s.test)
+    print(f"{model_name}: test accuracy {accuracy:.4f}")
+    assert accuracy >= minimum, f"test accuracy {accuracy:.4f} < {minimum}"
