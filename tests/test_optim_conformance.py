@@ -46,12 +46,17 @@ def _config_cases():
 
 
 @pytest.mark.usefixtures("float64_default")
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("impl", ["foreach", "loop"])
 @pytest.mark.parametrize(("spec", "hp", "torch_hp"), list(_torch_cases()))
-def test_matches_torch_optim(spec: Spec, hp: dict, torch_hp: dict, impl: str) -> None:
+def test_matches_torch_optim(spec: Spec, hp: dict, torch_hp: dict, impl: str, device: str) -> None:
     assert spec.torch_cls is not None
-    ours, _ = train(ravine_factory(spec.name, impl=impl, **hp), STEPS, freeze_at=FREEZE_AT)
-    theirs, _ = train(lambda p: spec.torch_cls(p, **torch_hp), STEPS, freeze_at=FREEZE_AT)
+    ours, _ = train(
+        ravine_factory(spec.name, impl=impl, **hp), STEPS, freeze_at=FREEZE_AT, device=device
+    )
+    theirs, _ = train(
+        lambda p: spec.torch_cls(p, **torch_hp), STEPS, freeze_at=FREEZE_AT, device=device
+    )
     assert max_rel_diff(params_of(ours), params_of(theirs)) <= 1e-10
     # The run really moved the parameters (a comparison of two no-ops proves nothing).
     assert max_rel_diff(params_of(theirs), params_of(make_model())) > 1e-3
@@ -106,11 +111,13 @@ def test_nag_sutskever_and_lookahead_forms_agree() -> None:
         opt.step()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("spec", "hp"), list(_config_cases()))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_loop_and_foreach_agree(spec: Spec, hp: dict, dtype: torch.dtype) -> None:
-    loop, _ = train(ravine_factory(spec.name, impl="loop", **hp), 60, dtype=dtype, freeze_at=30)
-    fe, _ = train(ravine_factory(spec.name, impl="foreach", **hp), 60, dtype=dtype, freeze_at=30)
+def test_loop_and_foreach_agree(spec: Spec, hp: dict, dtype: torch.dtype, device: str) -> None:
+    kw = {"dtype": dtype, "freeze_at": 30, "device": device}
+    loop, _ = train(ravine_factory(spec.name, impl="loop", **hp), 60, **kw)
+    fe, _ = train(ravine_factory(spec.name, impl="foreach", **hp), 60, **kw)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     assert max_rel_diff(params_of(loop), params_of(fe)) <= tol
 
