@@ -119,13 +119,15 @@ SCENES: tuple[Scene, ...] = (
             "amsgrad:lr=0.05",
             "adamw:lr=0.05",
             "qhadam:lr=0.05",
-            "aggmo:lr=0.001",
-            "adabound:lr=0.05",
-            "radam:lr=0.05",
-            "ranger:lr=0.05",
+            "aggmo:lr=0.0002",
+            "adabound:lr=0.1",
+            # RAdam's first steps (before the variance is rectifiable) are plain momentum-SGD
+            # steps of size lr * gradient: a larger lr throws it off Beale's steep start.
+            "radam:lr=0.01",
+            "ranger:lr=0.01",
         ),
-        steps=300,
-        title="Later optimizers on Beale",
+        steps=500,
+        title="Later optimizers on Beale (RAdam, Ranger: momentum-SGD warm-up steps first)",
         window=(-0.5, 4.5, -1.5, 3.5),
     ),
 )
