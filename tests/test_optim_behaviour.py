@@ -297,3 +297,47 @@ def test_no_grad_means_no_state_and_no_change() -> None:
     opt.step()
     assert len(opt.state) == 0
     assert torch.equal(p.detach(), torch.ones(2))
+
+
+class _ScaleGrads:
+    """A gradient transform with state: scales every gradient and counts its calls."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.calls = 0
+
+    def __call__(self, params, grads):
+        self.calls += 1
+        return [g * self.factor for g in grads]
+
+    def state_dict(self) -> dict:
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = state["calls"]
+
+
+def test_gradient_transforms_see_every_gradient_once_per_step() -> None:
+    a = torch.nn.Parameter(torch.ones(3, dtype=DTYPE))
+    b = torch.nn.Parameter(torch.ones(3, dtype=DTYPE))
+    scale = _ScaleGrads(2.0)
+    opt = ravine.SGD([a], lr=0.1, grad_transforms=[scale])
+    plain = ravine.SGD([b], lr=0.2)
+    for _ in range(3):
+        for p, o in ((a, opt), (b, plain)):
+            o.zero_grad()
+            (p**2).sum().backward()
+            o.step()
+    assert torch.equal(a, b)
+    # .grad holds the unscaled gradient at the previous point (p_prev = p / 0.6): untouched.
+    torch.testing.assert_close(a.grad, 2 * a.detach() / 0.6)
+    assert scale.calls == 3
+
+    state = opt.state_dict()
+    assert state["ravine"]["grad_transforms"] == [{"calls": 3}]
+    fresh = _ScaleGrads(2.0)
+    again = ravine.SGD([a], lr=0.1, grad_transforms=[fresh])
+    again.load_state_dict(state)
+    assert fresh.calls == 3
+    with pytest.raises(ValueError, match="1 gradient transforms but this optimizer has 0"):
+        ravine.SGD([a], lr=0.1).load_state_dict(state)
