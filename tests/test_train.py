@@ -583,6 +583,57 @@ def test_tensordataset_input_and_ravine_export():
     assert h.steps == 6
 
 
+# ----------------------------------------------------------------------- ravine train (CLI)
+
+
+def _cli(argv: list[str]) -> int:
+    import argparse
+
+    from ravine import train as train_module
+
+    parser = argparse.ArgumentParser()
+    train_module.add_arguments(parser)
+    return train_module.run(parser.parse_args(argv))
+
+
+def test_train_subcommand_writes_history_and_plot(tmp_path, capsys):
+    argv = [
+        "--dataset",
+        "digits",
+        "--model",
+        "logreg",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.5",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "0",
+        "--schedule",
+        "exponential",
+        "--schedule-arg",
+        "r=1",
+        "--history",
+        str(tmp_path / "h.json"),
+        "--plot",
+        str(tmp_path / "h.png"),
+    ]
+    assert _cli(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 epochs, 2 steps (completed)" in out and "test accuracy" in out
+    h = History.load(tmp_path / "h.json")
+    assert h.lr == pytest.approx([0.5, 0.5 * math.exp(-1)])
+    assert (tmp_path / "h.png").exists()
+
+
+def test_train_subcommand_reports_bad_input(tmp_path, capsys):
+    assert _cli(["--dataset", "cifar10", "--data-dir", str(tmp_path)]) == 2
+    assert "never downloads" in capsys.readouterr().err
+    assert _cli(["--dataset", "digits", "--hp", "betas"]) == 2
+    assert "--hp must look like key=value" in capsys.readouterr().err
+
+
 # -------------------------------------------------------- accuracy anchors (make test-slow)
 
 

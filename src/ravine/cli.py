@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("demo", "ravine.demo", "run the main demo (what `make demo` runs)"),
     ("viz", "ravine.viz.cli", "optimizers on 2-D loss surfaces: contours, 3-D, loss, GIF/MP4"),
+    ("train", "ravine.train", "train a model on an offline dataset with fit()"),
 ]
 
 

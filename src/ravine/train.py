@@ -513,3 +513,125 @@ def fit(
         if bar is not None:
             bar.close()
     return history
+
+
+# ------------------------------------------------------------------ `ravine train` subcommand
+
+
+def _key_values(items: Sequence[str], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} must look like key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def add_arguments(p: Any) -> None:
+    """Arguments of ``ravine train`` (one model, one optimizer, one dataset)."""
+    from ravine.data import DATASETS
+    from ravine.models import MODELS
+    from ravine.schedules import SCHEDULES
+
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    p.add_argument("--data-dir", help="folder with IDX files (MNIST, Fashion-MNIST) or CIFAR-10")
+    p.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    p.add_argument("--batchnorm", action="store_true", help="insert BatchNorm layers")
+    p.add_argument("--optimizer", default="adam", help="a ravine optimizer name")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--hp",
+        nargs="*",
+        default=[],
+        metavar="K=V",
+        help="more optimizer hyperparameters, e.g. betas=[0.9,0.99] eps=1e-8",
+    )
+    p.add_argument("--batch-size", type=int, default=128, help="0 for full-batch GD")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--schedule", choices=sorted(SCHEDULES))
+    p.add_argument(
+        "--schedule-arg",
+        nargs="*",
+        default=[],
+        metavar="K=V",
+        help="schedule arguments, e.g. r=10 (exponential), t_max=5 (cosine)",
+    )
+    p.add_argument("--schedule-every", choices=("epoch", "batch"), default="epoch")
+    p.add_argument("--curriculum", choices=STRATEGIES)
+    p.add_argument("--no-shuffle", action="store_true", help="visit examples in index order")
+    p.add_argument("--patience", type=int, help="early stopping on validation loss")
+    p.add_argument("--min-delta", type=float, default=0.0)
+    p.add_argument("--checkpoint-dir")
+    p.add_argument("--checkpoint-every", type=int, default=1)
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--history", help="write the metrics history here (JSON)")
+    p.add_argument("--plot", help="write loss/accuracy curves here (PNG)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: Any) -> int:
+    """Train, report test loss/accuracy, optionally save history and curves."""
+    from ravine.data import DatasetNotFoundError
+
+    try:
+        return _run(args)
+    except (ValueError, DatasetNotFoundError, NonFiniteLossError) as e:
+        print(f"ravine train: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: Any) -> int:
+    from ravine import data, models, optim, schedules
+
+    kwargs: dict[str, Any] = {}
+    if args.data_dir:
+        kwargs["data_dir"] = args.data_dir
+    splits = data.load(args.dataset, **kwargs)
+    torch.manual_seed(args.seed)
+    model = models.create(
+        args.model, splits.input_shape, splits.num_classes, batchnorm=args.batchnorm
+    )
+    opt = optim.create(
+        args.optimizer, model.parameters(), lr=args.lr, **_key_values(args.hp, "--hp")
+    )
+    sched = None
+    if args.schedule:
+        sched = schedules.create(
+            args.schedule, opt, **_key_values(args.schedule_arg, "--schedule-arg")
+        )
+    history = fit(
+        model,
+        opt,
+        splits.train,
+        splits.val if len(splits.val[0]) else None,
+        batch_size=args.batch_size or None,
+        epochs=args.epochs,
+        scheduler=sched,
+        schedule_every=args.schedule_every,
+        shuffle=not args.no_shuffle,
+        seed=args.seed,
+        curriculum=args.curriculum,
+        early_stopping=None
+        if args.patience is None
+        else EarlyStopping(patience=args.patience, min_delta=args.min_delta),
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        progress=False if args.no_progress else None,
+    )
+    test_loss, test_acc = evaluate(model, splits.test)
+    acc = "" if test_acc is None else f", test accuracy {test_acc:.4f}"
+    print(
+        f"{args.model} on {args.dataset} with {args.optimizer}: {len(history.epoch)} epochs, "
+        f"{history.steps} steps ({history.stop_reason}); test loss {test_loss:.4f}{acc}"
+    )
+    if args.history:
+        history.save(args.history)
+    if args.plot:
+        history.plot(args.plot)
+    return 0
