@@ -24,6 +24,15 @@ from ravine.train import CHECKPOINT_NAME, EarlyStopping, History, NonFiniteLossE
 N, D, C = 23, 5, 3
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: extra intra-op threads only add contention on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _data(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, D, generator=g), torch.randint(0, C, (n,), generator=g)

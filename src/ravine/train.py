@@ -294,6 +294,8 @@ def fit(
     progress: a tqdm bar with loss and lr; None shows it only when stderr is a terminal.
     callbacks: functions f(epoch, history) called after each epoch.
 
+    The train and val tensors are moved once to the device of the model's parameters.
+
     A NaN or infinite training loss raises NonFiniteLossError (epoch, batch, last checkpoint)
     before that step is applied.
     """
