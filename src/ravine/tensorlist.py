@@ -67,6 +67,10 @@ class TL:
             return self if inplace else self._new(out)
         values = value if kind in ("list", "scalars") else [value] * len(self.tensors)
         method = f"{name}{'_' if inplace else ''}"
+        if not hasattr(Tensor, method):  # maximum_, minimum_ exist only as foreach ops
+            for t, v in zip(self.tensors, values):
+                t.copy_(getattr(torch, name)(t, v))
+            return self
         out = [getattr(t, method)(v) for t, v in zip(self.tensors, values)]
         return self if inplace else self._new(out)
 

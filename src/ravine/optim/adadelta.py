@@ -47,7 +47,7 @@ class Adadelta(Optimizer):
         self, p: TL, g: TL, Eg2: TL, Edx2: TL, *, t: int, lr: float, rho: float, eps: float
     ) -> None:
         Eg2.mul_(rho).addcmul_(g, g, value=1 - rho)
-        rms_g = (Eg2 + eps).sqrt_()
-        dx = (Edx2 + eps).sqrt_().div_(rms_g).mul_(g)  # -dx_t
+        rms_g = Eg2.add(eps).sqrt_()
+        dx = Edx2.add(eps).sqrt_().div_(rms_g).mul_(g)  # -dx_t
         Edx2.mul_(rho).addcmul_(dx, dx, value=1 - rho)
         p.add_(dx, alpha=-lr)

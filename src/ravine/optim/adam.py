@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from ravine.optim.base import NONNEGATIVE, POSITIVE, UNIT_OPEN_HIGH, Interval, Optimizer
@@ -38,7 +38,8 @@ def adam_step(
 ) -> None:
     """theta <- theta - lr * m_hat / (sqrt(v_hat) + eps), hats = bias-corrected when ``debias``."""
     if debias:
-        denom = v.sqrt().div_(math.sqrt(1 - beta2**t)).add_(eps)
+        # ** 0.5 rather than math.sqrt: t and the betas may be 0-d tensors (impl="compiled").
+        denom = v.sqrt().div_((1 - beta2**t) ** 0.5).add_(eps)
         p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
     else:
         p.addcdiv_(m, v.sqrt().add_(eps), value=-lr)
@@ -230,11 +231,28 @@ def nadam_mu(beta1: float, momentum_decay: float, t: int) -> float:
 
 
 def nadam_mu_product(beta1: float, momentum_decay: float, t: int) -> float:
-    """prod_{i <= t} mu_i, memoised: derivable from t, so it is not kept in the state."""
+    """prod_{i <= t} mu_i, memoised: derivable from t, so it is not kept in the state.
+
+    With 0-d tensors (impl="compiled") it is evaluated on the host by a custom op: the product
+    has no closed form a compiled kernel could compute from t.
+    """
+    if isinstance(t, Tensor):
+        return _mu_product_op(torch.as_tensor(beta1), torch.as_tensor(momentum_decay), t)
     products = _MU_PRODUCTS.setdefault((beta1, momentum_decay), [1.0])
     while len(products) <= t:
         products.append(products[-1] * nadam_mu(beta1, momentum_decay, len(products)))
     return products[t]
+
+
+@torch.library.custom_op("ravine::nadam_mu_product", mutates_args=())
+def _mu_product_op(beta1: Tensor, momentum_decay: Tensor, t: Tensor) -> Tensor:
+    value = nadam_mu_product(beta1.item(), momentum_decay.item(), round(t.item()))
+    return torch.tensor(value, dtype=t.dtype, device=t.device)
+
+
+@_mu_product_op.register_fake
+def _(beta1: Tensor, momentum_decay: Tensor, t: Tensor) -> Tensor:
+    return torch.empty((), dtype=t.dtype, device=t.device)
 
 
 class NAdam(Optimizer):
@@ -299,7 +317,7 @@ class NAdam(Optimizer):
     ) -> None:
         beta1, beta2 = betas
         update_moments(m, v, g, beta1, beta2)
-        denom = v.sqrt().div_(math.sqrt(1 - beta2**t)).add_(eps)
+        denom = v.sqrt().div_((1 - beta2**t) ** 0.5).add_(eps)
         if momentum_decay is None:
             bc1 = 1 - beta1**t
             p.addcdiv_(m, denom, value=-lr * beta1 / bc1)

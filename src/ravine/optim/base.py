@@ -401,9 +401,9 @@ class Optimizer(torch.optim.Optimizer):
     ) -> None:
         """maximize, weight decay, then the update: the body every impl runs.
 
-        The scalars (``t``, ``hyper``'s numbers, ``weight_decay``, ``lr``) are Python numbers,
-        symbolic ones when impl="compiled" traces this; ``weight_decay`` is None when there is
-        none.
+        The scalars (``t``, ``hyper``'s numbers, ``weight_decay``, ``lr``) are Python numbers for
+        impl="foreach"/"loop" and 0-d tensors when impl="compiled" traces this; ``weight_decay``
+        is None when there is none.
         """
         if maximize:
             g = g.neg()

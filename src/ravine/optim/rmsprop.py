@@ -82,7 +82,7 @@ class RMSprop(Optimizer):
             denom = v.clone().addcmul_(g_avg, g_avg, value=-1).sqrt_().add_(eps)
         else:
             denom = v.sqrt().add_(eps)
-        if momentum > 0:
+        if rest:  # momentum > 0: state_names_for gave the rule a momentum buffer
             (b,) = rest
             b.mul_(momentum).addcdiv_(g, denom)
             p.add_(b, alpha=-lr)

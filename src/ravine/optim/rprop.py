@@ -74,9 +74,14 @@ class Rprop(Optimizer):
     ) -> None:
         eta_minus, eta_plus = etas
         agreement = (g * prev).sign()
-        factor = agreement.map(
-            lambda s: torch.where(s > 0, eta_plus, torch.where(s < 0, eta_minus, 1.0)).to(s.dtype)
-        )
+
+        def factor_of(s: Tensor) -> Tensor:
+            # The etas in s's dtype: torch.where on Python floats would round them to float32.
+            up = torch.as_tensor(eta_plus, dtype=s.dtype, device=s.device)
+            down = torch.as_tensor(eta_minus, dtype=s.dtype, device=s.device)
+            return torch.where(s > 0, up, torch.where(s < 0, down, 1.0))
+
+        factor = agreement.map(factor_of)
         step_size.mul_(factor).clamp_(min=step_sizes[0], max=step_sizes[1])
         # After a sign flip the gradient counts as zero: no step now, no flip test next time.
         g_used = g.map(lambda x, s: x.masked_fill(s < 0, 0), agreement)

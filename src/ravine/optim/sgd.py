@@ -81,9 +81,9 @@ class SGD(Optimizer):
             p.add_(g, alpha=-lr)
             return
         (b,) = buf
-        # b_1 = g_1 undamped, as in torch.optim.SGD (b starts at zero). min(t - 1, 1) is 0 on the
-        # first step and 1 after: no branch on t, so impl="compiled" never recompiles for it.
-        b.mul_(momentum).add_(g, alpha=1 - dampening * min(t - 1, 1))
+        # b_1 = g_1 undamped, as in torch.optim.SGD (b starts at zero); the damping is switched
+        # on by (t > 1) rather than by a branch so that a tensor t (impl="compiled") traces.
+        b.mul_(momentum).add_(g, alpha=1 - dampening * (t > 1))
         if nesterov:
             p.add_(b.mul(momentum).add_(g), alpha=-lr)  # g + mu b; dense first for sparse g
         else:

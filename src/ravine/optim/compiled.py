@@ -1,0 +1,495 @@
+"""``impl="compiled"``: every rule's own ``update`` through torch.compile, over flat buffers.
+
+The fast path of DESIGN.md's performance principles, for every optimizer at once and with no code
+per rule:
+
+* **Flat storage.** On the first step the parameters of each (group, device, dtype, step count)
+  batch are copied into one contiguous buffer, and each parameter's ``.data`` becomes a view into
+  it; the same is done for the gradients (each ``.grad`` a view into one flat gradient buffer, so
+  ``backward`` accumulates straight into it) and for every state tensor (``opt.state[p]["m"]`` is
+  a view into the flat ``m``). An update then touches three to five big tensors, whatever the
+  number of parameters: one kernel, constant Python work per step.
+* **One compiled kernel per configuration.** The rule's ``update`` (via ``Optimizer._rule``,
+  which adds ``maximize`` and weight decay exactly as the other impls do) is traced over
+  one-tensor TLs by ``torch.compile(fullgraph=True)``; inductor fuses it into a single pass over
+  memory. Numeric hyperparameters and the step count enter as the elements of one float64 tensor
+  (0-d tensors inside the rule, so scalar algebra such as ``1 - beta2**t`` runs in double
+  precision, as the eager impls compute it in Python), and the flat length is dynamic: a
+  learning-rate schedule, the step count moving or a model of another size never recompiles.
+  Booleans, ``None``, strings and the names in ``static_hyperparameters`` are compile-time
+  constants, on which the rule may branch. Kernels are cached by (class, state names, structure
+  of the hyperparameters, maximize / weight-decay flavour, dtype, device type) and shared by every
+  optimizer instance.
+
+  What a rule must do to be traceable: no Python branch on a hyperparameter's value or on ``t``
+  (declare the hyperparameter static, branch on the state it owns as in ``if buf:``, or write it
+  branch-free), no ``math.*`` on scalars (``x ** 0.5``, not ``math.sqrt(x)``), and scalar
+  arithmetic on TLs as methods (``v.add(eps)``) rather than operators (``v + eps``): dynamo
+  cannot trace an operator between a user-defined object and a tensor.
+* **Never a crash.** If compiling fails (a rule the tracer cannot handle, no C compiler...), a
+  warning says so once per configuration and the same update runs eagerly with foreach ops on
+  the flat buffers.
+
+Semantics that differ from the non-flat impls, by design:
+
+* ``zero_grad()`` zeroes the flat gradient buffer in place (``set_to_none`` is ignored for flat
+  parameters) so the views survive; a parameter whose ``.grad`` is a zero view takes a step with a
+  zero gradient, as in torch with ``set_to_none=False``. ``model.zero_grad()`` still works: the
+  fresh gradients are copied back into the flat buffer on the next step (one extra copy; counted in
+  ``FlatEngine.resyncs``).
+* Replacing a parameter's ``.data`` (``model.to(...)``, ``p.data = ...``) after the first step
+  detaches it from the flat buffer: it is detected and the buffers are rebuilt.
+
+``state_dict()`` stays per parameter (views into the flat state, with the usual integer ``step``),
+so checkpoints move freely between ``impl="compiled"`` and the other impls.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from ravine.tensorlist import TL
+
+if TYPE_CHECKING:
+    from ravine.optim.base import Optimizer
+
+# Parameter views start on 64-byte boundaries so the model's own kernels (matmul, conv) see
+# aligned data; the padding is zero in every buffer and costs < 16 elements per parameter.
+_ALIGN_BYTES = 64
+
+# A hyperparameter's place in the compiled call: ("static", value) is a compile-time constant,
+# ("slot", i) is element i of the scalars tensor, ("seq", type, specs) rebuilds a tuple/list.
+Spec = tuple[Any, ...]
+
+
+# -- compiled kernels, shared by every optimizer instance ---------------------------------------
+@dataclass
+class Kernel:
+    """One compiled update for one configuration, with what compiling it cost."""
+
+    key: tuple[Any, ...]
+    fn: Callable[..., None] | None
+    compiles: int = 0
+    compile_seconds: float = 0.0
+    failed: str | None = None
+
+
+_KERNELS: dict[tuple[Any, ...], Kernel] = {}
+
+
+def kernels() -> dict[tuple[Any, ...], Kernel]:
+    """The kernel cache (configuration key -> :class:`Kernel`), for benchmarks and tests."""
+    return _KERNELS
+
+
+def total_compiles() -> int:
+    """Graphs compiled so far by all kernels (first compiles plus recompiles)."""
+    return sum(k.compiles for k in _KERNELS.values())
+
+
+def _assemble(spec: Spec, scalars: Tensor) -> Any:
+    kind = spec[0]
+    if kind == "static":
+        return spec[1]
+    if kind == "slot":
+        return scalars[spec[1]]
+    return spec[1](_assemble(s, scalars) for s in spec[2])
+
+
+def _make_body(
+    cls: type[Optimizer],
+    hyper_specs: tuple[tuple[str, Spec], ...],
+    maximize: bool,
+    decay: str | None,
+    decay_slots: tuple[int, int] | None,
+) -> Callable[..., None]:
+    # The kernel is shared by every instance of ``cls``, so it must not see any one of them (dynamo
+    # would guard on that object and recompile for the next): it runs the rule on a bare instance.
+    # An update that reads instance attributes fails to trace and falls back to foreach.
+    rule = object.__new__(cls)
+
+    def body(p: Tensor, g: Tensor, states: list[Tensor], scalars: Tensor) -> None:
+        hyper = {name: _assemble(spec, scalars) for name, spec in hyper_specs}
+        lr = weight_decay = None
+        if decay_slots is not None:
+            lr, weight_decay = scalars[decay_slots[0]], scalars[decay_slots[1]]
+        rule._rule(
+            TL([p], foreach=False),
+            TL([g], foreach=False),
+            [TL([s], foreach=False) for s in states],
+            t=scalars[0],
+            hyper=hyper,
+            maximize=maximize,
+            weight_decay=weight_decay,
+            decoupled=decay == "decoupled",
+            lr=lr,
+        )
+
+    # Dynamo keeps its cache of compiled code on the code object; configurations sharing one code
+    # object would evict each other past torch's recompile limit, so each gets a fresh copy.
+    body.__code__ = body.__code__.replace(co_name=f"ravine_update_{len(_KERNELS)}")
+    return body
+
+
+def _compile(kernel: Kernel, body: Callable[..., None]) -> Callable[..., None]:
+    inductor = torch._dynamo.lookup_backend("inductor")
+
+    def counting_backend(gm: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Any:
+        kernel.compiles += 1
+        start = time.perf_counter()
+        try:
+            return inductor(gm, example_inputs)
+        finally:
+            kernel.compile_seconds += time.perf_counter() - start
+
+    return torch.compile(body, backend=counting_backend, fullgraph=True)
+
+
+# -- flat buffers -------------------------------------------------------------------------------
+@dataclass
+class FlatGroup:
+    """One (group, device, dtype, step) batch living in flat buffers."""
+
+    group_index: int
+    params: list[Tensor]
+    states: list[dict[str, Any]]
+    names: tuple[str, ...]
+    p: Tensor
+    g: Tensor
+    state: list[Tensor]
+    grad_views: list[Tensor]
+    data_ptrs: list[int]
+    step: int
+    kernel: Kernel | None = None  # the kernel of the last step
+    warned: set[tuple[Any, ...]] = field(default_factory=set)
+
+
+def _flattenable(p: Tensor, grad: Tensor | None) -> bool:
+    return (
+        grad is not None
+        and not grad.is_sparse
+        and p.is_floating_point()
+        and grad.dtype == p.dtype
+        and grad.device == p.device
+    )
+
+
+def _views(flat: Tensor, params: list[Tensor], offsets: list[int]) -> list[Tensor]:
+    return [flat[o : o + p.numel()].view(p.shape) for p, o in zip(params, offsets)]
+
+
+class FlatEngine:
+    """Owns the flat buffers of one optimizer and runs its compiled steps."""
+
+    def __init__(self, opt: Optimizer) -> None:
+        self.groups: list[FlatGroup] = []
+        # (group index, index in group, param) left to the regular path (no grad, sparse...)
+        self.outside: list[tuple[int, int, Tensor]] = []
+        self.rebuilds = 0  # full re-flattenings (first step, new params, load_state_dict...)
+        self.resyncs = 0  # steps whose .grad tensors had been replaced and were copied back
+        self._build(opt)
+
+    # -- layout --------------------------------------------------------------------------------
+    def _signature(self, opt: Optimizer) -> tuple[Any, ...]:
+        return (
+            id(opt.state),
+            id(opt.param_groups),
+            tuple((id(g["params"]), len(g["params"])) for g in opt.param_groups),
+        )
+
+    def _build(self, opt: Optimizer) -> None:
+        self.rebuilds += 1
+        batches: dict[tuple[Any, ...], list[Tensor]] = {}
+        self.outside = []
+        for gi, group in enumerate(opt.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if not _flattenable(p, p.grad):
+                    self.outside.append((gi, pi, p))
+                    continue
+                state = opt.state[p]
+                if not state:
+                    state["step"] = 0
+                    state.update(opt.init_state(p, group))
+                batches.setdefault((gi, p.device, p.dtype, state["step"]), []).append(p)
+        self.groups = [self._flatten(opt, key, params) for key, params in batches.items()]
+        self.signature = self._signature(opt)
+
+    @torch.no_grad()
+    def _flatten(self, opt: Optimizer, key: tuple[Any, ...], params: list[Tensor]) -> FlatGroup:
+        gi, device, dtype, step = key
+        group = opt.param_groups[gi]
+        names = opt.state_names_for(group)
+        align = max(1, _ALIGN_BYTES // torch.empty((), dtype=dtype).element_size())
+        offsets, total = [], 0
+        for p in params:
+            offsets.append(total)
+            total += -(-p.numel() // align) * align
+
+        def buffer(values: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+            flat = torch.zeros(total, dtype=dtype, device=device)
+            views = _views(flat, params, offsets)
+            torch._foreach_copy_(views, values)
+            return flat, views
+
+        states = [opt.state[p] for p in params]
+        fresh: dict[int, dict[str, Tensor]] = {}
+        state_flats = []
+        for name in names:
+            values = []
+            for i, (p, s) in enumerate(zip(params, states)):
+                if name not in s:  # a flag turned on mid-run added a state tensor
+                    s[name] = fresh.setdefault(i, opt.init_state(p, group))[name]
+                values.append(s[name])
+            flat, views = buffer(values)
+            for s, v in zip(states, views):
+                s[name] = v
+            state_flats.append(flat)
+        p_flat, p_views = buffer([p.detach() for p in params])
+        g_flat, g_views = buffer([p.grad for p in params])
+        for p, pv, gv in zip(params, p_views, g_views):
+            p.data = pv
+            p.grad = gv
+        for flat in (p_flat, g_flat, *state_flats):
+            torch._dynamo.maybe_mark_dynamic(flat, 0)  # one kernel for every model size
+        return FlatGroup(
+            group_index=gi,
+            params=params,
+            states=states,
+            names=names,
+            p=p_flat,
+            g=g_flat,
+            state=state_flats,
+            grad_views=g_views,
+            data_ptrs=[p.data_ptr() for p in params],
+            step=step,
+        )
+
+    def _current(self, opt: Optimizer) -> bool:
+        """Whether the flat layout still describes the optimizer (cheap: C-level loops)."""
+        if self._signature(opt) != self.signature:
+            return False
+        for fg in self.groups:
+            if fg.names != opt.state_names_for(opt.param_groups[fg.group_index]):
+                return False
+            if list(map(Tensor.data_ptr, fg.params)) != fg.data_ptrs:
+                return False
+            grads = list(map(operator.attrgetter("grad"), fg.params))
+            if all(map(operator.is_, grads, fg.grad_views)):
+                continue
+            if any(g is None or not _flattenable(p, g) for p, g in zip(fg.params, grads)):
+                return False  # a parameter lost its gradient: membership changes
+            # Fresh .grad tensors (model.zero_grad() then backward): copy them into the buffer.
+            torch._foreach_copy_(fg.grad_views, grads)
+            for p, gv in zip(fg.params, fg.grad_views):
+                p.grad = gv
+            self.resyncs += 1
+        return not any(_flattenable(p, p.grad) for _, _, p in self.outside)
+
+    # -- step ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, opt: Optimizer) -> None:
+        """One step of ``opt``: flat groups through their kernels, the rest through foreach."""
+        if not self._current(opt):
+            self._build(opt)
+        rest = [(gi, pi, p, p.grad) for gi, pi, p in self.outside if p.grad is not None]
+        if opt.nonfinite != "ignore" and not self._finite(opt, rest):
+            if opt.nonfinite == "skip":
+                opt.skipped_steps += 1
+                return
+            from ravine.optim.base import NonFiniteGradientError
+
+            entries = [
+                (gi, pi, p, p.grad)
+                for gi, group in enumerate(opt.param_groups)
+                for pi, p in enumerate(group["params"])
+                if p.grad is not None
+            ]
+            raise NonFiniteGradientError(opt._nonfinite_message(entries))
+
+        grads = [fg.g for fg in self.groups]
+        rest_grads = [e[3] for e in rest]
+        if opt.grad_transforms:
+            grads, rest_grads = self._transform(opt, rest, rest_grads)
+
+        for fg, g in zip(self.groups, grads):
+            self._update(opt, fg, g)
+        for batch in opt._batches(rest, rest_grads):
+            opt._apply(batch)
+
+    def _finite(self, opt: Optimizer, rest: list[tuple[int, int, Tensor, Tensor]]) -> bool:
+        """All gradients finite? Checked for every group before any kernel writes anything."""
+        flags = [_all_finite(fg.g) for fg in self.groups]
+        if flags and not bool(torch.stack([f.cpu() for f in flags]).all()):
+            return False
+        return not rest or opt._grads_finite(rest)
+
+    def _transform(
+        self, opt: Optimizer, rest: list[tuple[int, int, Tensor, Tensor]], rest_grads: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Run the gradient transforms on per-parameter views, as the other impls see them."""
+        params = [p for fg in self.groups for p in fg.params] + [e[2] for e in rest]
+        views = [v for fg in self.groups for v in fg.grad_views] + rest_grads
+        for transform in opt.grad_transforms:
+            views = transform(params, views)
+        flat_grads, i = [], 0
+        for fg in self.groups:
+            mine, i = views[i : i + len(fg.params)], i + len(fg.params)
+            if all(map(operator.is_, mine, fg.grad_views)):
+                flat_grads.append(fg.g)
+                continue
+            g = torch.zeros_like(fg.g)
+            offsets = [v.data_ptr() - fg.g.data_ptr() for v in fg.grad_views]
+            torch._foreach_copy_(
+                _views(g, fg.params, [o // fg.g.element_size() for o in offsets]), mine
+            )
+            flat_grads.append(g)
+        return flat_grads, views[i:]
+
+    def _update(self, opt: Optimizer, fg: FlatGroup, g: Tensor) -> None:
+        group = opt.param_groups[fg.group_index]
+        fg.step += 1
+        t = fg.step
+        key, hyper_specs, decay, decay_slots, slots = _configuration(opt, group, fg)
+        kernel = _KERNELS.get(key)
+        if kernel is None:
+            kernel = _KERNELS[key] = Kernel(key, None)
+            kernel.fn = _compile(
+                kernel, _make_body(type(opt), hyper_specs, group["maximize"], decay, decay_slots)
+            )
+        fg.kernel = kernel
+        done = False
+        if kernel.fn is not None:
+            scalar_dtype = torch.float32 if fg.p.device.type == "mps" else torch.float64
+            scalars = torch.tensor([t, *slots], dtype=scalar_dtype, device=fg.p.device)
+            try:
+                kernel.fn(fg.p, g, fg.state, scalars)
+                done = True
+            except Exception as exc:  # any compile failure falls back, loudly
+                kernel.fn, kernel.failed = None, f"{type(exc).__name__}: {exc}"
+        if not done:
+            if key not in fg.warned:
+                fg.warned.add(key)
+                warnings.warn(
+                    f"impl='compiled': could not compile {type(opt).__name__}'s update "
+                    f"({(kernel.failed or '')[:300]}); running it with foreach ops instead",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            opt._run(
+                [fg.p],
+                [g],
+                [[s] for s in fg.state],
+                group,
+                t,
+                _hyper(opt, group),
+                group.get("weight_decay", 0),
+                foreach=True,
+            )
+        for s in fg.states:
+            s["step"] = t
+
+    # -- zero_grad -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def zero_grad(self, set_to_none: bool) -> None:
+        """Zero flat gradients in place (keeping the views); the others as torch.optim does."""
+        for fg in self.groups:
+            grads = list(map(operator.attrgetter("grad"), fg.params))
+            if all(map(operator.is_, grads, fg.grad_views)):
+                fg.g.zero_()
+                continue
+            for p, g, gv in zip(fg.params, grads, fg.grad_views):
+                if g is gv:
+                    gv.zero_()
+                else:
+                    _zero_one(p, set_to_none)
+        for _, _, p in self.outside:
+            _zero_one(p, set_to_none)
+
+
+def _isfinite_all(g: Tensor) -> Tensor:
+    return torch.isfinite(g).all()
+
+
+_compiled_isfinite_all: Callable[[Tensor], Tensor] | None = None
+
+
+def _all_finite(g: Tensor) -> Tensor:
+    """torch.isfinite(g).all() as one compiled pass over g (eager allocates a bool copy of g)."""
+    global _compiled_isfinite_all
+    if _compiled_isfinite_all is None:
+        _compiled_isfinite_all = torch.compile(_isfinite_all, fullgraph=True)
+    try:
+        return _compiled_isfinite_all(g)
+    except Exception:  # no compiler: the eager check is slower, never wrong
+        _compiled_isfinite_all = _isfinite_all
+        return _isfinite_all(g)
+
+
+def _zero_one(p: Tensor, set_to_none: bool) -> None:
+    if p.grad is None:
+        return
+    if set_to_none:
+        p.grad = None
+    else:
+        if p.grad.grad_fn is not None:
+            p.grad.detach_()
+        else:
+            p.grad.requires_grad_(False)
+        p.grad.zero_()
+
+
+def _hyper(opt: Optimizer, group: dict[str, Any]) -> dict[str, Any]:
+    return {k: group[k] for k in opt._update_keys()}
+
+
+def _split(name: str, value: Any, static: bool, slots: list[float]) -> Spec:
+    """Where ``value`` goes in the compiled call; numbers are appended to ``slots``."""
+    if static or value is None or isinstance(value, (bool, str)):
+        hash(value)  # a compile-time constant is part of the cache key
+        return ("static", value)
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, (int, float)):
+        slots.append(float(value))
+        return ("slot", len(slots))  # element 0 of the scalars tensor is the step count
+    if isinstance(value, (tuple, list)):
+        return ("seq", type(value), tuple(_split(name, v, False, slots) for v in value))
+    hash(value)
+    return ("static", value)
+
+
+def _configuration(
+    opt: Optimizer, group: dict[str, Any], fg: FlatGroup
+) -> tuple[tuple[Any, ...], tuple[tuple[str, Spec], ...], str | None, Any, list[float]]:
+    """The kernel cache key, and this step's scalar values, for one flat group."""
+    slots: list[float] = []
+    static = set(opt.static_hyperparameters)
+    hyper_specs = tuple(
+        (name, _split(name, group[name], name in static, slots)) for name in opt._update_keys()
+    )
+    weight_decay = group.get("weight_decay", 0)
+    decay, decay_slots = None, None
+    if weight_decay != 0:
+        decoupled = opt.weight_decay_mode == "decoupled" or group.get("decoupled_weight_decay")
+        decay = "decoupled" if decoupled else "l2"
+        slots.extend([float(group.get("lr", 0.0)), float(weight_decay)])
+        decay_slots = (len(slots) - 1, len(slots))
+    key = (
+        type(opt),
+        fg.names,
+        hyper_specs,
+        bool(group["maximize"]),
+        decay,
+        decay_slots,
+        fg.p.dtype,
+        fg.p.device.type,
+    )
+    return key, hyper_specs, decay, decay_slots, slots

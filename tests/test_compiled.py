@@ -1,0 +1,350 @@
+"""impl="compiled": the same rules through torch.compile over flat buffers.
+
+Every registered optimizer must agree with impl="foreach" and impl="loop" to 1e-6 (relative to
+the tensor's scale) in float32 and 1e-12 in float64; a learning-rate schedule must not recompile;
+checkpoints move between impls; and whatever cannot be compiled still runs, with a warning.
+
+Compiling is slow, so the fast tests use one or two settings per optimizer and small tensors; a
+kernel compiled for one test is reused by the others (the cache is per process). Every setting of
+every spec runs under ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+import ravine.optim as O
+from optim_specs import SPECS_BY_NAME
+from ravine.optim import compiled
+from ravine.optim.base import NonFiniteGradientError
+
+SHAPES = [(4, 3), (5,), (2, 3, 2), (1,)]
+STEPS = 6
+TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
+
+
+def _settings(name: str) -> list[dict[str, Any]]:
+    """Every setting the spec of ``name`` names (configs first: they exercise all state)."""
+    spec = SPECS_BY_NAME.get(name)
+    if spec is None:  # a rule without a spec yet still gets its defaults compiled and checked
+        return [{}]
+    out: list[dict[str, Any]] = []
+    for hp in [
+        *spec.configs,
+        *(c[0] for c in spec.torch_configs),
+        *(c[0] for c in spec.reference_configs),
+    ]:
+        if hp not in out:
+            out.append(hp)
+    return out
+
+
+def _params(dtype: torch.dtype) -> list[Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(s, generator=gen, dtype=dtype).requires_grad_() for s in SHAPES]
+
+
+def _loss(params: list[Tensor]) -> Tensor:
+    # Not a quadratic: the gradients change direction, so sign-based and max-based rules branch.
+    return sum(((p - 0.5) ** 2).sum() + 0.3 * torch.sin(3 * p).sum() for p in params)
+
+
+def _run(
+    name: str, hp: dict[str, Any], impl: str, dtype: torch.dtype, steps: int = STEPS
+) -> tuple[list[Tensor], torch.optim.Optimizer]:
+    params = _params(dtype)
+    opt = O.create(name, params, impl=impl, **hp)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = _loss(params)
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        opt.step(closure)
+    return params, opt
+
+
+def _assert_close(actual: Tensor, expected: Tensor, dtype: torch.dtype, what: str) -> None:
+    tol = TOL[dtype]
+    scale = max(expected.abs().max().item(), 1e-30)
+    err = (actual - expected).abs().max().item()
+    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} * scale {scale:.3g}"
+
+
+def _compare(name: str, hp: dict[str, Any], dtype: torch.dtype, against: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a compile fallback fails the test
+        got, opt_c = _run(name, hp, "compiled", dtype)
+    want, opt_r = _run(name, hp, against, dtype)
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert a.dtype == dtype
+        _assert_close(a.detach(), b.detach(), dtype, f"{name} {hp} param {i}")
+        sa, sb = opt_c.state[a], opt_r.state[b]
+        assert sa.keys() == sb.keys()
+        for key, value in sb.items():
+            if isinstance(value, Tensor):
+                _assert_close(sa[key], value, dtype, f"{name} {hp} state {key!r} of param {i}")
+            else:
+                assert sa[key] == value, f"{name} {hp} state {key!r}"
+
+
+@pytest.mark.parametrize("name", O.names())
+def test_compiled_matches_foreach_float32(name: str) -> None:
+    _compare(name, _settings(name)[0], torch.float32, "foreach")
+
+
+@pytest.mark.parametrize("name", O.names())
+def test_compiled_matches_loop_float64(name: str) -> None:
+    _compare(name, _settings(name)[0], torch.float64, "loop")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", O.names())
+def test_compiled_matches_foreach_every_setting(name: str, dtype: torch.dtype) -> None:
+    for hp in _settings(name):
+        _compare(name, hp, dtype, "foreach")
+
+
+# -- structural options and hyperparameter flavours, on Adam (kernels shared with the above) -------
+@pytest.mark.parametrize(
+    "hp",
+    [
+        {"lr": 0.01, "weight_decay": 0.1, "maximize": True},
+        {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+        {"lr": torch.tensor(0.01), "betas": (0.8, 0.99)},
+    ],
+    ids=["l2-maximize", "decoupled", "tensor-lr"],
+)
+def test_compiled_options_match_foreach(hp: dict[str, Any]) -> None:
+    _compare("adam", hp, torch.float32, "foreach")
+
+
+def test_params_grads_and_state_are_views_into_flat_buffers() -> None:
+    params, opt = _run("adam", {"lr": 0.01}, "compiled", torch.float32, steps=2)
+    (fg,) = opt._flat.groups
+    base = fg.p.untyped_storage().data_ptr()
+    for p in params:
+        assert p.untyped_storage().data_ptr() == base
+        assert p.grad.untyped_storage().data_ptr() == fg.g.untyped_storage().data_ptr()
+        assert opt.state[p]["m"].untyped_storage().data_ptr() == fg.state[0].data_ptr()
+        assert opt.state[p]["step"] == 2
+    assert opt._flat.rebuilds == 1 and opt._flat.resyncs == 0
+    opt.zero_grad()  # in place: the views stay
+    assert all(p.grad is v for p, v in zip(params, fg.grad_views))
+    assert float(fg.g.abs().sum()) == 0.0
+
+
+def test_no_recompile_over_a_cosine_schedule_and_across_instances() -> None:
+    steps = 40
+    params = _params(torch.float32)
+    opt = O.Adam(params, lr=0.05, impl="compiled")
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    for _ in range(steps):
+        opt.zero_grad()
+        _loss(params).backward()
+        opt.step()
+        sched.step()
+    kernel = opt._flat.groups[0].kernel
+    assert kernel is compiled.kernels()[kernel.key]
+    after_schedule = kernel.compiles
+    assert after_schedule == 1, f"{after_schedule} compiles for one configuration"
+    # A second optimizer with the same structure (other values, other sizes) reuses the kernel.
+    other = [torch.randn(37, requires_grad=True)]
+    opt2 = O.Adam(other, lr=0.3, betas=(0.5, 0.6), impl="compiled")
+    _loss(other).backward()
+    opt2.step()
+    assert kernel.compiles == after_schedule
+
+
+def test_state_dict_moves_between_compiled_and_foreach() -> None:
+    hp = {"lr": 0.01, "amsgrad": True}
+    ref, _ = _run("adam", hp, "compiled", torch.float32, steps=2 * STEPS)
+    for first, second in [("compiled", "foreach"), ("foreach", "compiled")]:
+        params, opt = _run("adam", hp, first, torch.float32, steps=STEPS)
+        saved = opt.state_dict()
+        assert all(isinstance(s["step"], int) for s in saved["state"].values())
+        resumed = [p.detach().clone().requires_grad_() for p in params]
+        opt2 = O.Adam(resumed, impl=second, **hp)
+        opt2.load_state_dict(saved)
+        for _ in range(STEPS):
+            opt2.zero_grad()
+            _loss(resumed).backward()
+            opt2.step()
+        for a, b in zip(resumed, ref):
+            _assert_close(a.detach(), b.detach(), torch.float32, f"{first} -> {second}")
+
+
+def test_load_state_dict_into_a_running_compiled_optimizer_rebuilds() -> None:
+    params, opt = _run("adam", {"lr": 0.01}, "compiled", torch.float32, steps=3)
+    saved = {k: v for k, v in opt.state_dict().items()}
+    saved["state"] = {
+        k: {n: (v.clone() if isinstance(v, Tensor) else v) for n, v in s.items()}
+        for k, s in saved["state"].items()
+    }
+    opt.load_state_dict(saved)
+    opt.zero_grad()
+    _loss(params).backward()
+    opt.step()
+    assert opt._flat.rebuilds == 2
+    (fg,) = opt._flat.groups
+    assert all(s["step"] == 4 for s in fg.states)
+    assert opt.state[params[0]]["m"].untyped_storage().data_ptr() == fg.state[0].data_ptr()
+
+
+def test_model_zero_grad_set_to_none_is_resynced() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(8, 3)
+    opt = O.Adam(model.parameters(), lr=0.01, impl="compiled")
+    ref = O.Adam(twin.parameters(), lr=0.01)
+    for _ in range(4):
+        for m, o in ((model, opt), (twin, ref)):
+            m.zero_grad()  # sets .grad to None: the compiled path copies fresh grads back
+            m(x).pow(2).mean().backward()
+            o.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        _assert_close(a.detach(), b.detach(), torch.float32, "model.zero_grad()")
+    assert opt._flat.rebuilds == 1 and opt._flat.resyncs == 3
+
+
+def test_frozen_and_late_parameters() -> None:
+    a, b = torch.randn(5, requires_grad=True), torch.randn(3, requires_grad=True)
+    opt = O.SGD([a, b], lr=0.1, momentum=0.9, impl="compiled")
+    (a**2).sum().backward()  # b has no gradient: it is not stepped
+    b_before = b.detach().clone()
+    opt.step()
+    assert torch.equal(b.detach(), b_before) and "step" not in opt.state[b]
+    opt.zero_grad()
+    ((a**2).sum() + (b**2).sum()).backward()  # b joins: a new flat group (its own step count)
+    opt.step()
+    assert opt.state[b]["step"] == 1 and opt.state[a]["step"] == 2
+    assert len(opt._flat.groups) == 2
+
+
+def test_param_groups_dtypes_complex_and_sparse() -> None:
+    w32 = torch.randn(4, requires_grad=True)
+    w64 = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(3, dtype=torch.complex64, requires_grad=True)
+    emb = torch.nn.Embedding(6, 2, sparse=True)
+    results = []
+    for impl in ("foreach", "compiled"):
+        ps = [t.detach().clone().requires_grad_() for t in (w32, w64, z)]
+        e = torch.nn.Embedding(6, 2, sparse=True)
+        e.load_state_dict(emb.state_dict())
+        opt = O.SGD(
+            [{"params": ps[:2]}, {"params": [ps[2]], "lr": 0.05}, {"params": e.parameters()}],
+            lr=0.1,
+            momentum=0.5,
+            impl=impl,
+        )
+        for _ in range(3):
+            opt.zero_grad()
+            loss = (ps[0] ** 2).sum() + (ps[1] ** 3).sum() + (ps[2].abs() ** 2).sum()
+            loss = loss + e(torch.tensor([1, 4])).pow(2).sum()
+            loss.backward()
+            opt.step()
+        results.append([*ps, e.weight])
+        if impl == "compiled":
+            assert len(opt._flat.groups) == 2  # float32 and float64; complex/sparse stay out
+    for x, y in zip(*results):
+        assert torch.allclose(x.detach(), y.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_nonfinite_gradient_refused_before_any_write() -> None:
+    params, opt = _run("adam", {"lr": 0.01}, "compiled", torch.float32, steps=2)
+    before = [p.detach().clone() for p in params]
+    m_before = opt.state[params[0]]["m"].clone()
+    opt.zero_grad()
+    _loss(params).backward()
+    params[2].grad[0, 0, 0] = math.nan
+    with pytest.raises(NonFiniteGradientError, match="parameter 2"):
+        opt.step()
+    assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
+    assert torch.equal(opt.state[params[0]]["m"], m_before)
+    assert opt.state[params[0]]["step"] == 2
+    opt.nonfinite = "skip"
+    opt.step()
+    assert opt.skipped_steps == 1 and opt.state[params[0]]["step"] == 2
+
+
+def test_gradient_transforms_see_per_parameter_gradients() -> None:
+    class Halve:
+        def __init__(self) -> None:
+            self.shapes: list[tuple[int, ...]] = []
+
+        def __call__(self, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+            self.shapes = [tuple(g.shape) for g in grads]
+            return [g * 0.5 for g in grads]
+
+        def state_dict(self) -> dict[str, Any]:
+            return {}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            pass
+
+    out = []
+    for impl in ("foreach", "compiled"):
+        params = _params(torch.float32)
+        halve = Halve()
+        opt = O.Adam(params, lr=0.01, impl=impl, grad_transforms=[halve])
+        for _ in range(3):
+            opt.zero_grad()
+            _loss(params).backward()
+            opt.step()
+        assert halve.shapes == [tuple(s) for s in SHAPES]
+        out.append(params)
+    for a, b in zip(*out):
+        _assert_close(a.detach(), b.detach(), torch.float32, "grad transform")
+
+
+class _Untraceable(O.SGD):
+    """A rule torch.compile cannot trace in one graph: it must fall back to foreach."""
+
+    def update(
+        self,
+        p: Any,
+        g: Any,
+        *buf: Any,
+        t: Any,
+        lr: float,
+        momentum: float,
+        dampening: float,
+        nesterov: bool,
+    ) -> None:
+        torch._dynamo.graph_break()
+        super().update(
+            p, g, *buf, t=t, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov
+        )
+
+
+def test_compile_failure_falls_back_to_foreach_with_a_warning() -> None:
+    results = []
+    for impl in ("foreach", "compiled"):
+        params = _params(torch.float32)
+        opt = _Untraceable(params, lr=0.1, momentum=0.9, impl=impl)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                opt.zero_grad()
+                _loss(params).backward()
+                opt.step()
+        fallbacks = [w for w in caught if "could not compile" in str(w.message)]
+        assert len(fallbacks) == (1 if impl == "compiled" else 0)
+        results.append(params)
+    for a, b in zip(*results):
+        assert torch.equal(a.detach(), b.detach())
+
+
+def test_unknown_impl_is_rejected() -> None:
+    with pytest.raises(ValueError, match="compiled"):
+        O.Adam([torch.zeros(1, requires_grad=True)], impl="jit")
