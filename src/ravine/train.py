@@ -542,7 +542,11 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
     p.add_argument("--data-dir", help="folder with IDX files (MNIST, Fashion-MNIST) or CIFAR-10")
     p.add_argument("--model", default="mlp", choices=sorted(MODELS))
-    p.add_argument("--batchnorm", action="store_true", help="insert BatchNorm layers")
+    p.add_argument(
+        "--batchnorm",
+        choices=("on", "off"),
+        help="BatchNorm layers (default: the model's own, on only for resnet18)",
+    )
     p.add_argument("--optimizer", default="adam", help="a ravine optimizer name")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument(
@@ -596,7 +600,10 @@ def _run(args: Any) -> int:
     splits = data.load(args.dataset, **kwargs)
     torch.manual_seed(args.seed)
     model = models.create(
-        args.model, splits.input_shape, splits.num_classes, batchnorm=args.batchnorm
+        args.model,
+        splits.input_shape,
+        splits.num_classes,
+        batchnorm=None if args.batchnorm is None else args.batchnorm == "on",
     )
     opt = optim.create(
         args.optimizer, model.parameters(), lr=args.lr, **_key_values(args.hp, "--hp")

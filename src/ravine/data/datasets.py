@@ -360,8 +360,8 @@ def _read_cifar_batch(path: Path) -> Pair:
 
 
 @functools.cache
-def _cifar10(data_dir: str, n_val: int) -> Splits:
-    folder = _cifar_folder(Path(data_dir))
+def _cifar10(data_dir: str | None, n_val: int) -> Splits:
+    folder = None if data_dir is None else _cifar_folder(Path(data_dir))
     if folder is None:
         raise DatasetNotFoundError(
             f"CIFAR-10 python batches (data_batch_1..5, test_batch) not found in "
@@ -380,13 +380,13 @@ def _cifar10(data_dir: str, n_val: int) -> Splits:
     return Splits("cifar10", train, val, _read_cifar_batch(folder / "test_batch"), num_classes=10)
 
 
-def cifar10(data_dir: str | Path, *, n_val: int = 5_000) -> Splits:
+def cifar10(data_dir: str | Path | None = None, *, n_val: int = 5_000) -> Splits:
     """CIFAR-10 (Krizhevsky, 2009) from a local python-batches folder: 3x32x32, 10 classes.
 
     The batches are pickles, so only read folders you trust. The last ``n_val`` training images
     are the validation set (45000/5000/10000 for the full set).
     """
-    return _cifar10(str(data_dir), n_val)
+    return _cifar10(None if data_dir is None else str(data_dir), n_val)
 
 
 DATASETS: dict[str, Callable[..., Splits]] = {
