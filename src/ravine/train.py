@@ -179,6 +179,12 @@ def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself survive a power cut (POSIX)
+        dfd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def _as_pair(name: str, data: Any) -> Pair:
