@@ -13,10 +13,10 @@ from ravine.gradcheck import GradcheckResult, gradcheck
 from ravine.optim import (
     NAG,
     SGD,
-    AdaMax,
     Adadelta,
     Adagrad,
     Adam,
+    AdaMax,
     Adamax,
     AdamW,
     AMSGrad,
