@@ -1,9 +1,13 @@
 """ravine's optimizers: drop-in ``torch.optim.Optimizer`` subclasses, each one update rule."""
 
+from ravine.optim.adabound import AdaBound, AMSBound
 from ravine.optim.adadelta import Adadelta
 from ravine.optim.adagrad import Adagrad
 from ravine.optim.adam import Adam, AdaMax, AdamW, AMSGrad, NAdam
+from ravine.optim.aggmo import AggMo
 from ravine.optim.base import GradientTransform, NonFiniteGradientError, Optimizer
+from ravine.optim.qh import QHM, QHAdam
+from ravine.optim.radam import RAdam
 from ravine.optim.registry import create, get, names, register
 from ravine.optim.rmsprop import RMSprop
 from ravine.optim.rprop import Rprop
@@ -14,20 +18,26 @@ Adamax = AdaMax
 
 __all__ = [
     "NAG",
+    "QHM",
     "SGD",
+    "AMSBound",
     "AMSGrad",
+    "AdaBound",
     "AdaMax",
     "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
     "Adamax",
+    "AggMo",
     "GradientTransform",
     "Momentum",
     "NAdam",
     "Nadam",
     "NonFiniteGradientError",
     "Optimizer",
+    "QHAdam",
+    "RAdam",
     "RMSprop",
     "Rprop",
     "create",

@@ -14,9 +14,13 @@ from typing import Any
 
 import torch
 
+from ravine.optim.adabound import AdaBound, AMSBound
 from ravine.optim.adadelta import Adadelta
 from ravine.optim.adagrad import Adagrad
 from ravine.optim.adam import Adam, AdaMax, AdamW, AMSGrad, NAdam
+from ravine.optim.aggmo import AggMo
+from ravine.optim.qh import QHM, QHAdam
+from ravine.optim.radam import RAdam
 from ravine.optim.rmsprop import RMSprop
 from ravine.optim.rprop import Rprop
 from ravine.optim.sgd import NAG, SGD, Momentum
@@ -100,3 +104,9 @@ register("amsgrad", AMSGrad)
 register("adamw", AdamW)
 register("adamax", AdaMax)
 register("nadam", NAdam)
+register("qhm", QHM)
+register("qhadam", QHAdam)
+register("aggmo", AggMo)
+register("adabound", AdaBound)
+register("amsbound", AMSBound)
+register("radam", RAdam)

@@ -1,0 +1,80 @@
+"""Aggregated momentum: AggMo (Lucas, Sun, Zemel & Grosse, ICLR 2019)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from ravine.optim.base import NONNEGATIVE, UNIT_OPEN_HIGH, Interval, Optimizer
+from ravine.tensorlist import TL
+
+
+class AggMo(Optimizer):
+    """AggMo (Lucas, Sun, Zemel & Grosse, ICLR 2019, arXiv:1804.00325), Algorithm 1.
+
+    K momentum buffers, one per damping coefficient beta^(i), averaged::
+
+        v^(i)_t = beta^(i) v^(i)_{t-1} - g_t          (i = 1..K, v_0 = 0)
+        theta_t = theta_{t-1} + (lr / K) sum_i v^(i)_t
+
+    ravine stores b^(i) = -v^(i) (so the buffers hold the same sign as the gradient, as
+    torch.optim.SGD's momentum buffer does) and steps theta <- theta - (lr / K) sum_i b^(i): the
+    same numbers. With one beta it is momentum SGD, torch.optim.SGD(lr, momentum=beta), exactly.
+
+    Defaults: betas = (0, 0.9, 0.99), the paper's recommended damping vector (K = 3, a = 0.1 in
+    its exponential form, see :meth:`from_exp_form`). ``lr`` = 1e-3 as ravine's Momentum (the
+    paper tunes it per task). ``weight_decay`` adds wd * theta to the gradient.
+    """
+
+    paper = "Lucas, Sun, Zemel & Grosse 2019, ICLR, 'Aggregated Momentum', arXiv:1804.00325"
+    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
+        "lr": NONNEGATIVE,
+        "betas": UNIT_OPEN_HIGH,
+    }
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: Sequence[float] = (0.0, 0.9, 0.99),
+        weight_decay: float = 0.0,
+        **options: Any,
+    ) -> None:
+        defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        super().__init__(params, defaults, **options)
+
+    @classmethod
+    def from_exp_form(
+        cls,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        a: float = 0.1,
+        k: int = 3,
+        **kwargs: Any,
+    ) -> AggMo:
+        """The paper's exponential parameterisation: beta^(i) = 1 - a^(i-1), i = 1..k."""
+        if not 0 < a < 1:
+            raise ValueError(f"Invalid a: {a!r} (expected a in (0, 1))")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"Invalid k: {k!r} (expected an integer k >= 1)")
+        return cls(params, lr=lr, betas=tuple(1 - a**i for i in range(k)), **kwargs)
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        betas = group.get("betas")
+        if not isinstance(betas, (tuple, list)) or not betas:
+            raise ValueError(f"Invalid betas: {betas!r} (expected a non-empty tuple of floats)")
+        group["betas"] = tuple(betas)  # one state buffer per entry: fixed once validated
+        super().validate_group(group)
+
+    def state_names_for(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(f"momentum_buffer_{i}" for i in range(len(group["betas"])))
+
+    def update(
+        self, p: TL, g: TL, *buffers: TL, t: int, lr: float, betas: tuple[float, ...]
+    ) -> None:
+        for b, beta in zip(buffers, betas):
+            b.mul_(beta).add_(g)
+        for b in buffers:
+            p.add_(b, alpha=-lr / len(buffers))
