@@ -84,6 +84,33 @@ def test_batch_gd_is_one_full_gradient_step(batch_size):
         assert torch.equal(a, b)
 
 
+def test_closure_rules_work_and_are_called_once_per_batch_by_the_others():
+    """fit passes a closure: L-BFGS re-evaluates it, ordinary rules evaluate it exactly once."""
+    x, y = _data()
+    model = _model()
+    lbfgs = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4)
+    h = fit(model, lbfgs, (x, y), batch_size=None, epochs=4)
+    assert h.train_loss[-1] < h.train_loss[0]
+
+    evaluations = [0]
+
+    def counting_loss(out, target):
+        if out.requires_grad:
+            evaluations[0] += 1
+        return nn.functional.cross_entropy(out, target)
+
+    model = _model()
+    fit(
+        model,
+        ravine.Adam(model.parameters()),
+        (x, y),
+        batch_size=10,
+        epochs=2,
+        loss_fn=counting_loss,
+    )
+    assert evaluations[0] == 2 * math.ceil(N / 10)
+
+
 class Recorder:
     """A loss function that records which examples (targets are their indices) each step saw."""
 

@@ -446,22 +446,36 @@ def fit(
                 else:
                     idx = order[b * bs : (b + 1) * bs]
                     xb, yb = x[idx], y[idx]
-                loss = loss_fn(model(xb), yb)
-                value = loss.item()
-                if not math.isfinite(value):
-                    history.stop_reason = "non_finite_loss"
-                    raise NonFiniteLossError(
-                        value,
-                        epoch + 1,
-                        b + 1,
-                        n_batches,
-                        path if last_ckpt_epoch is not None else None,
-                        last_ckpt_epoch,
-                        history,
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                first_loss: list[float] = []
+
+                # A closure, so that rules which re-evaluate the loss (L-BFGS) work too; the others
+                # call it exactly once. A non-finite loss raises before the step is applied.
+                def closure(
+                    xb: torch.Tensor = xb,
+                    yb: torch.Tensor = yb,
+                    where: tuple[int, int] = (epoch + 1, b + 1),
+                    seen: list[float] = first_loss,
+                ) -> torch.Tensor:
+                    loss = loss_fn(model(xb), yb)
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        history.stop_reason = "non_finite_loss"
+                        raise NonFiniteLossError(
+                            value,
+                            *where,
+                            n_batches,
+                            path if last_ckpt_epoch is not None else None,
+                            last_ckpt_epoch,
+                            history,
+                        )
+                    if not seen:
+                        seen.append(value)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    return loss
+
+                optimizer.step(closure)
+                value = first_loss[0]
                 if step_scheduler:
                     scheduler.step()  # type: ignore[union-attr]
                 loss_sum += value * len(yb)
