@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 Scalar = float | int | Tensor
-Operand = Union["TL", Scalar, Sequence[Scalar]]  # noqa: UP007 - forward reference
+Operand = Union["TL", Scalar, Sequence[Scalar]]
 
 
 class TL:
@@ -57,7 +57,7 @@ class TL:
             return "list", other.tensors
         if isinstance(other, (list, tuple)):
             return "scalars", list(other)
-        return "scalar", other
+        return "scalar", _hoisted(other)
 
     def _binary(self, name: str, other: Operand, inplace: bool) -> TL:
         kind, value = self._args(other)
@@ -140,8 +140,8 @@ class TL:
 
     def _clamp_loop(self, lo: Operand | None, hi: Operand | None) -> None:
         for i, t in enumerate(self.tensors):
-            a = _pick(lo, i)
-            b = _pick(hi, i)
+            a = _hoisted(_pick(lo, i))
+            b = _hoisted(_pick(hi, i))
             if (isinstance(a, Tensor) and a.dim() > 0) or (isinstance(b, Tensor) and b.dim() > 0):
                 torch.clamp(t, a, b, out=t)
             else:
@@ -149,6 +149,7 @@ class TL:
 
     def lerp_(self, end: TL, weight: Scalar) -> TL:
         """self += weight * (end - self): the exponential moving average of the papers."""
+        weight = _hoisted(weight)
         if self.foreach:
             torch._foreach_lerp_(self.tensors, end.tensors, weight)
         else:
@@ -264,6 +265,28 @@ class TL:
 
     def __pow__(self, exponent: Scalar) -> TL:
         return self.pow(exponent)
+
+
+@torch.library.custom_op("ravine::hoisted_scalar", mutates_args=())
+def _hoisted_scalar(x: Tensor) -> Tensor:
+    return x.clone()
+
+
+@_hoisted_scalar.register_fake
+def _(x: Tensor) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _hoisted(x: object) -> object:
+    """A 0-d tensor scalar, computed once per call when traced by torch.compile.
+
+    Inductor inlines the scalar algebra of a rule (``lr / (1 - beta1**t)``) into the elementwise
+    loop that consumes it, where the C compiler may not hoist ``pow`` out again: it would run per
+    vector of elements. An opaque op makes it a separate one-element kernel.
+    """
+    if isinstance(x, Tensor) and x.dim() == 0 and torch.compiler.is_compiling():
+        return _hoisted_scalar(x)
+    return x
 
 
 def _is_one(x: object) -> bool:

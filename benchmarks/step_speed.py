@@ -1,0 +1,342 @@
+"""Speed of one optimizer step, for every ravine optimizer and impl, against torch.optim and peers.
+
+    .venv/bin/python benchmarks/step_speed.py                      # everything (several minutes)
+    .venv/bin/python benchmarks/step_speed.py --optimizers adam,sgd --layouts 1000x1k
+
+For each layout (1 x 10M, 100 x 100k, 1000 x 1k float32 tensors by default) and each optimizer it
+prints the median step time of ravine's impls, of torch.optim's fastest path for the same
+algorithm (fused where torch has it, else foreach) and of pytorch-optimizer's (a benchmark-only
+dependency: ``pip install pytorch-optimizer``; its columns are blank without it), the speed-up of
+ravine compiled over each, and the percentage of the memory-bandwidth limit: the bytes the
+update must move per step (read p and g, read and write p and each state tensor) divided by the
+bandwidth of an in-place ``a += s * b`` over the same number of elements, measured in the same
+run, interleaved with the optimizer timings so that both see the same machine load.
+
+A second table gives the first compiled step (compiling included; inductor's on-disk caches are
+off unless --warm-cache) and the number of recompiles over --schedule-steps steps of a cosine
+learning-rate schedule.
+
+All timings are medians over --repeats steps after --warmup steps, the contenders (ravine's
+impls, torch, the peer and the a += s*b kernel) timed in turns, one step each, so that a load
+spike from other processes hits them alike. ravine runs with
+nonfinite="ignore" by default (torch.optim has no non-finite guard); --nonfinite raise adds the
+guard's extra read of the gradients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+LAYOUTS = {"1x10M": (1, 10_000_000), "100x100k": (100, 100_000), "1000x1k": (1000, 1000)}
+
+# ravine name -> (torch.optim class name, kwargs) for the same algorithm with ravine's defaults.
+TORCH_EQUIVALENT: dict[str, tuple[str, dict[str, Any]]] = {
+    "sgd": ("SGD", {"lr": 1e-3}),
+    "momentum": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
+    "nag": ("SGD", {"lr": 1e-3, "momentum": 0.9, "nesterov": True}),
+    "adagrad": ("Adagrad", {"lr": 1e-2}),
+    "adadelta": ("Adadelta", {"lr": 1.0, "rho": 0.9}),
+    "rmsprop": ("RMSprop", {"lr": 1e-3, "alpha": 0.9}),
+    "rprop": ("Rprop", {"lr": 0.1}),
+    "adam": ("Adam", {"lr": 1e-3}),
+    "amsgrad": ("Adam", {"lr": 1e-3, "amsgrad": True}),
+    "adamw": ("AdamW", {"lr": 1e-3}),
+    "adamax": ("Adamax", {"lr": 2e-3}),
+    "nadam": ("NAdam", {"lr": 2e-3}),
+    "radam": ("RAdam", {"lr": 1e-3}),
+}
+
+# ravine name -> (pytorch-optimizer name, kwargs): the peer library's version of the algorithm.
+PEER_EQUIVALENT: dict[str, tuple[str, dict[str, Any]]] = {
+    "adabound": ("adabound", {}),
+    "amsbound": ("adabound", {"amsbound": True}),
+    "qhadam": ("qhadam", {}),
+    "qhm": ("qhm", {}),
+    "aggmo": ("aggmo", {}),
+    "radam": ("radam", {}),
+    "ranger": ("ranger", {}),
+    "adam": ("adamp", {}),  # no plain Adam of its own; AdamP is its Adam-family default
+    "nadam": ("nadam", {}),
+    "adamax": ("adamax", {}),
+    "adadelta": ("adadelta", {}),
+    "rmsprop": ("rmsprop", {}),
+    "adagrad": ("adagrad", {}),
+}
+
+
+@dataclass
+class Row:
+    name: str
+    bytes_per_element: int
+    ms: dict[str, float]  # impl or "torch"/"peer" -> median ms
+    best: dict[str, float]  # the same, minimum ms (the least disturbed step)
+    torch_path: str = ""
+
+
+def round_robin(
+    contenders: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[], None]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median and minimum ms of each callable, timed in turns so that load spikes hit all alike."""
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return (
+        {k: statistics.median(v) * 1e3 for k, v in times.items()},
+        {k: min(v) * 1e3 for k, v in times.items()},
+    )
+
+
+def make_params(n_tensors: int, size: int, dtype: Any, device: str) -> list[Any]:
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    params = []
+    for _ in range(n_tensors):
+        p = torch.randn(size, generator=gen, dtype=dtype).to(device).requires_grad_()
+        p.grad = torch.randn(size, generator=gen, dtype=dtype).to(device).mul_(1e-3)
+        params.append(p)
+    return params
+
+
+def bytes_per_element(opt: Any, itemsize: int) -> int:
+    """Read g; read and write p and every state tensor."""
+    group = opt.param_groups[0]
+    return (1 + 2 * (1 + len(opt.state_names_for(group)))) * itemsize
+
+
+def torch_fastest(name: str, params: list[Any]) -> tuple[Any, str] | None:
+    import torch
+
+    if name not in TORCH_EQUIVALENT:
+        return None
+    cls_name, kwargs = TORCH_EQUIVALENT[name]
+    cls = getattr(torch.optim, cls_name)
+    for path in ("fused", "foreach"):
+        try:
+            opt = cls(params, **kwargs, **{path: True})
+            opt.step()  # fused support is only checked on the first step for some classes
+            return opt, path
+        except (RuntimeError, TypeError, ValueError):
+            continue
+    return None
+
+
+def peer(name: str, params: list[Any]) -> Any | None:
+    if name not in PEER_EQUIVALENT:
+        return None
+    try:
+        from pytorch_optimizer import load_optimizer
+    except ImportError:
+        return None
+    peer_name, kwargs = PEER_EQUIVALENT[name]
+    try:
+        return load_optimizer(peer_name)(params, **kwargs)
+    except Exception as exc:  # a peer that cannot build this is reported, not fatal
+        print(f"  (pytorch-optimizer {peer_name}: {type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
+
+
+def run_layout(args: argparse.Namespace, layout: str, names: list[str]) -> list[Row]:
+    import torch
+
+    import ravine.optim as O
+
+    n_tensors, size = LAYOUTS[layout]
+    n = n_tensors * size
+    dtype = getattr(torch, args.dtype)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    a = torch.zeros(n, dtype=dtype, device=args.device)
+    b = torch.ones(n, dtype=dtype, device=args.device)
+    axpy_bytes = 3 * n * a.element_size()
+    bandwidths: list[float] = []
+    best_bandwidths: list[float] = []
+    rows = []
+    for name in names:
+        row = Row(name, 0, {}, {})
+        contenders: dict[str, Callable[[], Any]] = {"a+=s*b": lambda: a.add_(b, alpha=1e-7)}
+        for impl in args.impls:
+            if impl == "loop" and n_tensors > args.loop_max_tensors:
+                continue
+            params = make_params(n_tensors, size, dtype, args.device)
+            opt = O.create(name, params, impl=impl, nonfinite=args.nonfinite)
+            row.bytes_per_element = bytes_per_element(opt, params[0].element_size())
+            contenders[impl] = opt.step
+        found = torch_fastest(name, make_params(n_tensors, size, dtype, args.device))
+        if found is not None:
+            contenders["torch"], row.torch_path = found[0].step, found[1]
+        other = peer(name, make_params(n_tensors, size, dtype, args.device))
+        if other is not None:
+            contenders["peer"] = other.step
+        for fn in contenders.values():
+            for _ in range(args.warmup):
+                fn()
+        row.ms, row.best = round_robin(contenders, args.repeats, sync)
+        bandwidths.append(axpy_bytes / (row.ms.pop("a+=s*b") * 1e-3))
+        best_bandwidths.append(axpy_bytes / (row.best.pop("a+=s*b") * 1e-3))
+        rows.append(row)
+        del contenders, found, other
+        print(
+            f"  {layout} {name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in row.ms.items()),
+            file=sys.stderr,
+            flush=True,
+        )
+    print_layout(args, layout, rows, bandwidths, best_bandwidths, n)
+    return rows
+
+
+def print_layout(
+    args: argparse.Namespace,
+    layout: str,
+    rows: list[Row],
+    bandwidths: list[float],
+    best_bandwidths: list[float],
+    n: int,
+) -> None:
+    n_tensors, size = LAYOUTS[layout]
+    gbps = statistics.median(bandwidths) / 1e9
+    best_gbps = max(best_bandwidths) / 1e9
+    print(
+        f"\n## layout {layout}: {n_tensors} x {size:,} {args.dtype} on {args.device}, "
+        f"{args.threads or 'default'} threads; a += s*b limit {gbps:.1f} GB/s median "
+        f"(per-optimizer medians {min(bandwidths) / 1e9:.1f}-{max(bandwidths) / 1e9:.1f}), "
+        f"{best_gbps:.1f} GB/s best"
+    )
+    impls = [i for i in args.impls if any(i in r.ms for r in rows)]
+    head = (
+        ["optimizer", "B/elem"]
+        + [f"{i} ms" for i in impls]
+        + ["torch ms", "torch path", "peer ms", "x torch", "x peer"]
+        + [f"{i} %lim" for i in impls if i != "loop"]
+    )
+    table = [head]
+
+    def cell(r: Row, key: str) -> str:
+        return f"{r.ms[key]:.2f}/{r.best[key]:.2f}" if key in r.ms else "-"
+
+    def ratio(r: Row, key: str) -> str:
+        if key not in r.ms or "compiled" not in r.ms:
+            return "-"
+        return f"{r.ms[key] / r.ms['compiled']:.1f}/{r.best[key] / r.best['compiled']:.1f}"
+
+    for r in rows:
+        limit_ms = r.bytes_per_element * n / (gbps * 1e9) * 1e3
+        best_limit_ms = r.bytes_per_element * n / (best_gbps * 1e9) * 1e3
+        cells = [r.name, str(r.bytes_per_element)]
+        cells += [cell(r, i) for i in impls]
+        cells += [cell(r, "torch"), r.torch_path or "-", cell(r, "peer")]
+        cells += [ratio(r, "torch"), ratio(r, "peer")]
+        cells += [
+            f"{100 * limit_ms / r.ms[i]:.0f}/{100 * best_limit_ms / r.best[i]:.0f}%"
+            if i in r.ms
+            else "-"
+            for i in impls
+            if i != "loop"
+        ]
+        table.append(cells)
+    widths = [max(len(row[c]) for row in table) for c in range(len(head))]
+    for i, row in enumerate(table):
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        "cells are median/best. x torch, x peer: their step time over ravine compiled's (higher: "
+        "compiled is faster). %lim: the time the update's bytes take at the a += s*b bandwidth "
+        "over the step time (median at the median bandwidth / best at the best bandwidth)."
+    )
+
+
+def compile_table(args: argparse.Namespace, names: list[str]) -> None:
+    import torch
+
+    import ravine.optim as O
+
+    print(
+        f"\n## compile: first compiled step and recompiles over {args.schedule_steps} steps of "
+        f"CosineAnnealingLR (10 x 10k {args.dtype}; inductor caches "
+        f"{'on' if args.warm_cache else 'off'})"
+    )
+    print(
+        f"{'optimizer':>10}  {'first step s':>12}  {'compiles':>8}  {'recompiles after step 1':>24}"
+    )
+    dtype = getattr(torch, args.dtype)
+    for name in names:
+        params = make_params(10, 10_000, dtype, args.device)
+        opt = O.create(name, params, impl="compiled", nonfinite=args.nonfinite)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.schedule_steps)
+        start = time.perf_counter()
+        opt.step()
+        first = time.perf_counter() - start
+        kernels = {id(fg.kernel): fg.kernel for fg in opt._flat.groups if fg.kernel is not None}
+        after_first = sum(k.compiles for k in kernels.values())
+        for _ in range(args.schedule_steps - 1):
+            sched.step()
+            opt.step()
+        total = sum(k.compiles for k in kernels.values())
+        failed = [k.failed for k in kernels.values() if k.failed]
+        note = f"  FELL BACK: {failed[0][:80]}" if failed else ""
+        print(f"{name:>10}  {first:12.2f}  {total:8d}  {total - after_first:24d}{note}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--optimizers", default="all", help="comma-separated registry names")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS), help=",".join(LAYOUTS))
+    parser.add_argument("--impls", default="compiled,foreach,loop")
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--loop-max-tensors", type=int, default=100, help="skip impl=loop above this many tensors"
+    )
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--nonfinite", default="ignore", choices=["ignore", "raise", "skip"])
+    parser.add_argument("--schedule-steps", type=int, default=1000)
+    parser.add_argument("--no-compile-table", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--warm-cache", action="store_true", help="keep inductor's disk caches")
+    args = parser.parse_args(argv)
+    args.impls = args.impls.split(",")
+    if not args.warm_cache:  # the compile table measures a cold compile
+        os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "0"
+        os.environ["TORCHINDUCTOR_AUTOGRAD_CACHE"] = "0"
+
+    import torch
+
+    import ravine.optim as O
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = O.names() if args.optimizers == "all" else args.optimizers.split(",")
+    try:
+        import pytorch_optimizer
+
+        peer_version = getattr(pytorch_optimizer, "__version__", "installed")
+    except ImportError:
+        peer_version = "not installed"
+    print(
+        f"# step_speed: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"pytorch-optimizer {peer_version}, load average {os.getloadavg()[0]:.1f} at start; "
+        f"median of {args.repeats} steps after {args.warmup} warm-up steps, "
+        f"ravine nonfinite={args.nonfinite!r}"
+    )
+    if not args.no_compile_table:
+        compile_table(args, names)
+    for layout in args.layouts.split(","):
+        run_layout(args, layout, names)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
