@@ -572,6 +572,134 @@ LATER_SPECS: list[Spec] = [
             ({"rho_threshold": 3.0}, "rho_threshold: 3.0"),
         ],
     ),
+    Spec(
+        "lookahead",
+        # k = 1, alpha = 1 is the inner optimizer.
+        torch_cls=torch.optim.SGD,
+        torch_configs=[
+            (
+                {"inner": "sgd", "lr": 0.05, "momentum": 0.9, "k": 1, "alpha": 1.0},
+                {"lr": 0.05, "momentum": 0.9},
+            ),
+        ],
+        reference_configs=[
+            (
+                {"inner": "sgd", "lr": 0.05, "momentum": 0.9},
+                lambda params: later.LookaheadReference(
+                    params, torch.optim.SGD(params, lr=0.05, momentum=0.9), k=5, alpha=0.5
+                ),
+            ),
+            (
+                {"inner": "adam", "lr": 0.01, "k": 3, "alpha": 0.8},
+                lambda params: later.LookaheadReference(
+                    params, torch.optim.Adam(params, lr=0.01), k=3, alpha=0.8
+                ),
+            ),
+        ],
+        configs=[{"inner": "sgd", "lr": 0.05, "momentum": 0.9, "k": 3}],
+        quadratic=Convergence({"inner": "sgd", "lr": 0.01, "momentum": 0.9}, 3000, 1e-8),
+        rosenbrock=Convergence({"inner": "sgd", "lr": 2e-3, "momentum": 0.9}, 6000, 1e-6),
+        invalid=[
+            ({"inner": "sgd", "lr": -0.1}, "lr: -0.1"),
+            ({"k": 0}, "k: 0"),
+            ({"alpha": 1.5}, "alpha: 1.5"),
+            ({"alpha": -0.5}, "alpha: -0.5"),
+        ],
+        sparse=True,  # configs[0] wraps SGD, which takes sparse gradients
+    ),
+    Spec(
+        "ranger",
+        reference_configs=[
+            (
+                {"lr": 0.01},
+                lambda params: later.LookaheadReference(
+                    params,
+                    torch.optim.RAdam(params, lr=0.01, betas=(0.95, 0.999), eps=1e-5),
+                    k=6,
+                    alpha=0.5,
+                ),
+            ),
+            (
+                {"lr": 0.01, "betas": (0.9, 0.99), "rho_threshold": 4.0, "k": 4, "alpha": 0.3},
+                lambda params: later.LookaheadReference(
+                    params,
+                    later.Reference(params, later.radam, lr=0.01, beta1=0.9, beta2=0.99, eps=1e-5),
+                    k=4,
+                    alpha=0.3,
+                ),
+            ),
+        ],
+        configs=[{"lr": 0.01}],
+        quadratic=Convergence({"lr": 0.02}, 3000, 1e-8),
+        rosenbrock=Convergence({"lr": 5e-3, "betas": (0.9, 0.99)}, 6000, 1e-3),
+        invalid=[
+            LR_NEG,
+            *BETA_INVALID,
+            *EPS_INVALID,
+            WD_NEG,
+            ({"k": 0}, "k: 0"),
+            ({"alpha": 2.0}, "alpha: 2.0"),
+        ],
+    ),
+    Spec(
+        "delay_tolerant_adagrad",
+        # Zero delays (the harness never passes one) are Adagrad; delays: test_optim_later.py.
+        torch_cls=torch.optim.Adagrad,
+        torch_configs=[
+            ({"lr": 0.1}, {"lr": 0.1}),
+            (
+                {
+                    "lr": 0.1,
+                    "max_delay": 3,
+                    "weight_decay": 1e-2,
+                    "initial_accumulator_value": 0.1,
+                    "eps": 1e-8,
+                },
+                {"lr": 0.1, "weight_decay": 1e-2, "initial_accumulator_value": 0.1, "eps": 1e-8},
+            ),
+            ({"lr": 0.05, "max_delay": 1, "maximize": True}, {"lr": 0.05, "maximize": True}),
+        ],
+        reference_configs=[
+            (
+                {"lr": 0.1, "max_delay": 2},
+                lambda params: later.AdaptiveRevisionReference(params, lr=0.1),
+            ),
+        ],
+        configs=[{"lr": 0.1}, {"lr": 0.1, "max_delay": 3}],
+        quadratic=Convergence({"lr": 0.5}, 3000, 1e-8),
+        rosenbrock=Convergence({"lr": 1.0}, 10000, 5e-2),
+        invalid=[
+            LR_NEG,
+            *EPS_INVALID,
+            WD_NEG,
+            ({"initial_accumulator_value": -0.1}, "initial_accumulator_value: -0.1"),
+            ({"max_delay": -1}, "max_delay: -1"),
+            ({"max_delay": 1.5}, "max_delay: 1.5"),
+        ],
+    ),
+    Spec(
+        "lbfgs",
+        torch_cls=torch.optim.LBFGS,
+        torch_configs=[
+            ({}, {}),
+            (
+                {"lr": 0.5, "max_iter": 5, "history_size": 4},
+                {"lr": 0.5, "max_iter": 5, "history_size": 4},
+            ),
+            ({"line_search_fn": "strong_wolfe"}, {"line_search_fn": "strong_wolfe"}),
+        ],
+        # lr = 1 without a line search diverges on TinyNet in float32 within 50 steps.
+        configs=[{"lr": 0.1, "max_iter": 5, "history_size": 10}],
+        quadratic=Convergence({}, 100, 1e-4),
+        rosenbrock=Convergence({"line_search_fn": "strong_wolfe"}, 100, 1e-4),
+        invalid=[
+            ({"lr": 0.0}, "lr: 0.0"),
+            ({"max_iter": 0}, "max_iter: 0"),
+            ({"history_size": 0}, "history_size: 0"),
+            ({"line_search_fn": "armijo"}, "line_search_fn: 'armijo'"),
+        ],
+        needs_closure=True,
+    ),
 ]
 
 SPECS: list[Spec] = [*CLASSIC_SPECS, *LATER_SPECS]

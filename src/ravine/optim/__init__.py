@@ -6,17 +6,20 @@ from ravine.optim.adagrad import Adagrad
 from ravine.optim.adam import Adam, AdaMax, AdamW, AMSGrad, NAdam
 from ravine.optim.aggmo import AggMo
 from ravine.optim.base import GradientTransform, NonFiniteGradientError, Optimizer
+from ravine.optim.delay import DelayTolerantAdagrad
 from ravine.optim.qh import QHM, QHAdam
 from ravine.optim.radam import RAdam
 from ravine.optim.registry import create, get, names, register
 from ravine.optim.rmsprop import RMSprop
 from ravine.optim.rprop import Rprop
 from ravine.optim.sgd import NAG, SGD, Momentum
+from ravine.optim.wrappers import LBFGS, GradientNoise, Lookahead, Ranger, TransformGradients
 
 Nadam = NAdam
 Adamax = AdaMax
 
 __all__ = [
+    "LBFGS",
     "NAG",
     "QHM",
     "SGD",
@@ -30,7 +33,10 @@ __all__ = [
     "AdamW",
     "Adamax",
     "AggMo",
+    "DelayTolerantAdagrad",
+    "GradientNoise",
     "GradientTransform",
+    "Lookahead",
     "Momentum",
     "NAdam",
     "Nadam",
@@ -39,7 +45,9 @@ __all__ = [
     "QHAdam",
     "RAdam",
     "RMSprop",
+    "Ranger",
     "Rprop",
+    "TransformGradients",
     "create",
     "get",
     "names",

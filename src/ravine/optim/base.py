@@ -130,6 +130,9 @@ class Optimizer(torch.optim.Optimizer):
       written; ``"skip"`` skips such steps (counted in ``skipped_steps``); ``"ignore"`` does not
       check (saves one read of the gradients per step).
     - ``grad_transforms``: a sequence of :class:`GradientTransform` applied in order.
+    - ``grad_noise``: annealed Gaussian gradient noise, shorthand for appending
+      ``ravine.optim.wrappers.GradientNoise(eta=grad_noise)`` (or the transform given) to
+      ``grad_transforms``.
     """
 
     state_names: ClassVar[tuple[str, ...]] = ()
@@ -152,6 +155,7 @@ class Optimizer(torch.optim.Optimizer):
         foreach: bool | None = None,
         nonfinite: str = "raise",
         grad_transforms: Sequence[GradientTransform] = (),
+        grad_noise: float | GradientTransform | None = None,
     ) -> None:
         if foreach is False:
             impl = "loop"
@@ -165,6 +169,11 @@ class Optimizer(torch.optim.Optimizer):
         self.impl = impl
         self.nonfinite = nonfinite
         self.grad_transforms = list(grad_transforms)
+        if grad_noise is not None:
+            from ravine.optim.wrappers import GradientNoise  # imports this module
+
+            noise = grad_noise if callable(grad_noise) else GradientNoise(eta=grad_noise)
+            self.grad_transforms.append(noise)
         self.skipped_steps = 0
         self._flat: Any = None  # ravine.optim.compiled.FlatEngine, built on the first step
         defaults = dict(defaults, maximize=maximize)

@@ -19,11 +19,13 @@ from ravine.optim.adadelta import Adadelta
 from ravine.optim.adagrad import Adagrad
 from ravine.optim.adam import Adam, AdaMax, AdamW, AMSGrad, NAdam
 from ravine.optim.aggmo import AggMo
+from ravine.optim.delay import DelayTolerantAdagrad
 from ravine.optim.qh import QHM, QHAdam
 from ravine.optim.radam import RAdam
 from ravine.optim.rmsprop import RMSprop
 from ravine.optim.rprop import Rprop
 from ravine.optim.sgd import NAG, SGD, Momentum
+from ravine.optim.wrappers import LBFGS, Lookahead, Ranger
 
 
 @dataclass(frozen=True)
@@ -110,3 +112,7 @@ register("aggmo", AggMo)
 register("adabound", AdaBound)
 register("amsbound", AMSBound)
 register("radam", RAdam)
+register("lookahead", Lookahead)
+register("ranger", Ranger)
+register("delay_tolerant_adagrad", DelayTolerantAdagrad)
+register("lbfgs", LBFGS)

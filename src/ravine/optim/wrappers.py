@@ -1,0 +1,553 @@
+"""Optimizers that wrap optimizers: Lookahead, Ranger = Lookahead(RAdam), annealed gradient noise.
+
+A wrapper is a ``torch.optim.Optimizer`` whose ``param_groups`` *are* its inner optimizer's (the
+same list, so learning-rate schedulers, ``add_param_group`` and checkpoints act on the inner
+optimizer), and whose ``state_dict`` nests the inner one's under ``"inner"``. The inner optimizer
+may be ravine's or torch.optim's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ravine.optim.base import NONNEGATIVE, POSITIVE, UNIT, GradientTransform, check_hyperparameter
+from ravine.optim.radam import RAdam
+
+LOOKAHEAD_PAPER = (
+    "Zhang, Lucas, Hinton & Ba 2019, NeurIPS, 'Lookahead Optimizer: k steps forward, 1 step "
+    "back', arXiv:1907.08610"
+)
+NOISE_PAPER = (
+    "Neelakantan, Vilnis, Le, Sutskever, Kaiser, Kurach & Martens 2015, 'Adding Gradient Noise "
+    "Improves Learning for Very Deep Networks', arXiv:1511.06807"
+)
+
+
+class _Wrapper(torch.optim.Optimizer):
+    """Delegates ``param_groups``, ``defaults``, ``zero_grad`` and ``add_param_group`` to the
+    inner optimizer; subclasses keep their own per-parameter ``state``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"{type(self).__name__} wraps a torch.optim.Optimizer, got {type(optimizer)!r}"
+            )
+        self._ready = False
+        self.optimizer = optimizer
+        # torch's __init__ sets up the step hooks and profiling; the placeholder group it is
+        # given is dropped at once for the inner optimizer's groups.
+        super().__init__([{"params": []}], dict(optimizer.defaults))
+        self.state = defaultdict(dict)
+        self._ready = True
+
+    @property  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups if self._ready else self._own_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        if getattr(self, "_ready", False):
+            self.optimizer.param_groups = value
+        else:
+            self._own_groups = value
+
+    @property  # type: ignore[override]
+    def defaults(self) -> dict[str, Any]:
+        return self.optimizer.defaults if getattr(self, "_ready", False) else self._own_defaults
+
+    @defaults.setter
+    def defaults(self, value: dict[str, Any]) -> None:
+        self._own_defaults = value
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not getattr(self, "_ready", False):
+            super().add_param_group(param_group)
+        else:
+            self.optimizer.add_param_group(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none)
+
+    def _params(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._describe()}, optimizer={self.optimizer!r})"
+
+    def _describe(self) -> str:
+        return ""
+
+
+def _inner_from(
+    optimizer: torch.optim.Optimizer | Iterable[Any],
+    inner: str | Callable[..., torch.optim.Optimizer],
+    hyperparameters: dict[str, Any],
+    who: str,
+) -> torch.optim.Optimizer:
+    """The optimizer to wrap: given, or built over ``params`` from a registry name or a class."""
+    if isinstance(optimizer, torch.optim.Optimizer):
+        if hyperparameters:
+            raise TypeError(
+                f"{who}: hyperparameters {sorted(hyperparameters)} are for building the inner "
+                "optimizer; pass them to the optimizer you wrap instead"
+            )
+        return optimizer
+    if isinstance(inner, str):
+        from ravine.optim.registry import create  # the registry imports this module
+
+        return create(inner, optimizer, **hyperparameters)
+    return inner(optimizer, **hyperparameters)
+
+
+class Lookahead(_Wrapper):
+    """Lookahead (Zhang, Lucas, Hinton & Ba, NeurIPS 2019, arXiv:1907.08610), Algorithm 1,
+    around any optimizer A (ravine's or torch.optim's)::
+
+        phi_0 = theta_0                        (slow weights: the parameters at the first step)
+        every step:     theta <- theta + A(grad)                     (fast weights, k steps)
+        every k steps:  phi <- phi + alpha (theta - phi);  theta <- phi
+
+    Defaults: k = 5, alpha = 0.5 (the paper's). The counter is one for the whole model, as in
+    the algorithm (which updates the whole parameter vector): a parameter that stopped
+    receiving gradients mid-cycle is still pulled back at the next synchronisation. The inner
+    optimizer's state (momentum, second moments) is kept across synchronisations, as in the
+    paper's experiments. Steps the inner optimizer skipped (``nonfinite="skip"``) are not
+    counted.
+
+    Peer implementations have created phi lazily at the first synchronisation, from the fast
+    weights after k steps, which makes the first synchronisation a no-op; ravine takes phi_0 from
+    the parameters at the first step, before the inner update (tested against a transcription
+    of Algorithm 1).
+
+    ``Lookahead(optimizer, k, alpha)`` wraps an optimizer; ``Lookahead(params, k, alpha,
+    inner="sgd", lr=0.1, ...)`` (and ``ravine.create("lookahead", params, inner=...)``) builds
+    the inner one from a registry name or class. With k = 1 and alpha = 1 it is the inner
+    optimizer, bit for bit. ``state_dict()`` nests the inner optimizer's and holds the slow
+    weights, the step counter, k and alpha.
+    """
+
+    paper: ClassVar[str] = LOOKAHEAD_PAPER
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer | Iterable[Any],
+        k: int = 5,
+        alpha: float = 0.5,
+        *,
+        inner: str | Callable[..., torch.optim.Optimizer] = "adam",
+        **inner_hyperparameters: Any,
+    ) -> None:
+        _check_k(k)
+        check_hyperparameter("alpha", alpha, UNIT)
+        inner_opt = _inner_from(optimizer, inner, inner_hyperparameters, type(self).__name__)
+        super().__init__(inner_opt)
+        self.k = k
+        self.alpha = alpha
+        self.lookahead_steps = 0  # inner steps taken; synchronise when a multiple of k
+
+    def _describe(self) -> str:
+        return f"k={self.k}, alpha={self.alpha}"
+
+    @torch.no_grad()
+    def _start_slow_weights(self) -> None:
+        for p in self._params():
+            state = self.state[p]
+            if "slow_param" not in state:
+                state["slow_param"] = p.detach().clone(memory_format=torch.preserve_format)
+
+    @torch.no_grad()
+    def synchronize(self) -> None:
+        """phi <- phi + alpha (theta - phi); theta <- phi, for every parameter."""
+        params = [p for p in self._params() if "slow_param" in self.state[p]]
+        if not params:
+            return
+        slow = [self.state[p]["slow_param"] for p in params]
+        fast = [p.detach() for p in params]
+        # lerp with weight 1 returns the end point exactly, so k = 1, alpha = 1 is the inner
+        # optimizer bit for bit.
+        torch._foreach_lerp_(slow, fast, self.alpha)
+        torch._foreach_copy_(fast, slow)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        self._start_slow_weights()
+        skipped = getattr(self.optimizer, "skipped_steps", None)
+        loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+        if skipped is not None and getattr(self.optimizer, "skipped_steps", None) != skipped:
+            return loss
+        self.lookahead_steps += 1
+        if self.lookahead_steps % self.k == 0:
+            self.synchronize()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        index = {p: i for i, p in enumerate(self._params())}
+        slow = {index[p]: s["slow_param"] for p, s in self.state.items() if "slow_param" in s}
+        return {
+            "inner": self.optimizer.state_dict(),
+            "lookahead": {
+                "k": self.k,
+                "alpha": self.alpha,
+                "steps": self.lookahead_steps,
+                "slow": slow,
+            },
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "inner" not in state_dict or "lookahead" not in state_dict:
+            raise ValueError(
+                f"not a {type(self).__name__} state_dict (expected 'inner' and 'lookahead' keys)"
+            )
+        saved = state_dict["lookahead"]
+        _check_k(saved["k"])
+        check_hyperparameter("alpha", saved["alpha"], UNIT)
+        self.optimizer.load_state_dict(state_dict["inner"])
+        self.k, self.alpha, self.lookahead_steps = saved["k"], saved["alpha"], saved["steps"]
+        params = self._params()
+        self.state = defaultdict(dict)
+        for i, tensor in saved["slow"].items():
+            p = params[int(i)]
+            self.state[p]["slow_param"] = tensor.detach().to(device=p.device, dtype=p.dtype).clone()
+
+
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"Invalid k: {k!r} (expected an integer k >= 1)")
+
+
+class Ranger(Lookahead):
+    """Ranger (Wright 2019): :class:`Lookahead` around :class:`~ravine.optim.radam.RAdam`.
+
+    No paper of its own: the combination of RAdam (Liu et al., ICLR 2020, arXiv:1908.03265) and
+    Lookahead (Zhang et al., NeurIPS 2019, arXiv:1907.08610) released as code by L. Wright in
+    2019. Defaults are that code's: lr = 1e-3, betas = (0.95, 0.999), eps = 1e-5, k = 6,
+    alpha = 0.5 and the rectification switch at rho_t > 5 (``rho_threshold=5.0``, as the RAdam
+    authors' code; RAdam's paper says 4). Other keyword options (``impl``, ``maximize``...) go
+    to the inner RAdam. Ranger's later gradient-centralisation variant is not included.
+    """
+
+    paper: ClassVar[str] = (
+        "Wright 2019 (Ranger): RAdam, Liu et al. 2020, arXiv:1908.03265 + Lookahead, Zhang et "
+        "al. 2019, arXiv:1907.08610"
+    )
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.95, 0.999),
+        eps: float = 1e-5,
+        weight_decay: float = 0.0,
+        rho_threshold: float = 5.0,
+        k: int = 6,
+        alpha: float = 0.5,
+        **options: Any,
+    ) -> None:
+        inner = RAdam(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            rho_threshold=rho_threshold,
+            **options,
+        )
+        super().__init__(inner, k, alpha)
+
+
+class GradientNoise:
+    """Annealed Gaussian gradient noise (Neelakantan et al. 2015, arXiv:1511.06807), section 2,
+    as a :class:`~ravine.optim.base.GradientTransform`::
+
+        g_t <- g_t + N(0, sigma_t^2),   sigma_t^2 = eta / (1 + t)^gamma
+
+    t counts the steps this transform has seen, from 0 at the first (the paper leaves the
+    origin implicit). Defaults: eta = 0.01 (the smallest of the paper's {0.01, 0.3, 1.0}),
+    gamma = 0.55 (the paper's). Every coordinate gets independent noise of variance sigma_t^2
+    (complex gradients: each of the real and imaginary parts); a sparse gradient gets noise on
+    its stored values only, so it stays sparse. eta = 0 returns the gradients untouched.
+
+    The noise is drawn from a ``torch.Generator`` per device seeded with ``seed`` (default:
+    ``torch.initial_seed()``, so ``torch.manual_seed`` makes runs reproducible); its state and
+    the step counter are saved in the optimizer's ``state_dict``, so a resumed run draws the
+    same noise as an uninterrupted one. Use as ``ravine.Adam(params, grad_noise=0.01)``,
+    ``grad_transforms=[GradientNoise(...)]``, or around a torch.optim optimizer with
+    :class:`TransformGradients`.
+    """
+
+    paper: ClassVar[str] = NOISE_PAPER
+
+    def __init__(self, eta: float = 0.01, gamma: float = 0.55, seed: int | None = None) -> None:
+        check_hyperparameter("eta", eta, NONNEGATIVE)
+        check_hyperparameter("gamma", gamma, NONNEGATIVE)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"Invalid seed: {seed!r} (expected an integer or None)")
+        self.eta = eta
+        self.gamma = gamma
+        self.seed = torch.initial_seed() if seed is None else seed
+        self.t = 0
+        self._generators: dict[str, torch.Generator] = {}
+
+    def __repr__(self) -> str:
+        return f"GradientNoise(eta={self.eta}, gamma={self.gamma}, seed={self.seed})"
+
+    def variance(self, t: int) -> float:
+        """sigma_t^2 = eta / (1 + t)^gamma."""
+        return self.eta / (1 + t) ** self.gamma
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        gen = self._generators.get(key)
+        if gen is None:
+            gen = self._generators[key] = torch.Generator(device).manual_seed(self.seed)
+        return gen
+
+    @torch.no_grad()
+    def __call__(self, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+        sigma = math.sqrt(self.variance(self.t))
+        self.t += 1
+        if sigma == 0:
+            return list(grads)
+        # One draw per (device, dtype), split over the tensors: the same numbers whatever the
+        # implementation, and one kernel instead of one per parameter.
+        values = [_noise_target(g) for g in grads]
+        kinds: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, v in enumerate(values):
+            kinds.setdefault((v.device, v.dtype), []).append(i)
+        noisy: list[Tensor | None] = [None] * len(grads)
+        for (device, dtype), indices in kinds.items():
+            draw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+            total = sum(values[i].numel() for i in indices)
+            noise = torch.randn(
+                total, generator=self._generator(device), dtype=draw_dtype, device=device
+            )
+            offset = 0
+            for i in indices:
+                n = values[i].numel()
+                chunk = noise[offset : offset + n].view_as(values[i]).to(dtype)
+                offset += n
+                noisy[i] = _with_values(grads[i], values[i].add(chunk, alpha=sigma))
+        return noisy  # type: ignore[return-value]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "eta": self.eta,
+            "gamma": self.gamma,
+            "seed": self.seed,
+            "t": self.t,
+            "generators": {k: g.get_state() for k, g in self._generators.items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.eta, self.gamma = state_dict["eta"], state_dict["gamma"]
+        self.seed, self.t = state_dict["seed"], state_dict["t"]
+        self._generators = {}
+        for key, gen_state in state_dict["generators"].items():
+            self._generator(torch.device(key)).set_state(gen_state)
+
+
+def _noise_target(g: Tensor) -> Tensor:
+    """The real tensor the noise is added to: the stored values of a sparse gradient, the real
+    view of a complex one."""
+    if g.is_sparse:
+        g = g.coalesce().values()
+    return torch.view_as_real(g) if g.is_complex() else g
+
+
+def _with_values(g: Tensor, values: Tensor) -> Tensor:
+    """A gradient like ``g`` holding ``values`` (as produced by :func:`_noise_target`)."""
+    if g.is_sparse:
+        g = g.coalesce()
+        v = torch.view_as_complex(values) if g.is_complex() else values
+        return torch.sparse_coo_tensor(
+            g.indices(), v, g.shape, dtype=g.dtype, device=g.device, check_invariants=False
+        )
+    return torch.view_as_complex(values) if g.is_complex() else values
+
+
+class TransformGradients(_Wrapper):
+    """Gradient transforms (e.g. :class:`GradientNoise`) around any optimizer, for those that
+    take no ``grad_transforms`` (torch.optim's)::
+
+        opt = TransformGradients(torch.optim.SGD(params, lr=0.1), GradientNoise(0.01, seed=0))
+
+    ``step(closure)`` evaluates the closure once, replaces each ``.grad`` by its transformed
+    value for the inner step, and puts the original gradients back afterwards (so ``.grad``
+    stays what backward computed, as with ravine's own ``grad_transforms``). Optimizers that
+    re-evaluate the closure inside their step (L-BFGS) cannot be wrapped this way.
+    ``state_dict()`` nests the inner optimizer's and holds the transforms' states.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *transforms: GradientTransform) -> None:
+        if isinstance(optimizer, torch.optim.LBFGS):
+            raise TypeError(
+                "TransformGradients cannot wrap LBFGS: it re-evaluates the closure inside its step"
+            )
+        super().__init__(optimizer)
+        self.transforms: list[GradientTransform] = list(transforms)
+
+    def _describe(self) -> str:
+        return f"transforms={self.transforms!r}"
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        params = [p for p in self._params() if p.grad is not None]
+        originals = [p.grad for p in params]
+        grads: Sequence[Tensor] = originals
+        for transform in self.transforms:
+            grads = transform(params, list(grads))
+        try:
+            for p, g in zip(params, grads):
+                p.grad = g
+            self.optimizer.step()
+        finally:
+            for p, g in zip(params, originals):
+                p.grad = g
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "inner": self.optimizer.state_dict(),
+            "grad_transforms": [tr.state_dict() for tr in self.transforms],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict["grad_transforms"]
+        if len(saved) != len(self.transforms):
+            raise ValueError(
+                f"state_dict holds {len(saved)} gradient transforms but this wrapper has "
+                f"{len(self.transforms)}"
+            )
+        self.optimizer.load_state_dict(state_dict["inner"])
+        for transform, s in zip(self.transforms, saved):
+            transform.load_state_dict(s)
+
+
+class LBFGS(torch.optim.LBFGS):
+    """L-BFGS (Liu & Nocedal 1989, "On the limited memory BFGS method for large scale
+    optimization", Math. Programming 45): torch.optim.LBFGS itself, registered for comparisons.
+
+    The algorithm is torch's, unchanged (a two-loop recursion over the last ``history_size``
+    pairs on the flattened parameters, optionally a strong-Wolfe line search); this class adds
+    ravine's hyperparameter checks, a clear error when ``step`` gets no closure (L-BFGS
+    re-evaluates the function several times per step, so the closure is required), and the
+    sparse and non-finite checks of ravine's optimizers on the gradients of the closure's first
+    evaluation, before anything is written. Defaults are torch's: lr = 1, max_iter = 20,
+    max_eval = max_iter * 1.25, tolerance_grad = 1e-7, tolerance_change = 1e-9,
+    history_size = 100, no line search. One parameter group only (torch's restriction).
+
+    ``impl`` is accepted for interface compatibility with the other optimizers ("foreach" or
+    "loop"); the update works on one flat vector either way. ``maximize`` is not supported.
+    """
+
+    paper: ClassVar[str] = (
+        "Liu & Nocedal 1989, Math. Programming 45, 'On the limited memory BFGS method for large "
+        "scale optimization'"
+    )
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1.0,
+        max_iter: int = 20,
+        max_eval: int | None = None,
+        tolerance_grad: float = 1e-7,
+        tolerance_change: float = 1e-9,
+        history_size: int = 100,
+        line_search_fn: str | None = None,
+        *,
+        impl: str = "foreach",
+    ) -> None:
+        if impl not in ("foreach", "loop"):
+            raise ValueError(f"Invalid impl: {impl!r} (expected one of foreach, loop for LBFGS)")
+        self.impl = impl
+        super().__init__(
+            params,
+            lr=lr,
+            max_iter=max_iter,
+            max_eval=max_eval,
+            tolerance_grad=tolerance_grad,
+            tolerance_change=tolerance_change,
+            history_size=history_size,
+            line_search_fn=line_search_fn,
+        )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        group = {**self.defaults, **param_group} if hasattr(self, "defaults") else param_group
+        _check_lbfgs_group(group)
+        if self.param_groups:
+            raise ValueError(
+                "LBFGS takes one parameter group (torch.optim.LBFGS works on one flat vector "
+                "with one set of hyperparameters)"
+            )
+        super().add_param_group(param_group)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        if closure is None:
+            self._check_gradients()
+            raise RuntimeError(
+                "LBFGS re-evaluates the function several times per step: pass a closure that "
+                "zeroes the gradients, computes the loss, calls backward and returns the loss"
+            )
+        first = True
+
+        def checked() -> Any:
+            nonlocal first
+            loss = closure()
+            if first:
+                first = False
+                self._check_gradients()
+            return loss
+
+        loss = super().step(checked)
+        # Steps (calls), not torch's n_iter (iterations, up to max_iter per step): for messages.
+        state = self.state[self._params[0]]
+        state["ravine_steps"] = state.get("ravine_steps", 0) + 1
+        return loss
+
+    def _check_gradients(self) -> None:
+        from ravine.optim.base import NonFiniteGradientError
+
+        step = self.state[self._params[0]].get("ravine_steps", 0) + 1
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"LBFGS does not support sparse gradients (parameter group {gi})"
+                    )
+                if not bool(torch.isfinite(p.grad).all()):
+                    raise NonFiniteGradientError(
+                        f"non-finite gradient (NaN or Inf) in parameter group {gi}, parameter "
+                        f"{pi} (shape {tuple(p.shape)}) at step {step}; no parameter or state "
+                        "was updated"
+                    )
+
+
+def _check_lbfgs_group(group: dict[str, Any]) -> None:
+    check_hyperparameter("lr", group["lr"], POSITIVE)
+    for name in ("max_iter", "history_size"):
+        value = group[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Invalid {name}: {value!r} (expected an integer {name} >= 1)")
+    max_eval = group["max_eval"]
+    if max_eval is not None and (
+        isinstance(max_eval, bool) or not isinstance(max_eval, (int, float)) or max_eval < 1
+    ):
+        raise ValueError(f"Invalid max_eval: {max_eval!r} (expected max_eval >= 1 or None)")
+    check_hyperparameter("tolerance_grad", group["tolerance_grad"], NONNEGATIVE)
+    check_hyperparameter("tolerance_change", group["tolerance_change"], NONNEGATIVE)
+    if group["line_search_fn"] not in (None, "strong_wolfe"):
+        raise ValueError(
+            f"Invalid line_search_fn: {group['line_search_fn']!r} (expected None or 'strong_wolfe')"
+        )
