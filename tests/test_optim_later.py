@@ -525,8 +525,8 @@ def test_delay_arguments_are_checked() -> None:
     assert not opt.state  # refused before anything was written
     with pytest.raises(ValueError, match="Invalid delay: 1"):
         DelayTolerantAdagrad(p).step(delay=1)  # max_delay = 0 keeps no history
-    with pytest.raises(ValueError, match="Invalid impl: 'compiled'"):
-        DelayTolerantAdagrad(p, max_delay=2, impl="compiled")
+    with pytest.warns(UserWarning, match="runs with impl='foreach'"):
+        assert DelayTolerantAdagrad(p, max_delay=2, impl="compiled").impl == "foreach"
     opt.step(delay=2)  # a delay longer than the run so far reads the start
     assert opt.state[p[0]]["step"] == 1
 

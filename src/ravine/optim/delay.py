@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -40,8 +41,8 @@ class DelayTolerantAdagrad(Optimizer):
     reads the start). The sums gbar of the last ``max_delay`` steps are kept per parameter
     (``max_delay + 1`` extra tensors per parameter: choose it as the largest delay the system
     produces, e.g. a few times the number of workers); ``max_delay=0`` keeps none and is plain
-    Adagrad. With ``max_delay > 0``, impl="compiled" is refused (the stale sum is selected by
-    step count, which a compiled kernel would specialise on).
+    Adagrad. With ``max_delay > 0``, impl="compiled" falls back to "foreach" with a warning
+    (the stale sum is selected by step count, which a compiled kernel would specialise on).
 
     Deviations: the paper writes lr / sqrt(z'); eps is added as in torch's Adagrad so that zero
     delays reproduce it. The paper updates only coordinates with a nonzero gradient; for a dense
@@ -87,11 +88,19 @@ class DelayTolerantAdagrad(Optimizer):
         super().validate_group(group)
         _check_delay_count("max_delay", group["max_delay"])
         if group["max_delay"] > 0 and self.impl == "compiled":
-            raise ValueError(
-                "Invalid impl: 'compiled' (expected 'foreach' or 'loop' with max_delay > 0: the "
-                "stale gradient sum is selected by step count, which a compiled kernel would "
-                "specialise on)"
+            if self._flat is not None:
+                raise ValueError(
+                    "Invalid max_delay: a group with max_delay > 0 cannot join an optimizer "
+                    "already running with impl='compiled' (expected max_delay = 0)"
+                )
+            warnings.warn(
+                "DelayTolerantAdagrad with max_delay > 0 runs with impl='foreach': the stale "
+                "gradient sum is selected by step count, which a compiled kernel would "
+                "specialise on (a recompile per step)",
+                UserWarning,
+                stacklevel=4,
             )
+            self.impl = "foreach"
 
     def state_names_for(self, group: dict[str, Any]) -> tuple[str, ...]:
         n = group["max_delay"]
