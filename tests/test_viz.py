@@ -14,12 +14,11 @@ from PIL import Image
 import ravine
 from ravine import surfaces
 from ravine.viz import animation as animate_mod
-from ravine.viz import specs as specs_mod
 from ravine.viz.animation import MissingFFmpegError, animate, frame_steps, render_frames
 from ravine.viz.cli import main as viz_main
 from ravine.viz.gallery import SCENES, make_gallery
 from ravine.viz.plots import clip_diverged, contour_figure, exit_point, plot
-from ravine.viz.specs import OptimizerSpec, parse_spec, parse_specs
+from ravine.viz.specs import parse_spec, parse_specs
 from ravine.viz.trajectory import run, run_one
 
 # --- specs ---------------------------------------------------------------------------------------
@@ -109,6 +108,12 @@ def test_specs_build_ravine_optimizers() -> None:
         ("rastrigin", "rmsprop:lr=0.01"),
         ("booth", "adagrad:lr=0.5"),
         ("monkey-saddle", "adadelta:lr=1"),
+        ("beale", "qhadam:lr=0.05"),
+        ("beale", "aggmo:lr=0.0002"),
+        ("beale", "adabound:lr=0.1"),
+        ("beale", "radam:lr=0.01"),
+        ("beale", "ranger:lr=0.01"),
+        ("rosenbrock", "lbfgs:lr=0.5"),
     ],
 )
 def test_trajectory_equals_the_optimizers_own_steps(surface: str, spec: str) -> None:
@@ -213,15 +218,15 @@ def test_non_finite_gradient_stops_the_run_as_diverged() -> None:
     assert traj.diverged_at == 1 and len(traj.points) == 1
 
 
-def test_closure_optimizers_are_stepped_with_the_closure(monkeypatch) -> None:
-    """L-BFGS evaluates the loss several times per step: only step(closure) can drive it."""
-
-    def lbfgs(name: str, params, **hparams):
-        return torch.optim.LBFGS(params, **hparams)
-
-    monkeypatch.setattr(specs_mod, "create_optimizer", lbfgs)
-    traj = run_one("quadratic", OptimizerSpec("lbfgs", (("lr", 1.0),)), steps=3)
-    assert traj.losses[-1] < 1e-10 < traj.losses[0]
+def test_closure_optimizers_are_stepped_with_the_closure() -> None:
+    """L-BFGS evaluates the loss several times per step: only step(closure) can drive it, and
+    it must see fresh evaluations after the shared one that starts each step."""
+    together = run("rosenbrock", "lbfgs:line_search_fn=strong_wolfe,adam:lr=0.01", steps=8)
+    assert together[0].losses[-1] < 1e-9 < together[0].losses[0]
+    np.testing.assert_array_equal(
+        together[0].points,
+        run_one("rosenbrock", "lbfgs:line_search_fn=strong_wolfe", steps=8).points,
+    )
 
 
 @pytest.mark.parametrize(
