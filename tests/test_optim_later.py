@@ -227,8 +227,8 @@ def test_lookahead_around_a_torch_optimizer_matches_algorithm_1(k: int, alpha: f
 
 def test_lookahead_slow_weights_start_at_the_initial_parameters() -> None:
     """phi_0 = theta_0: after the first k steps of SGD on a constant gradient the parameters are
-    theta_0 - alpha k lr g. (Creating phi at the first synchronisation from the fast weights, as
-    some peer implementations do, would leave them at theta_0 - k lr g.)"""
+    theta_0 - alpha k lr g. (torch_optimizer's Lookahead takes phi from the fast weights after
+    the first inner step instead, and syncs at steps 1, k + 1, ...: not Algorithm 1.)"""
     p = nn.Parameter(torch.ones(3, dtype=torch.float64))
     opt = Lookahead(torch.optim.SGD([p], lr=0.1), k=4, alpha=0.5)
     g = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
@@ -279,6 +279,9 @@ def test_lookahead_param_groups_are_the_inner_optimizers() -> None:
     opt.load_state_dict(opt.state_dict())  # torch replaces the inner list of groups on load
     assert opt.param_groups is inner.param_groups
     assert "Lookahead(k=5, alpha=0.5" in repr(opt)
+    twin = copy.deepcopy(opt)
+    assert twin.k == 5 and twin.param_groups is twin.optimizer.param_groups
+    assert twin.param_groups[0]["params"][0] is not a
 
 
 def test_ranger_is_lookahead_around_radam() -> None:

@@ -76,8 +76,11 @@ class QHAdam(Optimizer):
     nus = (1, 1) is Adam (torch.optim.Adam's eps placement, outside the square root).
 
     Defaults: the paper's recommendation nus = (0.7, 1.0), betas = (0.995, 0.999); lr = 1e-3,
-    eps = 1e-8 as in Adam. ``decoupled_weight_decay=True`` decays the weights as AdamW does
-    (qhoptim's ``decouple_weight_decay``); by default ``weight_decay`` is added to the gradient.
+    eps = 1e-8 as in Adam. The authors' qhoptim defaults to nus = (1, 1), betas = (0.9, 0.999),
+    i.e. to Adam; ravine takes the paper's recommended values. ``decoupled_weight_decay=True``
+    decays the weights as AdamW does (qhoptim's ``decouple_weight_decay``); by default
+    ``weight_decay`` is added to the gradient the rule sees (qhoptim adds it to ``.grad`` in
+    place, so the caller's gradient changes; ravine leaves ``.grad`` alone).
     """
 
     state_names = ("m", "v")

@@ -77,6 +77,14 @@ class _Wrapper(torch.optim.Optimizer):
     def _params(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
 
+    # torch.optim.Optimizer pickles only defaults/state/param_groups; a wrapper also needs its
+    # inner optimizer and settings (copy.deepcopy, torch.save of the object).
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe()}, optimizer={self.optimizer!r})"
 
@@ -120,10 +128,14 @@ class Lookahead(_Wrapper):
     paper's experiments. Steps the inner optimizer skipped (``nonfinite="skip"``) are not
     counted.
 
-    Peer implementations have created phi lazily at the first synchronisation, from the fast
-    weights after k steps, which makes the first synchronisation a no-op; ravine takes phi_0 from
-    the parameters at the first step, before the inner update (tested against a transcription
-    of Algorithm 1).
+    Peer implementations part from Algorithm 1 here: torch_optimizer's Lookahead (the
+    pytorch-optimizer package) creates phi from the fast weights *after* the first inner step,
+    so phi_0 = theta_1 and the cycles are offset by one step, and it saves the slow weights keyed
+    by ``id(tensor)``, which a fresh process cannot match, so a resumed run loses them;
+    lonePatient/lookahead_pytorch's ``state_dict`` is the inner optimizer's alone (slow weights
+    and counter are not saved). ravine takes phi_0 from the parameters at the first step, before
+    the inner update, and saves slow weights by parameter index with the counter (tested against
+    a transcription of Algorithm 1 and by resuming mid-cycle).
 
     ``Lookahead(optimizer, k, alpha)`` wraps an optimizer; ``Lookahead(params, k, alpha,
     inner="sgd", lr=0.1, ...)`` (and ``ravine.create("lookahead", params, inner=...)``) builds
