@@ -29,6 +29,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,10 +111,29 @@ def make_params(n_tensors: int, size: int, dtype: Any, device: str) -> list[Any]
     return params
 
 
+def core(opt: Any) -> Any:
+    """The ravine optimizer inside wrappers (Lookahead, Ranger) that hold one as .optimizer."""
+    while not hasattr(opt, "state_names_for") and hasattr(opt, "optimizer"):
+        opt = opt.optimizer
+    return opt
+
+
 def bytes_per_element(opt: Any, itemsize: int) -> int:
-    """Read g; read and write p and every state tensor."""
+    """Read g; read and write p and every state tensor (a wrapper's own state not counted)."""
+    opt = core(opt)
     group = opt.param_groups[0]
     return (1 + 2 * (1 + len(opt.state_names_for(group)))) * itemsize
+
+
+def usable(label: str, make: Callable[[], Any]) -> Any | None:
+    """make() then one step, or None with a note (e.g. LBFGS takes no impl='compiled')."""
+    try:
+        opt = make()
+        opt.step()
+        return opt
+    except (RuntimeError, TypeError, ValueError) as exc:
+        print(f"  ({label}: skipped, {type(exc).__name__}: {str(exc)[:120]})", file=sys.stderr)
+        return None
 
 
 def torch_fastest(name: str, params: list[Any]) -> tuple[Any, str] | None:
@@ -170,7 +190,12 @@ def run_layout(args: argparse.Namespace, layout: str, names: list[str]) -> list[
             if impl == "loop" and n_tensors > args.loop_max_tensors:
                 continue
             params = make_params(n_tensors, size, dtype, args.device)
-            opt = O.create(name, params, impl=impl, nonfinite=args.nonfinite)
+            opt = usable(
+                f"{name} {impl}",
+                lambda: O.create(name, params, impl=impl, nonfinite=args.nonfinite),  # noqa: B023
+            )
+            if opt is None:
+                continue
             row.bytes_per_element = bytes_per_element(opt, params[0].element_size())
             contenders[impl] = opt.step
         found = torch_fastest(name, make_params(n_tensors, size, dtype, args.device))
@@ -185,7 +210,8 @@ def run_layout(args: argparse.Namespace, layout: str, names: list[str]) -> list[
         row.ms, row.best = round_robin(contenders, args.repeats, sync)
         bandwidths.append(axpy_bytes / (row.ms.pop("a+=s*b") * 1e-3))
         best_bandwidths.append(axpy_bytes / (row.best.pop("a+=s*b") * 1e-3))
-        rows.append(row)
+        if any(k in row.ms for k in args.impls):
+            rows.append(row)
         del contenders, found, other
         print(
             f"  {layout} {name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in row.ms.items()),
@@ -273,12 +299,17 @@ def compile_table(args: argparse.Namespace, names: list[str]) -> None:
     dtype = getattr(torch, args.dtype)
     for name in names:
         params = make_params(10, 10_000, dtype, args.device)
-        opt = O.create(name, params, impl="compiled", nonfinite=args.nonfinite)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.schedule_steps)
         start = time.perf_counter()
-        opt.step()
+        opt = usable(
+            name,
+            lambda: O.create(name, params, impl="compiled", nonfinite=args.nonfinite),  # noqa: B023
+        )
         first = time.perf_counter() - start
-        kernels = {id(fg.kernel): fg.kernel for fg in opt._flat.groups if fg.kernel is not None}
+        if opt is None:
+            continue
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.schedule_steps)
+        groups = core(opt)._flat.groups
+        kernels = {id(fg.kernel): fg.kernel for fg in groups if fg.kernel is not None}
         after_first = sum(k.compiles for k in kernels.values())
         for _ in range(args.schedule_steps - 1):
             sched.step()
@@ -292,7 +323,9 @@ def compile_table(args: argparse.Namespace, names: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--optimizers", default="all", help="comma-separated registry names")
-    parser.add_argument("--layouts", default=",".join(LAYOUTS), help=",".join(LAYOUTS))
+    parser.add_argument(
+        "--layouts", default=",".join(LAYOUTS), help=f"{','.join(LAYOUTS)} ('' for none)"
+    )
     parser.add_argument("--impls", default="compiled,foreach,loop")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--warmup", type=int, default=3)
@@ -308,7 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warm-cache", action="store_true", help="keep inductor's disk caches")
     args = parser.parse_args(argv)
     args.impls = args.impls.split(",")
-    if not args.warm_cache:  # the compile table measures a cold compile
+    if not args.warm_cache:  # the compile table measures a cold compile: fresh cache directory
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ravine-bench-inductor-")
         os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "0"
         os.environ["TORCHINDUCTOR_AUTOGRAD_CACHE"] = "0"
 
@@ -333,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not args.no_compile_table:
         compile_table(args, names)
-    for layout in args.layouts.split(","):
+    for layout in filter(None, args.layouts.split(",")):
         run_layout(args, layout, names)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
