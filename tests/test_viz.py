@@ -349,7 +349,10 @@ def test_mp4_without_ffmpeg_says_so(tmp_path: Path, monkeypatch) -> None:
 def test_mp4_with_ffmpeg(tmp_path: Path) -> None:
     trajs = run("quadratic", "sgd:lr=0.01", steps=8)
     path = animate(trajs, tmp_path / "q.mp4", size=(480, 360))
-    assert path.stat().st_size > 1000
+    data = path.read_bytes()
+    assert len(data) > 1000
+    assert data[4:8] == b"ftyp"  # an ISO media (MP4) container
+    assert b"avc1" in data  # with an H.264 video track
 
 
 # --- command line and gallery --------------------------------------------------------------------

@@ -37,7 +37,7 @@ MARKER_COLOURS = ("gold", "black", "white")
 
 
 class MissingFFmpegError(RuntimeError):
-    """MP4 was asked for and no ffmpeg is on PATH."""
+    """MP4 was asked for and no ffmpeg was found (PATH or imageio-ffmpeg)."""
 
 
 def frame_steps(steps: int, stride: int) -> list[int]:
@@ -157,7 +157,18 @@ def save_gif(
 
 
 def ffmpeg_path() -> str | None:
-    return shutil.which("ffmpeg")
+    """ffmpeg on PATH, else the static build shipped in the imageio-ffmpeg wheel (pinned)."""
+    found = shutil.which("ffmpeg")
+    if found is not None:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:  # the wheel has no binary for this platform
+        return None
 
 
 def save_mp4(frames: Sequence[np.ndarray], path: str | Path, *, fps: int = 20) -> Path:
@@ -165,7 +176,8 @@ def save_mp4(frames: Sequence[np.ndarray], path: str | Path, *, fps: int = 20) -
     ffmpeg = ffmpeg_path()
     if ffmpeg is None:
         raise MissingFFmpegError(
-            "format='mp4' needs ffmpeg on PATH, and none was found; use format='gif'"
+            "format='mp4' needs ffmpeg (on PATH or from the imageio-ffmpeg package), and none "
+            "was found; use format='gif'"
         )
     if not frames:
         raise ValueError("frames=[]: expected at least one frame")
@@ -224,7 +236,8 @@ def animate(
         raise ValueError(f"fps={fps!r}: expected an integer from 1 to 100")
     if fmt == "mp4" and ffmpeg_path() is None:
         raise MissingFFmpegError(
-            "format='mp4' needs ffmpeg on PATH, and none was found; use format='gif'"
+            "format='mp4' needs ffmpeg (on PATH or from the imageio-ffmpeg package), and none "
+            "was found; use format='gif'"
         )
     frames = list(
         render_frames(
