@@ -39,14 +39,17 @@ class AdaBound(Optimizer):
     Early the bounds are (0, inf) and the rule is Adam-like; late both tend to final_lr and it
     is SGD with momentum (m is an EMA, so SGD with dampening = momentum = b1) at final_lr.
 
-    The paper against the authors' released code (github.com/Luolc/AdaBound), which every peer
-    library copies: the code drops Algorithm 2's 1/sqrt(t) and moves Adam's bias corrections
+    The paper against the authors' released code (github.com/Luolc/AdaBound), which peer
+    libraries follow: the code drops Algorithm 2's 1/sqrt(t) and moves Adam's bias corrections
     into the clip, step = lr sqrt(1 - b2^t) / (1 - b1^t). ravine follows the paper by default;
     ``sqrt_t_decay=False, debias=True`` reproduce the code at a constant lr (tested against a
-    transcription of each). The code also rescales final_lr by lr / initial lr so that an lr
-    schedule moves the bounds; ravine keeps final_lr a hyperparameter of its own (schedule it
-    directly if wanted). eps (not in the paper) is the code's, added to sqrt(v_t). The paper's
-    beta_1t sequence is taken constant, as in its experiments.
+    transcription of each). The code also rescales final_lr by lr / (lr at construction) so
+    that an lr schedule moves the bounds; those construction-time rates are not in its
+    state_dict (a resumed run rescales differently) and cover only the groups present at
+    construction (its loop zips them with the groups, so a group added later is never
+    updated). ravine keeps final_lr a hyperparameter of its own: schedule it directly if
+    wanted. eps (not in the paper) is the code's, added to sqrt(v_t). The paper's beta_1t
+    sequence is taken constant, as in its experiments.
 
     Defaults: lr = 1e-3, betas = (0.9, 0.999), final_lr = 0.1, gamma = 1e-3 (= 1 - b2, the
     paper's bound functions), eps = 1e-8. ``weight_decay`` adds wd * theta to the gradient.

@@ -57,9 +57,11 @@ class RAdam(Optimizer):
 
     Deviations and the peer implementations:
 
-    - The paper switches at rho_t > 4 (where r_t becomes real); the authors' code and
-      torch.optim.RAdam switch at rho_t > 5, one step later with the default b2 (rho_5 = 4.99).
-      ravine follows the paper by default; ``rho_threshold=5.0`` gives torch.optim.RAdam.
+    - The paper switches at rho_t > 4 (where r_t becomes real); the authors' code switches at
+      rho_t >= 5 ("more conservative since it's an approximated value") and torch.optim.RAdam at
+      rho_t > 5, one step later with the default b2 (rho_5 = 4.99). ravine follows the paper by
+      default; ``rho_threshold=5.0`` gives torch.optim.RAdam (and the authors' code, except at
+      a rho_t of exactly 5).
     - eps: the paper's l_t = sqrt((1 - b2^t) / v_t) has none; as in torch and the authors' code
       it is added to sqrt(v_t) (not to the bias-corrected root, unlike Adam).
 
