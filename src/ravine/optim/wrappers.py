@@ -1,4 +1,10 @@
-"""Optimizers that wrap optimizers: Lookahead, Ranger = Lookahead(RAdam), annealed gradient noise.
+"""What wraps other optimizers: Lookahead, Ranger = Lookahead(RAdam), annealed gradient noise.
+
+- :class:`Lookahead` and :class:`Ranger` wrap an optimizer; :class:`TransformGradients` runs
+  gradient transforms in front of one that takes none (torch.optim's).
+- :class:`GradientNoise` is a gradient transform (``grad_transforms=`` or ``grad_noise=`` of
+  every ravine optimizer).
+- :class:`LBFGS` is torch.optim.LBFGS itself, registered for comparisons.
 
 A wrapper is a ``torch.optim.Optimizer`` whose ``param_groups`` *are* its inner optimizer's (the
 same list, so learning-rate schedulers, ``add_param_group`` and checkpoints act on the inner
