@@ -284,6 +284,19 @@ def test_lookahead_param_groups_are_the_inner_optimizers() -> None:
     assert twin.param_groups[0]["params"][0] is not a
 
 
+def test_lookahead_does_not_count_steps_its_inner_optimizer_skipped() -> None:
+    p = nn.Parameter(torch.ones(2, dtype=torch.float64))
+    opt = Lookahead(ravine.SGD([p], lr=0.1, nonfinite="skip"), k=2, alpha=0.5)
+    p.grad = torch.tensor([1.0, math.nan], dtype=torch.float64)
+    opt.step()
+    assert opt.lookahead_steps == 0 and opt.optimizer.skipped_steps == 1
+    for _ in range(2):
+        p.grad = torch.ones(2, dtype=torch.float64)
+        opt.step()
+    assert opt.lookahead_steps == 2
+    assert torch.allclose(p.detach(), torch.full((2,), 1 - 0.5 * 2 * 0.1, dtype=torch.float64))
+
+
 def test_ranger_is_lookahead_around_radam() -> None:
     ours, _ = train(ravine_factory("ranger", lr=0.01), STEPS, freeze_at=FREEZE_AT)
     composed, _ = train(
