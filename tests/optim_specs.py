@@ -704,3 +704,6 @@ LATER_SPECS: list[Spec] = [
 
 SPECS: list[Spec] = [*CLASSIC_SPECS, *LATER_SPECS]
 SPECS_BY_NAME = {s.name: s for s in SPECS}
+# Rules that update each element from its own gradient and state (every one but L-BFGS, whose
+# closure-driven line search and single parameter group the elementwise checks do not fit).
+ELEMENTWISE_SPECS: list[Spec] = [s for s in SPECS if not s.needs_closure]

@@ -8,7 +8,7 @@ import torch
 
 import ravine
 from optim_harness import batches, make_model, max_rel_diff, params_of, ravine_factory, train
-from optim_specs import SPECS, Spec
+from optim_specs import ELEMENTWISE_SPECS, SPECS, Spec
 from reference import classic as ref
 
 STEPS = 100
@@ -124,7 +124,7 @@ def test_loop_and_foreach_agree(spec: Spec, hp: dict, dtype: torch.dtype, device
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("spec", SPECS, ids=str)
+@pytest.mark.parametrize("spec", ELEMENTWISE_SPECS, ids=str)
 def test_reduced_precision_keeps_dtype(spec: Spec, dtype: torch.dtype, device: str) -> None:
     hp = dict(spec.configs[0])
     if dtype == torch.float16 and "eps" in ravine.optim.get(spec.name).defaults:
@@ -151,7 +151,7 @@ def test_reduced_precision_keeps_dtype(spec: Spec, dtype: torch.dtype, device: s
     # ordinary gradients, which is why mixed precision keeps float32 master weights.
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=str)
+@pytest.mark.parametrize("spec", ELEMENTWISE_SPECS, ids=str)
 def test_mixed_dtypes_in_one_group(spec: Spec) -> None:
     """Parameters of different dtypes in one group are updated in separate (device, dtype) calls
     and each matches the run where it is alone."""
@@ -174,7 +174,7 @@ def test_mixed_dtypes_in_one_group(spec: Spec) -> None:
     assert torch.equal(b, b2)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=str)
+@pytest.mark.parametrize("spec", ELEMENTWISE_SPECS, ids=str)
 def test_complex_parameters_update_as_pairs_of_reals(spec: Spec) -> None:
     torch.manual_seed(0)
     z = torch.nn.Parameter(torch.randn(6, dtype=torch.complex128))
