@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from ravine.optim.base import Optimizer
 
 # Parameter views start on 64-byte boundaries so the model's own kernels (matmul, conv) see
-# aligned data; the padding is zero in every buffer and costs < 16 elements per parameter.
+# aligned data; the padding is zero in every buffer and costs under 64 bytes per parameter.
 _ALIGN_BYTES = 64
 
 # A hyperparameter's place in the compiled call: ("static", value) is a compile-time constant,
