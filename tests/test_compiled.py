@@ -274,6 +274,25 @@ def test_param_groups_dtypes_complex_and_sparse() -> None:
         assert torch.allclose(x.detach(), y.detach(), rtol=1e-6, atol=1e-7)
 
 
+def test_shared_memory_parameters_keep_their_storage() -> None:
+    shared = torch.randn(6).share_memory_().requires_grad_()
+    plain = torch.randn(6, requires_grad=True)
+    ptr = shared.data_ptr()
+    ref = [shared.detach().clone().requires_grad_(), plain.detach().clone().requires_grad_()]
+    opt = O.Adam([shared, plain], lr=0.1, impl="compiled")
+    opt_ref = O.Adam(ref, lr=0.1)
+    for params, o in (([shared, plain], opt), (ref, opt_ref)):
+        for _ in range(3):
+            o.zero_grad()
+            _loss(params).backward()
+            o.step()
+    assert shared.data_ptr() == ptr and shared.is_shared()
+    (fg,) = opt._flat.groups
+    assert len(fg.params) == 1 and fg.params[0] is plain
+    for a, b in zip([shared, plain], ref):
+        _assert_close(a.detach(), b.detach(), torch.float32, "shared memory")
+
+
 def test_nonfinite_gradient_refused_before_any_write() -> None:
     params, opt = _run("adam", {"lr": 0.01}, "compiled", torch.float32, steps=2)
     before = [p.detach().clone() for p in params]

@@ -39,6 +39,8 @@ Semantics that differ from the non-flat impls, by design:
   ``FlatEngine.resyncs``).
 * Replacing a parameter's ``.data`` (``model.to(...)``, ``p.data = ...``) after the first step
   detaches it from the flat buffer: it is detected and the buffers are rebuilt.
+* Parameters in shared memory (``share_memory_()``, as Hogwild! uses) keep their storage and are
+  updated by the foreach path, as are sparse and complex ones.
 
 ``state_dict()`` stays per parameter (views into the flat state, with the usual integer ``step``),
 so checkpoints move freely between ``impl="compiled"`` and the other impls.
@@ -179,6 +181,8 @@ def _flattenable(p: Tensor, grad: Tensor | None) -> bool:
         and p.is_floating_point()
         and grad.dtype == p.dtype
         and grad.device == p.device
+        # A parameter in shared memory (Hogwild!) must keep its storage: other processes see it.
+        and not (p.device.type == "cpu" and p.is_shared())
     )
 
 
