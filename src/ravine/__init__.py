@@ -1,5 +1,7 @@
 """ravine: gradient-descent optimization library and lab.
 
+Example::
+
     import ravine
     opt = ravine.Adam(model.parameters(), lr=1e-3)          # drop-in for torch.optim.Adam
     opt = ravine.create("nadam", model.parameters())         # any registered optimizer by name
