@@ -126,7 +126,8 @@ def bytes_per_element(opt: Any, itemsize: int) -> int:
 
 
 def usable(label: str, make: Callable[[], Any]) -> Any | None:
-    """make() then one step, or None with a note (e.g. LBFGS takes no impl='compiled')."""
+    """make() then one step, or None with a note (L-BFGS, torch's closure-driven line search, takes
+    none of ravine's impl/nonfinite options and is not an elementwise rule to time here)."""
     try:
         opt = make()
         opt.step()
@@ -312,8 +313,8 @@ def compile_table(args: argparse.Namespace, names: list[str]) -> None:
         kernels = {id(fg.kernel): fg.kernel for fg in groups if fg.kernel is not None}
         after_first = sum(k.compiles for k in kernels.values())
         for _ in range(args.schedule_steps - 1):
-            sched.step()
             opt.step()
+            sched.step()  # a new lr every step, as a per-batch schedule gives
         total = sum(k.compiles for k in kernels.values())
         failed = [k.failed for k in kernels.values() if k.failed]
         note = f"  FELL BACK: {failed[0][:80]}" if failed else ""
