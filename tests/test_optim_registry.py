@@ -49,3 +49,21 @@ def test_lookup_is_case_insensitive() -> None:
 def test_duplicate_registration_refused() -> None:
     with pytest.raises(ValueError, match="already registered"):
         registry.register("adam", ravine.Adam)
+
+
+def test_unknown_hyperparameter_is_named_with_a_hint() -> None:
+    p = torch.nn.Parameter(torch.zeros(1))
+    with pytest.raises(
+        ValueError, match=r"Unknown hyperparameter 'bettas' \(did you mean 'betas'\?\)"
+    ):
+        ravine.create("adam", [p], bettas=(0.9, 0.99))
+    with pytest.raises(ValueError, match=r"'foo' for optimizer 'sgd'"):
+        ravine.create("sgd", [p], foo=1)
+
+
+def test_base_options_pass_through_the_registry() -> None:
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = ravine.create("adam", [p], impl="loop", nonfinite="skip", maximize=True, grad_noise=0.1)
+    assert opt.impl == "loop" and opt.nonfinite == "skip" and opt.defaults["maximize"]
+    # Wrappers that forward their keywords to an inner optimizer are not second-guessed.
+    ravine.create("lookahead", [p], inner="sgd", lr=0.1, momentum=0.9)

@@ -19,6 +19,7 @@ from ravine.optim.adadelta import Adadelta
 from ravine.optim.adagrad import Adagrad
 from ravine.optim.adam import Adam, AdaMax, AdamW, AMSGrad, NAdam
 from ravine.optim.aggmo import AggMo
+from ravine.optim.base import Optimizer
 from ravine.optim.delay import DelayTolerantAdagrad
 from ravine.optim.qh import QHM, QHAdam
 from ravine.optim.radam import RAdam
@@ -49,7 +50,31 @@ class Entry:
         out.update(self.fixed)
         return out
 
+    def accepted(self) -> set[str] | None:
+        """Keyword arguments the factory takes, or None when it forwards arbitrary ones."""
+        params = inspect.signature(self.factory).parameters
+        names = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD} - {"params"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return names
+        if isinstance(self.factory, type) and issubclass(self.factory, Optimizer):
+            # **options go to ravine's base class: its keyword-only options are the rest.
+            base = inspect.signature(Optimizer.__init__).parameters
+            return names | {n for n, p in base.items() if p.kind is p.KEYWORD_ONLY}
+        return None
+
     def create(self, params: Iterable[Any], **hyperparameters: Any) -> torch.optim.Optimizer:
+        accepted = self.accepted()
+        unknown = sorted(set(hyperparameters) - accepted) if accepted is not None else []
+        if unknown:
+            hints = {u: difflib.get_close_matches(u, accepted, n=1) for u in unknown}
+            said = ", ".join(
+                f"{u!r}" + (f" (did you mean {hints[u][0]!r}?)" if hints[u] else "")
+                for u in unknown
+            )
+            raise ValueError(
+                f"Unknown hyperparameter {said} for optimizer {self.name!r} "
+                f"(accepted: {', '.join(sorted(accepted))})"
+            )
         return self.factory(params, **{**self.fixed, **hyperparameters})
 
 
