@@ -34,7 +34,6 @@ from ravine.tensorlist import TL
 
 IMPLS = ("foreach", "loop", "compiled")
 NONFINITE_POLICIES = ("raise", "skip", "ignore")
-_BASE_GROUP_KEYS = ("maximize", "weight_decay", "decoupled_weight_decay")
 
 
 class NonFiniteGradientError(FloatingPointError):
