@@ -117,7 +117,14 @@ class RAdam(Optimizer):
         update_moments(m, v, g, beta1, beta2)
         on, r_t = radam_rectification(beta2, t, rho_threshold)
         bc1 = 1 - beta1**t
-        # Both branches are written; the scalar of the one not taken is exactly 0, so its term
-        # adds zeros (one extra pass instead of a branch the compiler would specialise on).
+        if isinstance(on, float):
+            # Eager (t a Python int): take only the branch that applies, one pass over p.
+            if on:
+                p.addcdiv_(m, v.sqrt().add_(eps), value=-lr * r_t * (1 - beta2**t) ** 0.5 / bc1)
+            else:
+                p.add_(m, alpha=-lr / bc1)
+            return
+        # Traced (impl="compiled"): both branches are written and the scalar of the one not taken
+        # is exactly 0, so one kernel serves every step instead of one specialised on rho_t.
         p.addcdiv_(m, v.sqrt().add_(eps), value=-lr * r_t * (1 - beta2**t) ** 0.5 / bc1)
         p.add_(m, alpha=-lr * (1 - on) / bc1)
