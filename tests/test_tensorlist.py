@@ -44,6 +44,7 @@ OPS = {
     "clamp": lambda x, y, z: x.clamp_(min=-0.5, max=0.5),
     "sqrt": lambda x, y, z: z.sqrt(),
     "sqrt_": lambda x, y, z: z.sqrt_(),
+    "reciprocal_": lambda x, y, z: z.reciprocal_(),
     "abs_sign_neg": lambda x, y, z: x.abs().add_(x.sign()).neg_(),
     "pow": lambda x, y, z: z.pow(1.5),
     "operators": lambda x, y, z: (x + y) * 2.0 - y / z + (-x) ** 2.0,

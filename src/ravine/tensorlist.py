@@ -187,6 +187,9 @@ class TL:
     def sqrt_(self) -> TL:
         return self._unary("sqrt", True)
 
+    def reciprocal_(self) -> TL:
+        return self._unary("reciprocal", True)
+
     def abs(self) -> TL:
         return self._unary("abs", False)
 

@@ -116,8 +116,8 @@ class AdaBound(Optimizer):
         alpha = lr * (1 - beta2**t) ** 0.5 / (1 - beta1**t) if debias else lr
         lower, upper = bounds(final_lr, gamma, t)
         # 1 / x then * alpha rather than alpha / x: under impl="compiled" alpha may be traced as a
-        # 0-d tensor, and tensor / TL has no meaning to the tracer.
-        step = (1 / v.sqrt().add_(eps)).mul_(alpha)
+        # 0-d tensor, and tensor / TL has no meaning to the tracer. In place: one temporary.
+        step = v.sqrt().add_(eps).reciprocal_().mul_(alpha)
         step.clamp_(lower, upper)
         p.addcmul_(step, m, value=-(t**-0.5) if sqrt_t_decay else -1.0)
 
