@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import ravine
 from optim_harness import batches, make_model, params_of, ravine_factory, train
@@ -294,6 +295,26 @@ def test_step_hooks_and_zero_grad_come_from_torch() -> None:
     opt.zero_grad()
     assert calls == ["pre", "post"]
     assert p.grad is None
+
+
+@pytest.mark.parametrize("impl", ["foreach", "compiled"])
+def test_step_runs_without_grad_and_shows_in_the_profiler(impl: str) -> None:
+    # step() skips torch's record_function when nobody profiles (see base._step_wrapper)
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = ravine.Adam([p], impl=impl)
+    p.grad = torch.ones(2)
+    global_calls = []
+    handle = register_optimizer_step_pre_hook(lambda o, a, k: global_calls.append(type(o).__name__))
+    try:
+        opt.step()
+    finally:
+        handle.remove()
+    assert global_calls == ["Adam"] and torch.is_grad_enabled()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    assert "Optimizer.step#Adam.step" in {e.name for e in prof.events()}
+    opt.step()
+    assert torch.is_grad_enabled()
 
 
 def test_no_grad_means_no_state_and_no_change() -> None:

@@ -270,25 +270,23 @@ class TL:
         return self.pow(exponent)
 
 
-@torch.library.custom_op("ravine::hoisted_scalar", mutates_args=())
-def _hoisted_scalar(x: Tensor) -> Tensor:
-    return x.clone()
-
-
-@_hoisted_scalar.register_fake
-def _(x: Tensor) -> Tensor:
-    return torch.empty_like(x)
-
-
 def _hoisted(x: object) -> object:
-    """A 0-d tensor scalar, computed once per call when traced by torch.compile.
+    """A 0-d tensor scalar, computed once per call when traced by torch.compile for the CPU.
 
     Inductor inlines the scalar algebra of a rule (``lr / (1 - beta1**t)``) into the elementwise
-    loop that consumes it, where the C compiler may not hoist ``pow`` out again: it would run per
-    vector of elements. An opaque op makes it a separate one-element kernel.
+    loop that consumes it, where the C compiler cannot hoist ``pow`` out again (the output
+    pointers may alias the scalars): it would run once per vector of elements. A reduction is
+    always computed into a buffer of its own, so ``max(x, x)`` (exact, NaN-propagating) moves the
+    scalar into a one-element loop before the main one, with no call back into Python. On GPUs
+    the recomputation is free and a reduction would cost a kernel launch, so nothing is done.
     """
-    if isinstance(x, Tensor) and x.dim() == 0 and torch.compiler.is_compiling():
-        return _hoisted_scalar(x)
+    if (
+        isinstance(x, Tensor)
+        and x.dim() == 0
+        and x.device.type == "cpu"
+        and torch.compiler.is_compiling()
+    ):
+        return x.expand(2).amax()
     return x
 
 

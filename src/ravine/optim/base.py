@@ -21,6 +21,7 @@ keyword-only arguments other than ``t`` are read from the parameter group by nam
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +35,50 @@ from ravine.tensorlist import TL
 
 IMPLS = ("foreach", "loop", "compiled")
 NONFINITE_POLICIES = ("raise", "skip", "ignore")
+
+
+def _step_wrapper(step: Callable[..., Any]) -> Callable[..., Any]:
+    """``step`` under no_grad, with torch.optim's step hooks and profiler label.
+
+    torch.optim wraps every optimizer's ``step`` with a ``record_function`` and the hook loops;
+    that costs two dispatcher calls a step, ~5 us warm but 100-300 us when the step runs just
+    after a backward pass that evicted the optimizer from the caches (measured on the 1000 x 1k
+    layout of benchmarks/step_speed.py). So torch's wrapper only runs when a hook is registered
+    or a profiler is on; the ``hooked`` flag tells torch.optim not to wrap ``step`` again.
+    """
+    hooked = torch.optim.Optimizer.profile_hook_step(step)
+    registries = _hook_registries()
+
+    @functools.wraps(step)
+    def wrapper(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+        if (
+            registries is None
+            or any(registries)
+            or self._optimizer_step_pre_hooks
+            or self._optimizer_step_post_hooks
+            or torch.autograd.profiler._is_profiler_enabled
+        ):
+            with torch.no_grad():
+                return hooked(self, *args, **kwargs)
+        previous = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
+            return step(self, *args, **kwargs)
+        finally:
+            torch._C._set_grad_enabled(previous)
+
+    wrapper.hooked = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _hook_registries() -> tuple[dict[Any, Any], ...] | None:
+    """torch.optim's global step pre- and post-hook dicts (None if this torch has none)."""
+    import importlib
+
+    module = importlib.import_module("torch.optim.optimizer")
+    pre = getattr(module, "_global_optimizer_pre_hooks", None)
+    post = getattr(module, "_global_optimizer_post_hooks", None)
+    return None if pre is None or post is None else (pre, post)
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -207,6 +252,16 @@ class Optimizer(torch.optim.Optimizer):
             cls._cached_update_keys = keys
         return keys
 
+    @classmethod
+    def _config_keys(cls) -> tuple[str, ...]:
+        """Every group entry that shapes impl="compiled"'s kernel or its scalars."""
+        keys = cls.__dict__.get("_cached_config_keys")
+        if keys is None:
+            extra = ("weight_decay", "lr", "maximize", "decoupled_weight_decay")
+            keys = (*cls._update_keys(), *(k for k in extra if k not in cls._update_keys()))
+            cls._cached_config_keys = keys
+        return keys
+
     # -- the rule --------------------------------------------------------------------------------
     # Subclasses define ``update(self, p, g, *state, t, **hyperparameters) -> None`` (see the
     # module docstring); its keyword-only parameters name the group entries it reads.
@@ -232,14 +287,14 @@ class Optimizer(torch.optim.Optimizer):
         with torch.enable_grad():
             return closure()
 
-    @torch.no_grad()
+    @_step_wrapper
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = self._evaluate_closure(closure)
+        loss = None if closure is None else self._evaluate_closure(closure)
         if self.impl == "compiled":
-            from ravine.optim.compiled import FlatEngine  # imports this module
-
             if self._flat is None:
+                from ravine.optim.compiled import FlatEngine  # imports this module
+
                 self._flat = FlatEngine(self)
             self._flat.step(self)
             return loss
@@ -283,7 +338,7 @@ class Optimizer(torch.optim.Optimizer):
         for gi, pi, p, g in entries:
             values = g.coalesce().values() if g.is_sparse else g
             if not bool(torch.isfinite(values).all()):
-                step = self.state.get(p, {}).get("step", 0) + 1
+                step = int(self.state.get(p, {}).get("step", 0)) + 1
                 return (
                     f"non-finite gradient (NaN or Inf) in parameter group {gi}, parameter {pi} "
                     f"(shape {tuple(p.shape)}) at step {step}; no parameter or state was updated. "
@@ -432,6 +487,13 @@ class Optimizer(torch.optim.Optimizer):
     # -- state_dict ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
+        if self._flat is not None:
+            # impl="compiled" shares one step tensor per flat group; checkpoints hold ints, as
+            # the other impls write them, so that they load anywhere.
+            state["state"] = {
+                k: {**v, "step": int(v["step"])} if isinstance(v.get("step"), Tensor) else v
+                for k, v in state["state"].items()
+            }
         state["ravine"] = {
             "skipped_steps": self.skipped_steps,
             "grad_transforms": [tr.state_dict() for tr in self.grad_transforms],

@@ -48,6 +48,7 @@ so checkpoints move freely between ``impl="compiled"`` and the other impls.
 
 from __future__ import annotations
 
+import array
 import operator
 import time
 import warnings
@@ -82,6 +83,10 @@ class Kernel:
     compiles: int = 0
     compile_seconds: float = 0.0
     failed: str | None = None
+    # Set while a call goes through dynamo: the tensors of that call, then the compiled graph
+    # that ran and how to build its arguments from them (see ``_compile``).
+    calling: tuple[Tensor, ...] = ()
+    last: tuple[Callable[..., Any], tuple[int, ...]] | None = None
 
 
 _KERNELS: dict[tuple[Any, ...], Kernel] = {}
@@ -144,15 +149,40 @@ def _make_body(
 def _compile(kernel: Kernel, body: Callable[..., None]) -> Callable[..., None]:
     inductor = torch._dynamo.lookup_backend("inductor")
 
-    def counting_backend(gm: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Any:
+    def counting_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
         kernel.compiles += 1
         start = time.perf_counter()
         try:
-            return inductor(gm, example_inputs)
+            compiled = inductor(gm, example_inputs)
         finally:
             kernel.compile_seconds += time.perf_counter() - start
+        plan = _argument_plan(example_inputs, kernel.calling)
+
+        def run(*args: Any) -> Any:
+            kernel.last = None if plan is None else (compiled, plan)
+            return compiled(*args)
+
+        return run
 
     return torch.compile(body, backend=counting_backend, fullgraph=True)
+
+
+def _argument_plan(
+    example_inputs: list[Any], calling: tuple[Tensor, ...]
+) -> tuple[int, ...] | None:
+    """How to call the compiled graph directly: for each of its inputs, the index of the tensor
+    in ``calling`` (p, g, *states, scalars), or -1 for the flat length (dynamo's one symbolic
+    size). None if an input is anything else; that kernel then always goes through dynamo."""
+    plan = []
+    for x in example_inputs:
+        if isinstance(x, torch.SymInt):
+            plan.append(-1)
+            continue
+        index = next((i for i, t in enumerate(calling) if t is x), None)
+        if index is None:
+            return None
+        plan.append(index)
+    return tuple(plan)
 
 
 # -- flat buffers -------------------------------------------------------------------------------
@@ -167,11 +197,42 @@ class FlatGroup:
     p: Tensor
     g: Tensor
     state: list[Tensor]
-    grad_views: list[Tensor]
-    data_ptrs: list[int]
+    offsets: list[int]  # element offset of each parameter in the flat buffers
+    data_ptrs: list[int]  # where each parameter's data and gradient must point
+    grad_ptrs: list[int]
     step: int
+    # One 0-d int64 tensor that is ``opt.state[p]["step"]`` for every parameter of the group,
+    # so that a step writes one number, not one per parameter (state_dict() gives ints); it
+    # lives in ``step_cell``, see _scalar_cells.
+    step_tensor: Tensor
+    step_cell: array.array
+    # Handles on the storages of the flat parameters and gradients, for their use counts.
+    p_storage: Any
+    g_storage: Any
+    p_uses: int = 0  # use counts when the layout was last verified
+    g_uses: int = 0
+    g_version: int = -1  # the gradient buffer's version counter at the end of the last step
+    # (hyperparameter values, kernel, scalar cells, scalars tensor) of the last step: reused
+    # while the values stay the same, see FlatEngine._update
+    config: tuple[tuple[Any, ...], Kernel, array.array, Tensor] | None = None
+    scalar_dtype: torch.dtype = torch.float64  # float32 on MPS, which has no float64
     kernel: Kernel | None = None  # the kernel of the last step
     warned: set[tuple[Any, ...]] = field(default_factory=set)
+    # (kernel, compiled graph, argument plan) once dynamo has run that kernel on these buffers:
+    # later steps call the graph directly (see ``_run_kernel``).
+    direct: tuple[Kernel, Callable[..., Any], tuple[int, ...]] | None = None
+
+    def grad_views(self, flat: Tensor | None = None) -> list[Tensor]:
+        """Fresh per-parameter views of ``flat`` (the gradient buffer by default)."""
+        return _views(self.g if flat is None else flat, self.params, self.offsets)
+
+    def uses(self) -> tuple[int, int]:
+        return _use_count(self.p_storage), _use_count(self.g_storage)
+
+
+def _use_count(storage: Any) -> int:
+    """How many tensors (plus storage handles) share ``storage``: each view holds one."""
+    return torch._C._storage_Use_Count(storage._cdata)
 
 
 def _flattenable(p: Tensor, grad: Tensor | None) -> bool:
@@ -184,6 +245,13 @@ def _flattenable(p: Tensor, grad: Tensor | None) -> bool:
         # A parameter in shared memory (Hogwild!) must keep its storage: other processes see it.
         and not (p.device.type == "cpu" and p.is_shared())
     )
+
+
+_GRAD = operator.attrgetter("grad")
+
+
+def _data_ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
 
 
 def _views(flat: Tensor, params: list[Tensor], offsets: list[int]) -> list[Tensor]:
@@ -199,6 +267,7 @@ class FlatEngine:
         self.outside: list[tuple[int, int, Tensor]] = []
         self.rebuilds = 0  # full re-flattenings (first step, new params, load_state_dict...)
         self.resyncs = 0  # steps whose .grad tensors had been replaced and were copied back
+        self.verifications = 0  # per-parameter checks of a flat group (see _current)
         self._build(opt)
 
     # -- layout --------------------------------------------------------------------------------
@@ -222,7 +291,8 @@ class FlatEngine:
                 if not state:
                     state["step"] = 0
                     state.update(opt.init_state(p, group))
-                batches.setdefault((gi, p.device, p.dtype, state["step"]), []).append(p)
+                step = int(state["step"])  # a shared step tensor of an earlier layout, or int
+                batches.setdefault((gi, p.device, p.dtype, step), []).append(p)
         self.groups = [self._flatten(opt, key, params) for key, params in batches.items()]
         self.signature = self._signature(opt)
 
@@ -263,7 +333,11 @@ class FlatEngine:
             p.grad = gv
         for flat in (p_flat, g_flat, *state_flats):
             torch._dynamo.maybe_mark_dynamic(flat, 0)  # one kernel for every model size
-        return FlatGroup(
+        step_cell, step_tensor = _scalar_cells([step], torch.int64)
+        step_tensor = step_tensor.view(())
+        for s in states:
+            s["step"] = step_tensor
+        fg = FlatGroup(
             group_index=gi,
             params=params,
             states=states,
@@ -271,38 +345,84 @@ class FlatEngine:
             p=p_flat,
             g=g_flat,
             state=state_flats,
-            grad_views=g_views,
+            offsets=offsets,
             data_ptrs=[p.data_ptr() for p in params],
+            grad_ptrs=[g.data_ptr() for g in g_views],
             step=step,
+            step_tensor=step_tensor,
+            step_cell=step_cell,
+            p_storage=p_flat.untyped_storage(),
+            g_storage=g_flat.untyped_storage(),
         )
+        del p_views, g_views, gv, pv  # the parameters hold the only views: see _current
+        if device.type == "mps":
+            fg.scalar_dtype = torch.float32
+        fg.p_uses, fg.g_uses = fg.uses()
+        return fg
 
     def _current(self, opt: Optimizer) -> bool:
-        """Whether the flat layout still describes the optimizer (cheap: C-level loops)."""
+        """Whether the flat layout still describes the optimizer, in constant time per group.
+
+        A parameter whose ``.data`` is replaced (``model.to``, ``p.data = ...``) or whose
+        ``.grad`` is replaced or dropped (``model.zero_grad()``, ``p.grad = None``) stops holding
+        a view of the flat buffer, which lowers that buffer's storage use count; and if the
+        gradients were not written in place since the last step (fresh tensors from
+        ``backward`` while the old views are kept alive elsewhere), the gradient buffer's
+        version counter has not moved. Either sign, or any other change of the use counts
+        (another view of a buffer held somewhere), triggers the per-parameter check of
+        :meth:`_verify`, which copies fresh gradients back into the buffer or asks for a
+        rebuild. What this cannot see: a parameter leaving the buffer while exactly as many
+        other views of it appear and some other gradient is written in place; call
+        :meth:`verify` after such surgery.
+        """
         if self._signature(opt) != self.signature:
             return False
         for fg in self.groups:
             if fg.names != opt.state_names_for(opt.param_groups[fg.group_index]):
                 return False
-            if list(map(Tensor.data_ptr, fg.params)) != fg.data_ptrs:
+            suspect = fg.uses() != (fg.p_uses, fg.g_uses) or fg.g._version == fg.g_version
+            if suspect and not self._verify(fg):
                 return False
-            grads = list(map(operator.attrgetter("grad"), fg.params))
-            if all(map(operator.is_, grads, fg.grad_views)):
-                continue
+        return not any(_flattenable(p, p.grad) for _, _, p in self.outside)
+
+    def _verify(self, fg: FlatGroup) -> bool:
+        """Per-parameter check of one flat group (C-level loops); False asks for a rebuild."""
+        self.verifications += 1
+        if list(map(Tensor.data_ptr, fg.params)) != fg.data_ptrs:
+            return False
+        grads = list(map(_GRAD, fg.params))
+        if list(map(_data_ptr, grads)) != fg.grad_ptrs:
             if any(g is None or not _flattenable(p, g) for p, g in zip(fg.params, grads)):
                 return False  # a parameter lost its gradient: membership changes
             # Fresh .grad tensors (model.zero_grad() then backward): copy them into the buffer.
-            torch._foreach_copy_(fg.grad_views, grads)
-            for p, gv in zip(fg.params, fg.grad_views):
+            views = fg.grad_views()
+            torch._foreach_copy_(views, grads)
+            for p, gv in zip(fg.params, views):
                 p.grad = gv
             self.resyncs += 1
-        return not any(_flattenable(p, p.grad) for _, _, p in self.outside)
+            del views, gv
+        del grads
+        fg.p_uses, fg.g_uses = fg.uses()
+        return True
+
+    def verify(self, opt: Optimizer) -> None:
+        """Check every parameter now (rebuilding if needed), whatever the cheap signs say."""
+        if self._signature(opt) != self.signature or not all(map(self._verify, self.groups)):
+            self._build(opt)
 
     # -- step ----------------------------------------------------------------------------------
-    @torch.no_grad()
     def step(self, opt: Optimizer) -> None:
-        """One step of ``opt``: flat groups through their kernels, the rest through foreach."""
+        """One step of ``opt``: flat groups through their kernels, the rest through foreach.
+
+        Runs under ``Optimizer.step``'s ``torch.no_grad()``.
+        """
         if not self._current(opt):
             self._build(opt)
+        if not self.outside and opt.nonfinite == "ignore" and not opt.grad_transforms:
+            for fg in self.groups:  # the common case, in as little Python as possible
+                self._update(opt, fg, fg.g)
+                fg.g_version = fg.g._version
+            return
         rest = [(gi, pi, p, p.grad) for gi, pi, p in self.outside if p.grad is not None]
         if opt.nonfinite != "ignore" and not self._finite(opt, rest):
             if opt.nonfinite == "skip":
@@ -325,6 +445,7 @@ class FlatEngine:
 
         for fg, g in zip(self.groups, grads):
             self._update(opt, fg, g)
+            fg.g_version = fg.g._version
         for batch in opt._batches(rest, rest_grads):
             opt._apply(batch)
 
@@ -340,41 +461,51 @@ class FlatEngine:
     ) -> tuple[list[Tensor], list[Tensor]]:
         """Run the gradient transforms on per-parameter views, as the other impls see them."""
         params = [p for fg in self.groups for p in fg.params] + [e[2] for e in rest]
-        views = [v for fg in self.groups for v in fg.grad_views] + rest_grads
+        originals = [v for fg in self.groups for v in fg.grad_views()]
+        views = originals + rest_grads
         for transform in opt.grad_transforms:
             views = transform(params, views)
         flat_grads, i = [], 0
         for fg in self.groups:
-            mine, i = views[i : i + len(fg.params)], i + len(fg.params)
-            if all(map(operator.is_, mine, fg.grad_views)):
-                flat_grads.append(fg.g)
-                continue
-            g = torch.zeros_like(fg.g)
-            offsets = [v.data_ptr() - fg.g.data_ptr() for v in fg.grad_views]
-            torch._foreach_copy_(
-                _views(g, fg.params, [o // fg.g.element_size() for o in offsets]), mine
-            )
-            flat_grads.append(g)
+            mine = views[i : i + len(fg.params)]
+            if all(map(operator.is_, mine, originals[i : i + len(fg.params)])):
+                flat_grads.append(fg.g)  # transformed in place
+            else:
+                g = torch.zeros_like(fg.g)
+                torch._foreach_copy_(fg.grad_views(g), mine)
+                flat_grads.append(g)
+            i += len(fg.params)
         return flat_grads, views[i:]
 
     def _update(self, opt: Optimizer, fg: FlatGroup, g: Tensor) -> None:
         group = opt.param_groups[fg.group_index]
         fg.step += 1
         t = fg.step
-        key, hyper_specs, decay, decay_slots, slots = _configuration(opt, group, fg)
-        kernel = _KERNELS.get(key)
-        if kernel is None:
-            kernel = _KERNELS[key] = Kernel(key, None)
-            kernel.fn = _compile(
-                kernel, _make_body(type(opt), hyper_specs, group["maximize"], decay, decay_slots)
-            )
+        # The hyperparameters seldom change between steps: reuse the kernel and scalars found
+        # for the same values (never when a value is a tensor, which may change in place).
+        values = tuple(map(group.get, opt._config_keys()))
+        config = fg.config
+        if config is not None and config[0] == values:
+            kernel, cells, host = config[1], config[2], config[3]
+            cells[0] = t  # writes the scalars tensor: no torch call, see _scalar_cells
+        else:
+            key, hyper_specs, decay, decay_slots, slots = _configuration(opt, group, fg)
+            kernel = _KERNELS.get(key)
+            if kernel is None:
+                kernel = _KERNELS[key] = Kernel(key, None)
+                kernel.fn = _compile(
+                    kernel,
+                    _make_body(type(opt), hyper_specs, group["maximize"], decay, decay_slots),
+                )
+            cells, host = _scalar_cells([t, *slots], fg.scalar_dtype)
+            fg.config = None if _holds_tensor(values) else (values, kernel, cells, host)
+        key = kernel.key
         fg.kernel = kernel
         done = False
         if kernel.fn is not None:
-            scalar_dtype = torch.float32 if fg.p.device.type == "mps" else torch.float64
-            scalars = torch.tensor([t, *slots], dtype=scalar_dtype, device=fg.p.device)
+            scalars = host if fg.p.device.type == "cpu" else host.to(fg.p.device)
             try:
-                kernel.fn(fg.p, g, fg.state, scalars)
+                self._run_kernel(fg, kernel, (fg.p, g, *fg.state, scalars))
                 done = True
             except Exception as exc:  # any compile failure falls back, loudly
                 kernel.fn, kernel.failed = None, f"{type(exc).__name__}: {exc}"
@@ -397,21 +528,43 @@ class FlatEngine:
                 group.get("weight_decay", 0),
                 foreach=True,
             )
-        for s in fg.states:
-            s["step"] = t
+        fg.step_cell[0] = t
+
+    @staticmethod
+    def _run_kernel(fg: FlatGroup, kernel: Kernel, tensors: tuple[Tensor, ...]) -> None:
+        """Run the kernel on (p, g, *states, scalars).
+
+        The first call of a kernel on a flat group goes through dynamo, which checks its guards
+        (dtypes, devices, strides, the flat length being >= 2, global state) and compiles if it
+        must. The buffers of a flat group never change, so once those guards have passed for
+        them, later steps call the compiled graph straight away: dynamo's frame and guard
+        evaluation cost ~15 us a call, which matters when a step's kernel takes 100 us.
+        """
+        direct = fg.direct
+        if direct is not None and direct[0] is kernel:
+            n = fg.p.numel()
+            direct[1](*[tensors[i] if i >= 0 else n for i in direct[2]])
+            return
+        kernel.calling, kernel.last = tensors, None
+        try:
+            assert kernel.fn is not None
+            kernel.fn(tensors[0], tensors[1], list(tensors[2:-1]), tensors[-1])
+        finally:
+            kernel.calling = ()
+        if kernel.last is not None:
+            fg.direct = (kernel, *kernel.last)
 
     # -- zero_grad -----------------------------------------------------------------------------
     @torch.no_grad()
     def zero_grad(self, set_to_none: bool) -> None:
         """Zero flat gradients in place (keeping the views); the others as torch.optim does."""
         for fg in self.groups:
-            grads = list(map(operator.attrgetter("grad"), fg.params))
-            if all(map(operator.is_, grads, fg.grad_views)):
+            if fg.uses() == (fg.p_uses, fg.g_uses):  # every .grad still a view: see _current
                 fg.g.zero_()
                 continue
-            for p, g, gv in zip(fg.params, grads, fg.grad_views):
-                if g is gv:
-                    gv.zero_()
+            for p, ptr in zip(fg.params, fg.grad_ptrs):
+                if p.grad is not None and p.grad.data_ptr() == ptr:
+                    p.grad.zero_()
                 else:
                     _zero_one(p, set_to_none)
         for _, _, p in self.outside:
@@ -452,6 +605,26 @@ def _zero_one(p: Tensor, set_to_none: bool) -> None:
 
 def _hyper(opt: Optimizer, group: dict[str, Any]) -> dict[str, Any]:
     return {k: group[k] for k in opt._update_keys()}
+
+
+_TYPECODES = {torch.float64: "d", torch.float32: "f", torch.int64: "q"}
+
+
+def _scalar_cells(values: list[float], dtype: torch.dtype) -> tuple[array.array, Tensor]:
+    """A CPU tensor over a Python array: ``cells[i] = x`` changes it without a torch call.
+
+    A step's fixed cost is mostly calls into torch, and when the step follows a backward pass
+    that pushed the optimizer's code and data out of the caches, each one costs tens of
+    microseconds: the step count and the scalars of a kernel are written this way instead.
+    """
+    cells = array.array(_TYPECODES[dtype], values)
+    return cells, torch.frombuffer(cells, dtype=dtype)
+
+
+def _holds_tensor(values: Any) -> bool:
+    if isinstance(values, Tensor):
+        return True
+    return isinstance(values, (tuple, list)) and any(map(_holds_tensor, values))
 
 
 def _split(name: str, value: Any, static: bool, slots: list[float]) -> Spec:
