@@ -271,6 +271,8 @@ def print_layout(
     fused_adam = next(
         (r for r in rows if r.name == "adam" and r.torch_path == "fused" and "torch" in r.ms), None
     )
+    if n_tensors < 1000:
+        fused_adam = None
     head = (
         ["optimizer", "B/elem"]
         + [f"{i} ms" for i in impls]

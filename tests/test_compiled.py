@@ -465,3 +465,32 @@ def test_compile_failure_falls_back_to_foreach_with_a_warning() -> None:
 def test_unknown_impl_is_rejected() -> None:
     with pytest.raises(ValueError, match="compiled"):
         O.Adam([torch.zeros(1, requires_grad=True)], impl="jit")
+
+
+def test_lookahead_keeps_flat_slow_weights_around_a_compiled_optimizer() -> None:
+    """Slow weights follow the inner flat layout (two kernels per synchronisation) and give
+    the same trajectory and checkpoints as around a foreach optimizer, resumed mid-cycle."""
+    results = []
+    for impl in ("foreach", "compiled"):
+        params = _params(torch.float32)
+        opt = O.Lookahead(O.Adam(params, lr=0.05, impl=impl), k=3, alpha=0.5)
+        for step in range(11):
+            if step == 7:  # checkpoint mid-cycle, resume into a fresh optimizer
+                saved = opt.state_dict()
+                opt = O.Lookahead(O.Adam(params, lr=0.05, impl=impl), k=3, alpha=0.5)
+                opt.load_state_dict(saved)
+            opt.zero_grad()
+            _loss(params).backward()
+            opt.step()
+        if impl == "compiled":
+            (fg,) = opt.optimizer._flat.groups
+            (pair,) = opt._slow_flats
+            assert pair[0] is fg.p
+            slow = opt.state[params[1]]["slow_param"]
+            assert slow.untyped_storage().data_ptr() == pair[1].untyped_storage().data_ptr()
+        results.append((params, opt.state_dict()))
+    (a, sa), (b, sb) = results
+    for x, y in zip(a, b):
+        _assert_close(x.detach(), y.detach(), torch.float32, "Lookahead params")
+    for i, slow in sb["lookahead"]["slow"].items():
+        _assert_close(sa["lookahead"]["slow"][i], slow, torch.float32, "slow weights")

@@ -290,7 +290,7 @@ class Optimizer(torch.optim.Optimizer):
     @_step_wrapper
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = None if closure is None else self._evaluate_closure(closure)
+        loss = self._evaluate_closure(closure)
         if self.impl == "compiled":
             if self._flat is None:
                 from ravine.optim.compiled import FlatEngine  # imports this module

@@ -222,9 +222,13 @@ class FlatGroup:
     # later steps call the graph directly (see ``_run_kernel``).
     direct: tuple[Kernel, Callable[..., Any], tuple[int, ...]] | None = None
 
+    def views(self, flat: Tensor) -> list[Tensor]:
+        """Per-parameter views of a buffer laid out as this group's (``self.p``, ``self.g``)."""
+        return _views(flat, self.params, self.offsets)
+
     def grad_views(self, flat: Tensor | None = None) -> list[Tensor]:
         """Fresh per-parameter views of ``flat`` (the gradient buffer by default)."""
-        return _views(self.g if flat is None else flat, self.params, self.offsets)
+        return self.views(self.g if flat is None else flat)
 
     def uses(self) -> tuple[int, int]:
         return _use_count(self.p_storage), _use_count(self.g_storage)

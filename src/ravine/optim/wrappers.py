@@ -22,7 +22,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ravine.optim.base import NONNEGATIVE, POSITIVE, UNIT, GradientTransform, check_hyperparameter
+from ravine.optim.base import (
+    NONNEGATIVE,
+    POSITIVE,
+    UNIT,
+    GradientTransform,
+    _step_wrapper,
+    check_hyperparameter,
+)
 from ravine.optim.radam import RAdam
 
 LOOKAHEAD_PAPER = (
@@ -168,30 +175,70 @@ class Lookahead(_Wrapper):
         self.k = k
         self.alpha = alpha
         self.lookahead_steps = 0  # inner steps taken; synchronise when a multiple of k
+        # (fast flat buffer, slow flat buffer) pairs and the parameters outside them, valid
+        # for the layout in _slow_layout (see _start_slow_weights)
+        self._slow_flats: list[tuple[Tensor, Tensor]] = []
+        self._slow_rest: list[Tensor] = []
+        self._slow_layout: tuple[Any, ...] | None = None
 
     def _describe(self) -> str:
         return f"k={self.k}, alpha={self.alpha}"
 
+    def _layout(self) -> tuple[Any, ...]:
+        """What the slow weights' layout depends on: the parameters, the state dict, and the
+        flat buffers of an inner ``impl="compiled"`` optimizer (constant time to compute)."""
+        flat = getattr(self.optimizer, "_flat", None)
+        return (
+            id(self.state),
+            id(self.param_groups),
+            tuple((id(g["params"]), len(g["params"])) for g in self.param_groups),
+            None if flat is None else (id(flat), flat.rebuilds, id(flat.groups)),
+        )
+
     @torch.no_grad()
     def _start_slow_weights(self) -> None:
+        """phi_0 = theta for every parameter without slow weights; when the inner optimizer
+        keeps its parameters in flat buffers (impl="compiled"), the slow weights live in flat
+        buffers of the same layout, so that a synchronisation is two kernels, not two per
+        parameter. Per-parameter work only when the layout changed."""
+        layout = self._layout()
+        if layout == self._slow_layout:
+            return
         for p in self._params():
             state = self.state[p]
             if "slow_param" not in state:
                 state["slow_param"] = p.detach().clone(memory_format=torch.preserve_format)
+        self._slow_flats, flat_params = [], set()
+        flat = getattr(self.optimizer, "_flat", None)
+        for fg in [] if flat is None else flat.groups:
+            slow = torch.zeros_like(fg.p)
+            views = fg.views(slow)
+            torch._foreach_copy_(views, [self.state[p]["slow_param"] for p in fg.params])
+            for p, view in zip(fg.params, views):
+                self.state[p]["slow_param"] = view
+            self._slow_flats.append((fg.p, slow))
+            flat_params.update(fg.params)
+        self._slow_rest = [p for p in self._params() if p not in flat_params]
+        self._slow_layout = layout
 
     @torch.no_grad()
     def synchronize(self) -> None:
         """phi <- phi + alpha (theta - phi); theta <- phi, for every parameter."""
-        params = [p for p in self._params() if "slow_param" in self.state[p]]
-        if not params:
-            return
-        slow = [self.state[p]["slow_param"] for p in params]
-        fast = [p.detach() for p in params]
+        self._start_slow_weights()
         # lerp with weight 1 returns the end point exactly, so k = 1, alpha = 1 is the inner
         # optimizer bit for bit.
-        torch._foreach_lerp_(slow, fast, self.alpha)
-        torch._foreach_copy_(fast, slow)
+        for fast, slow in self._slow_flats:
+            slow.lerp_(fast, self.alpha)
+            fast.copy_(slow)
+        params = [p for p in self._slow_rest if "slow_param" in self.state[p]]
+        if not params:
+            return
+        slow_list = [self.state[p]["slow_param"] for p in params]
+        fast_list = [p.detach() for p in params]
+        torch._foreach_lerp_(slow_list, fast_list, self.alpha)
+        torch._foreach_copy_(fast_list, slow_list)
 
+    @_step_wrapper
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         self._start_slow_weights()
         skipped = getattr(self.optimizer, "skipped_steps", None)
@@ -200,7 +247,7 @@ class Lookahead(_Wrapper):
             return loss
         self.lookahead_steps += 1
         if self.lookahead_steps % self.k == 0:
-            self.synchronize()
+            self.synchronize()  # re-checks the layout: the inner step may have rebuilt it
         return loss
 
     def state_dict(self) -> dict[str, Any]:
