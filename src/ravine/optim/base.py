@@ -477,6 +477,17 @@ class Optimizer(torch.optim.Optimizer):
                 g = g.add(p, alpha=weight_decay)
         self.update(p, g, *states, t=t, **hyper)
 
+    def check_layout(self) -> None:
+        """impl="compiled": check now that every parameter still holds its views of the flat
+        buffers (copying fresh ``.grad`` tensors in, rebuilding after a replaced ``.data``).
+
+        Each step does this cheaply, from signs that cover what training code does (see
+        :meth:`ravine.optim.compiled.FlatEngine._current`); call it after surgery that could
+        hide from them. A no-op for the other impls and before the first step.
+        """
+        if self._flat is not None:
+            self._flat.verify(self)
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As torch.optim's, except that impl="compiled" zeroes its flat gradients in place."""
         if getattr(self, "_flat", None) is not None:
