@@ -10,7 +10,8 @@ dependency: ``pip install pytorch-optimizer``; its columns are blank without it)
 ravine compiled over each, and the percentage of the memory-bandwidth limit: the bytes the
 update must move per step (read p and g, read and write p and each state tensor) divided by the
 bandwidth of an in-place ``a += s * b`` over the same number of elements, measured in the same
-run, interleaved with the optimizer timings so that both see the same machine load.
+run, interleaved with the optimizer timings so that both see the same machine load (the
+median %lim of a row uses the a += s*b median of that row's own rounds).
 
 A second table gives the first compiled step (compiling included; inductor's on-disk caches are
 off unless --warm-cache) and the number of recompiles over --schedule-steps steps of a cosine
@@ -83,6 +84,7 @@ class Row:
     ms: dict[str, float]  # impl or "torch"/"peer" -> median ms
     best: dict[str, float]  # the same, minimum ms (the least disturbed step)
     torch_path: str = ""
+    bandwidth: float = 0.0  # bytes/s of a += s*b, median over the same rounds as this row
 
 
 def round_robin(
@@ -236,6 +238,7 @@ def run_layout(args: argparse.Namespace, layout: str, names: list[str]) -> list[
                 fn()
         row.ms, row.best = round_robin(contenders, args.repeats, sync, before)
         bandwidths.append(axpy_bytes / (row.ms.pop("a+=s*b") * 1e-3))
+        row.bandwidth = bandwidths[-1]
         best_bandwidths.append(axpy_bytes / (row.best.pop("a+=s*b") * 1e-3))
         if any(k in row.ms for k in args.impls):
             rows.append(row)
@@ -291,7 +294,7 @@ def print_layout(
         return f"{r.ms[key] / r.ms['compiled']:.1f}/{r.best[key] / r.best['compiled']:.1f}"
 
     for r in rows:
-        limit_ms = r.bytes_per_element * n / (gbps * 1e9) * 1e3
+        limit_ms = r.bytes_per_element * n / r.bandwidth * 1e3  # this row's rounds
         best_limit_ms = r.bytes_per_element * n / (best_gbps * 1e9) * 1e3
         cells = [r.name, str(r.bytes_per_element)]
         cells += [cell(r, i) for i in impls]
@@ -320,8 +323,9 @@ def print_layout(
     print(
         "cells are median/best. x torch, x peer: their step time over ravine compiled's (higher: "
         "compiled is faster); x fused Adam: torch's fused Adam step over this compiled step. "
-        "%lim: the time the update's bytes take at the a += s*b bandwidth "
-        "over the step time (median at the median bandwidth / best at the best bandwidth)."
+        "%lim: the time the update's bytes take at the a += s*b bandwidth over the step time "
+        "(median: at the bandwidth measured in the same rounds as the row / best: at the best "
+        "bandwidth of the run)."
     )
 
 
