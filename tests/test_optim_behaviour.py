@@ -297,6 +297,20 @@ def test_step_hooks_and_zero_grad_come_from_torch() -> None:
     assert p.grad is None
 
 
+@pytest.mark.parametrize("name", ["adam", "delay_tolerant_adagrad", "lookahead"])
+def test_step_hooks_run_once_per_step(name: str) -> None:
+    # delay_tolerant_adagrad overrides step() and calls super().step(); Lookahead wraps one
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = ravine.create(name, [p])
+    calls = []
+    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+    p.grad = torch.ones(2)
+    opt.step()
+    opt.step()
+    assert calls == ["pre", "post", "pre", "post"]
+
+
 @pytest.mark.parametrize("impl", ["foreach", "compiled"])
 def test_step_runs_without_grad_and_shows_in_the_profiler(impl: str) -> None:
     # step() skips torch's record_function when nobody profiles (see base._step_wrapper)

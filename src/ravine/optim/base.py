@@ -44,13 +44,23 @@ def _step_wrapper(step: Callable[..., Any]) -> Callable[..., Any]:
     that costs two dispatcher calls a step, ~5 us warm but 100-300 us when the step runs just
     after a backward pass that evicted the optimizer from the caches (measured on the 1000 x 1k
     layout of benchmarks/step_speed.py). So torch's wrapper only runs when a hook is registered
-    or a profiler is on; the ``hooked`` flag tells torch.optim not to wrap ``step`` again.
+    or a profiler is on; the ``hooked`` flag tells torch.optim not to wrap ``step`` again. A
+    subclass that overrides ``step`` decorates it too; its ``super().step()`` then runs bare.
     """
     hooked = torch.optim.Optimizer.profile_hook_step(step)
     registries = _hook_registries()
 
     @functools.wraps(step)
     def wrapper(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+        if self.__dict__.get("_stepping"):  # an override's super().step(): hooks ran already
+            return step(self, *args, **kwargs)
+        self._stepping = True
+        try:
+            return run(self, *args, **kwargs)
+        finally:
+            self._stepping = False
+
+    def run(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
         if (
             registries is None
             or any(registries)
