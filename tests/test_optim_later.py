@@ -87,12 +87,22 @@ def test_aggmo_with_one_beta_is_momentum_bit_for_bit() -> None:
     assert _equal(params_of(ours), params_of(mom))
 
 
+def test_aggmo_keeps_no_buffer_for_a_zero_beta() -> None:
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = ravine.optim.AggMo([p], lr=0.1)  # betas (0, 0.9, 0.99)
+    p.grad = torch.full((3,), 2.0)
+    opt.step()
+    assert sorted(opt.state[p]) == ["momentum_buffer_1", "momentum_buffer_2", "step"]
+    # b^(0) = g, b^(1) = b^(2) = g after one step: theta = 1 - 0.1 / 3 * 3 * 2
+    assert torch.allclose(p.detach(), torch.full((3,), 1 - 0.2))
+
+
 def test_aggmo_exponential_form_and_default_damping_vector() -> None:
     p = [nn.Parameter(torch.zeros(2))]
     assert ravine.optim.get("aggmo").defaults["betas"] == (0.0, 0.9, 0.99)
     opt = ravine.optim.AggMo.from_exp_form(p, lr=0.1, a=0.1, k=3)
     assert opt.param_groups[0]["betas"] == pytest.approx((0.0, 0.9, 0.99))
-    assert len(opt.state_names_for(opt.param_groups[0])) == 3
+    assert len(opt.state_names_for(opt.param_groups[0])) == 2  # beta = 0 keeps no buffer
     with pytest.raises(ValueError, match=r"Invalid a: 1\.5"):
         ravine.optim.AggMo.from_exp_form(p, a=1.5)
 

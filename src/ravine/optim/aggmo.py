@@ -22,6 +22,8 @@ class AggMo(Optimizer):
     ravine stores b^(i) = -v^(i) (so the buffers hold the same sign as the gradient, as
     torch.optim.SGD's momentum buffer does) and steps theta <- theta - (lr / K) sum_i b^(i): the
     same numbers. With one beta it is momentum SGD, torch.optim.SGD(lr, momentum=beta), exactly.
+    A beta of 0 keeps no buffer (its b^(i) is g_t): the default vector stores two buffers, not
+    three, and a step moves 28 bytes per float32 element instead of 36.
 
     Defaults: betas = (0, 0.9, 0.99), the paper's recommended damping vector (K = 3, a = 0.1 in
     its exponential form, see :meth:`from_exp_form`). ``lr`` = 1e-3 as ravine's Momentum (the
@@ -29,6 +31,8 @@ class AggMo(Optimizer):
     """
 
     paper = "Lucas, Sun, Zemel & Grosse 2019, ICLR, 'Aggregated Momentum', arXiv:1804.00325"
+    # Which betas are zero decides the buffers (impl="compiled": a kernel per damping vector).
+    static_hyperparameters: ClassVar[tuple[str, ...]] = ("betas",)
     hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
         "lr": NONNEGATIVE,
         "betas": UNIT_OPEN_HIGH,
@@ -69,12 +73,18 @@ class AggMo(Optimizer):
         super().validate_group(group)
 
     def state_names_for(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(f"momentum_buffer_{i}" for i in range(len(group["betas"])))
+        # beta = 0 needs no buffer: b = 0 b + g is g itself (the default vector has one)
+        return tuple(f"momentum_buffer_{i}" for i, beta in enumerate(group["betas"]) if beta != 0)
 
     def update(
         self, p: TL, g: TL, *buffers: TL, t: int, lr: float, betas: tuple[float, ...]
     ) -> None:
-        for b, beta in zip(buffers, betas):
-            b.mul_(beta).add_(g)
-        for b in buffers:
-            p.add_(b, alpha=-lr / len(buffers))
+        stored = iter(buffers)
+        terms = []
+        for beta in betas:
+            if beta == 0:
+                terms.append(g)
+            else:
+                terms.append(next(stored).mul_(beta).add_(g))
+        for b in terms:
+            p.add_(b, alpha=-lr / len(betas))
