@@ -18,8 +18,8 @@ per rule:
   learning-rate schedule, the step count moving or a model of another size never recompiles.
   Booleans, ``None``, strings and the names in ``static_hyperparameters`` are compile-time
   constants, on which the rule may branch. Kernels are cached by (class, state names, structure
-  of the hyperparameters, maximize / weight-decay flavour, dtype, device type) and shared by every
-  optimizer instance.
+  of the hyperparameters, maximize / weight-decay flavour, dtype, device type, non-finite
+  guard) and shared by every optimizer instance.
 
   What a rule must do to be traceable: no Python branch on a hyperparameter's value or on ``t``
   (declare the hyperparameter static, branch on the state it owns as in ``if buf:``, or write it
