@@ -377,14 +377,24 @@ def test_shared_memory_parameters_keep_their_storage() -> None:
         _assert_close(a.detach(), b.detach(), torch.float32, "shared memory")
 
 
-def test_nonfinite_gradient_refused_before_any_write() -> None:
-    params, opt = _run("adam", {"lr": 0.01}, "compiled", torch.float32, steps=2)
+@pytest.mark.parametrize("groups", [1, 2], ids=["guard in the kernel", "two flat groups"])
+def test_nonfinite_gradient_refused_before_any_write(groups: int) -> None:
+    # One flat group checks inside its kernel; with two, every group is checked before any
+    # kernel runs, so the NaN in the second group leaves the first one untouched too.
+    params = _params(torch.float32)
+    split = [{"params": params[:2]}, {"params": params[2:], "lr": 0.02}]
+    opt = O.Adam(split if groups == 2 else params, lr=0.01, impl="compiled")
+    for _ in range(2):
+        opt.zero_grad()
+        _loss(params).backward()
+        opt.step()
+    assert len(opt._flat.groups) == groups
     before = [p.detach().clone() for p in params]
     m_before = opt.state[params[0]]["m"].clone()
     opt.zero_grad()
     _loss(params).backward()
     params[2].grad[0, 0, 0] = math.nan
-    with pytest.raises(NonFiniteGradientError, match="parameter 2"):
+    with pytest.raises(NonFiniteGradientError, match="parameter" + (" 0" if groups == 2 else " 2")):
         opt.step()
     assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
     assert torch.equal(opt.state[params[0]]["m"], m_before)
@@ -392,6 +402,10 @@ def test_nonfinite_gradient_refused_before_any_write() -> None:
     opt.nonfinite = "skip"
     opt.step()
     assert opt.skipped_steps == 1 and opt.state[params[0]]["step"] == 2
+    params[2].grad.zero_()  # finite again: the step goes through, in every group
+    opt.step()
+    assert opt.state[params[0]]["step"] == 3 and opt.state[params[3]]["step"] == 3
+    assert not torch.equal(params[0].detach(), before[0])
 
 
 def test_gradient_transforms_see_per_parameter_gradients() -> None:
