@@ -259,12 +259,20 @@ class FlatGroup:
         """Per-parameter views of a buffer laid out as this group's (``self.p``, ``self.g``)."""
         return _views(flat, self.params, self.offsets)
 
-    def grad_views(self, flat: Tensor | None = None) -> list[Tensor]:
-        """Fresh per-parameter views of ``flat`` (the gradient buffer by default)."""
-        return self.views(self.g if flat is None else flat)
+    def grad_views(self) -> list[Tensor]:
+        """Fresh per-parameter views of the gradient buffer."""
+        return self.views(self.g)
 
-    def uses(self) -> tuple[int, int]:
+    def _uses(self) -> tuple[int, int]:
         return _use_count(self.p_storage), _use_count(self.g_storage)
+
+    def record_uses(self) -> None:
+        """Remember the storage use counts of a layout just built or verified."""
+        self.p_uses, self.g_uses = self._uses()
+
+    def views_intact(self) -> bool:
+        """Use counts as recorded: every parameter still holds its views (see _current)."""
+        return self._uses() == (self.p_uses, self.g_uses)
 
 
 def _use_count(storage: Any) -> int:
@@ -394,7 +402,7 @@ class FlatEngine:
         del p_views, g_views, gv, pv  # the parameters hold the only views: see _current
         if device.type == "mps":
             fg.scalar_dtype = torch.float32
-        fg.p_uses, fg.g_uses = fg.uses()
+        fg.record_uses()
         return fg
 
     def _current(self, opt: Optimizer) -> bool:
@@ -417,7 +425,7 @@ class FlatEngine:
         for fg in self.groups:
             if fg.names != opt.state_names_for(opt.param_groups[fg.group_index]):
                 return False
-            suspect = fg.uses() != (fg.p_uses, fg.g_uses) or fg.g._version == fg.g_version
+            suspect = not fg.views_intact() or fg.g._version == fg.g_version
             if suspect and not self._verify(fg):
                 return False
         return not any(_flattenable(p, p.grad) for _, _, p in self.outside)
@@ -439,7 +447,7 @@ class FlatEngine:
             self.resyncs += 1
             del views, gv
         del grads
-        fg.p_uses, fg.g_uses = fg.uses()
+        fg.record_uses()
         return True
 
     def verify(self, opt: Optimizer) -> None:
@@ -520,7 +528,7 @@ class FlatEngine:
                 flat_grads.append(fg.g)  # transformed in place
             else:
                 g = torch.zeros_like(fg.g)
-                torch._foreach_copy_(fg.grad_views(g), mine)
+                torch._foreach_copy_(fg.views(g), mine)
                 flat_grads.append(g)
             i += len(fg.params)
         return flat_grads, views[i:]
@@ -619,7 +627,7 @@ class FlatEngine:
     def zero_grad(self, set_to_none: bool) -> None:
         """Zero flat gradients in place (keeping the views); the others as torch.optim does."""
         for fg in self.groups:
-            if fg.uses() == (fg.p_uses, fg.g_uses):  # every .grad still a view: see _current
+            if fg.views_intact():  # every .grad still a view
                 fg.g.zero_()
                 continue
             for p, ptr in zip(fg.params, fg.grad_ptrs):

@@ -230,11 +230,10 @@ class Lookahead(_Wrapper):
         for fast, slow in self._slow_flats:
             slow.lerp_(fast, self.alpha)
             fast.copy_(slow)
-        params = [p for p in self._slow_rest if "slow_param" in self.state[p]]
-        if not params:
+        if not self._slow_rest:  # every parameter has slow weights since _start_slow_weights
             return
-        slow_list = [self.state[p]["slow_param"] for p in params]
-        fast_list = [p.detach() for p in params]
+        slow_list = [self.state[p]["slow_param"] for p in self._slow_rest]
+        fast_list = [p.detach() for p in self._slow_rest]
         torch._foreach_lerp_(slow_list, fast_list, self.alpha)
         torch._foreach_copy_(fast_list, slow_list)
 
