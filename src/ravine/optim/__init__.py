@@ -5,7 +5,12 @@ from ravine.optim.adadelta import Adadelta
 from ravine.optim.adagrad import Adagrad
 from ravine.optim.adam import Adam, AdaMax, AdamW, AMSGrad, NAdam
 from ravine.optim.aggmo import AggMo
-from ravine.optim.base import GradientTransform, NonFiniteGradientError, Optimizer
+from ravine.optim.base import (
+    GradientTransform,
+    NonFiniteGradientError,
+    NonFiniteUpdateError,
+    Optimizer,
+)
 from ravine.optim.delay import DelayTolerantAdagrad
 from ravine.optim.qh import QHM, QHAdam
 from ravine.optim.radam import RAdam
@@ -41,6 +46,7 @@ __all__ = [
     "NAdam",
     "Nadam",
     "NonFiniteGradientError",
+    "NonFiniteUpdateError",
     "Optimizer",
     "QHAdam",
     "RAdam",

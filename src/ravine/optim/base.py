@@ -95,6 +95,14 @@ class NonFiniteGradientError(FloatingPointError):
     """A gradient held NaN or Inf; raised before any parameter or state was written."""
 
 
+class NonFiniteUpdateError(NonFiniteGradientError):
+    """Finite gradients whose update would write NaN or Inf (e.g. a float16 overflow).
+
+    Raised under ``nonfinite="raise"`` before any parameter or state was written; under
+    ``"skip"`` such a step is skipped and counted in ``skipped_steps``, as a non-finite gradient.
+    """
+
+
 @dataclass(frozen=True)
 class Interval:
     """A range of valid values for a hyperparameter, e.g. ``Interval(0, 1, high_open=True)``."""
