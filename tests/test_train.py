@@ -19,7 +19,14 @@ from torch import nn
 import ravine
 from ravine import schedules
 from ravine.data import curriculum_order, loss_difficulty, shuffled
-from ravine.train import CHECKPOINT_NAME, EarlyStopping, History, NonFiniteLossError, fit
+from ravine.train import (
+    CHECKPOINT_NAME,
+    EarlyStopping,
+    History,
+    NonFiniteLossError,
+    fit,
+    load_checkpoint,
+)
 
 N, D, C = 23, 5, 3
 
@@ -331,7 +338,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, cfg):
             callbacks=[_interrupt_after(3)],
             **kw,
         )
-    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["epoch"] == 2
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 2
     torch.manual_seed(999)  # the resumed process's RNG state is whatever it is
     model, opt, sched = _setup(cfg)
     h = fit(
@@ -421,7 +428,7 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path):
             break
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert not (tmp_path / "resumed.pt").exists()
-    killed_at = torch.load(tmp_path / "ck" / CHECKPOINT_NAME, weights_only=True)["epoch"]
+    killed_at = load_checkpoint(tmp_path / "ck" / CHECKPOINT_NAME)["epoch"]
     assert 3 <= killed_at < 8
 
     again = _run(script, tmp_path / "ck", tmp_path / "resumed.pt")
@@ -447,7 +454,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        fit(model, opt, _data(), batch_size=5, epochs=2, checkpoint_dir=tmp_path)
+        fit(model, opt, _data(), batch_size=5, epochs=2, checkpoint_dir=tmp_path, resume=True)
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]  # no temp file left
 
@@ -625,11 +632,11 @@ def test_tensordataset_input_and_ravine_export():
 def _cli(argv: list[str]) -> int:
     import argparse
 
-    from ravine import train as train_module
+    from ravine.cli import train as train_cli
 
     parser = argparse.ArgumentParser()
-    train_module.add_arguments(parser)
-    return train_module.run(parser.parse_args(argv))
+    train_cli.add_arguments(parser)
+    return train_cli.run(parser.parse_args(argv))
 
 
 def test_train_subcommand_writes_history_and_plot(tmp_path, capsys):

@@ -1,8 +1,9 @@
-"""The ``ravine`` command. Each subcommand lives with the package it drives and registers here."""
+"""The ``ravine`` command. Each subcommand lives in its own module, imported only when chosen."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -10,16 +11,21 @@ from collections.abc import Callable, Sequence
 SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("demo", "ravine.demo", "run the main demo (what `make demo` runs)"),
     ("viz", "ravine.viz.cli", "optimizers on 2-D loss surfaces: contours, 3-D, loss, GIF/MP4"),
-    ("train", "ravine.train", "train a model on an offline dataset with fit()"),
+    ("train", "ravine.cli.train", "train a model on an offline dataset with fit()"),
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import importlib
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (all of them when None).
 
+    ``ravine train --help`` must not pay for matplotlib, which ``ravine viz`` needs.
+    """
     parser = argparse.ArgumentParser(prog="ravine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_path, help_text in SUBCOMMANDS:
+        if command is not None and name != command:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_path)
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(p)
@@ -29,7 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = [name for name, _, _ in SUBCOMMANDS]
+    # The subcommand is the first argument that is not an option (ravine takes none of its own
+    # but -h); without one, no module is imported and argparse prints the usage.
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in names else "")
+    args = parser.parse_args(argv)
     return int(args._run(args) or 0)
 
 

@@ -1,0 +1,318 @@
+"""Train a model on an offline dataset with ravine.fit and report its test loss and accuracy.
+
+examples:
+  ravine train --dataset digits --model logreg --optimizer sgd --lr 0.5 --epochs 3
+  ravine train --dataset mnist1d --optimizer adam --hp "betas=(0.9,0.99)" amsgrad=yes
+  ravine train --schedule cosine --schedule-every batch        (t_max: the run's scheduler steps)
+  ravine train --checkpoint-dir ck --epochs 10
+  ravine train --checkpoint-dir ck --epochs 20 --resume
+
+--hp and --schedule-arg values are Python literals (numbers, tuples, None); true/false/yes/no (any
+case) are booleans; a bare word is a string. Output paths are checked before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ravine.data.order import STRATEGIES
+
+# Bounds for the integer flags: far beyond any real run, small enough that nothing overflows.
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 2**31 - 1
+MAX_SEED = 2**32 - 1
+_BOOLEANS = {"true": True, "false": False, "yes": True, "no": False}
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer in [{lo}, {hi}], got {text!r}"
+            ) from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {value}")
+        return value
+
+    return parse
+
+
+def _finite_float(lo: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number >= {lo}, got {text!r}") from None
+        if not (math.isfinite(value) and value >= lo):
+            raise argparse.ArgumentTypeError(f"expected a finite number >= {lo}, got {text!r}")
+        return value
+
+    return parse
+
+
+def parse_value(raw: str) -> Any:
+    """A --hp / --schedule-arg value: a Python literal, a boolean word, or else the string."""
+    word = raw.strip().lower()
+    if word in _BOOLEANS:
+        return _BOOLEANS[word]
+    try:
+        return ast.literal_eval(raw)  # literals only: never evaluates code
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw
+
+
+def key_values(items: Sequence[str], what: str) -> dict[str, Any]:
+    """``["k=v", ...]`` as a dict; a malformed item or a repeated key is a ValueError."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"{what} must look like key=value, got {item!r}")
+        if key in out:
+            raise ValueError(f"{what} gives {key!r} twice")
+        out[key] = parse_value(value)
+    return out
+
+
+def _bool_flags(optimizer: str) -> set[str]:
+    """Hyperparameters of ``optimizer`` whose defaults are booleans (1/0 accepted for them)."""
+    from ravine.optim import Optimizer, registry
+
+    try:
+        factory = registry.get(optimizer).factory
+    except (KeyError, ValueError):
+        return set()
+    found: set[str] = set()
+    for fn in (factory, Optimizer.__init__):
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        found |= {p.name for p in params if isinstance(p.default, bool)}
+    return found
+
+
+def optimizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """--lr plus --hp; --hp lr=... is refused (two learning rates, only one can win)."""
+    hp = key_values(args.hp, "--hp")
+    if "lr" in hp:
+        raise ValueError(f"--hp lr={hp['lr']!r} duplicates --lr: give the learning rate with --lr")
+    for key in _bool_flags(args.optimizer) & hp.keys():
+        if type(hp[key]) is int and hp[key] in (0, 1):
+            hp[key] = bool(hp[key])
+    return {"lr": args.lr, **hp}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``ravine train`` (one model, one optimizer, one dataset)."""
+    from ravine.data import DATASETS
+    from ravine.models import MODELS
+    from ravine.schedules import SCHEDULES
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    p.add_argument("--data-dir", help="folder with IDX files (MNIST, Fashion-MNIST) or CIFAR-10")
+    p.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    p.add_argument(
+        "--batchnorm",
+        choices=("on", "off"),
+        help="BatchNorm layers (default: the model's own, on only for resnet18)",
+    )
+    p.add_argument("--optimizer", default="adam", help="a ravine optimizer name")
+    p.add_argument("--lr", type=_finite_float(0.0), default=1e-3)
+    p.add_argument(
+        "--hp",
+        nargs="*",
+        default=[],
+        metavar="K=V",
+        help="more optimizer hyperparameters, e.g. betas=(0.9,0.99) eps=1e-8 amsgrad=yes",
+    )
+    p.add_argument(
+        "--batch-size", type=_int_in(0, MAX_BATCH), default=128, help="0 for full-batch GD"
+    )
+    p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=5)
+    p.add_argument("--schedule", choices=sorted(SCHEDULES))
+    p.add_argument(
+        "--schedule-arg",
+        nargs="*",
+        default=[],
+        metavar="K=V",
+        help="schedule arguments, e.g. r=10 (exponential); cosine's t_max defaults to the "
+        "run's number of scheduler steps",
+    )
+    p.add_argument("--schedule-every", choices=("epoch", "batch"), default="epoch")
+    p.add_argument("--curriculum", choices=STRATEGIES)
+    p.add_argument("--no-shuffle", action="store_true", help="visit examples in index order")
+    p.add_argument(
+        "--patience", type=_int_in(1, MAX_EPOCHS), help="early stopping on validation loss"
+    )
+    p.add_argument("--min-delta", type=_finite_float(0.0), default=0.0)
+    p.add_argument("--checkpoint-dir")
+    p.add_argument("--checkpoint-every", type=_int_in(1, MAX_EPOCHS), default=1)
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over although --checkpoint-dir holds a checkpoint (it is deleted)",
+    )
+    p.add_argument(
+        "--override-hyperparameters",
+        action="store_true",
+        help="with --resume: continue with the given --lr/--hp instead of refusing a difference",
+    )
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0)
+    p.add_argument("--history", help="write the metrics history here (JSON)")
+    p.add_argument("--plot", help="write loss/accuracy curves here (PNG, SVG, PDF...)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, report test loss/accuracy, optionally save history and curves."""
+    from ravine.data import DatasetNotFoundError
+    from ravine.optim import NonFiniteGradientError
+    from ravine.train import NonFiniteLossError
+
+    try:
+        return _run(args)
+    except (
+        ValueError,
+        DatasetNotFoundError,
+        NonFiniteLossError,
+        NonFiniteGradientError,
+    ) as e:
+        print(f"ravine train: {e}", file=sys.stderr)
+        return 2
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path, before any work: a bad one would lose a finished run."""
+    from ravine.train import check_checkpoint_dir, check_output_path
+
+    if args.history:
+        check_output_path(args.history, "--history")
+    if args.plot:
+        check_output_path(args.plot, "--plot")
+        suffix = Path(args.plot).suffix.lstrip(".").lower()
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if suffix not in formats:
+            raise ValueError(
+                f"--plot={args.plot!r}: the file name must end in one of "
+                f"{', '.join('.' + f for f in sorted(formats))} (matplotlib's formats)"
+            )
+    if args.checkpoint_dir:
+        check_checkpoint_dir(args.checkpoint_dir, resume=args.resume, overwrite=args.overwrite)
+    elif args.resume or args.overwrite:
+        flag = "--resume" if args.resume else "--overwrite"
+        raise ValueError(f"{flag} needs --checkpoint-dir")
+    if args.override_hyperparameters and not args.resume:
+        raise ValueError("--override-hyperparameters applies to --resume only")
+
+
+def _build(args: argparse.Namespace, splits: Any) -> tuple[Any, Any, Any]:
+    """Model, optimizer and schedule, each error naming the flag it comes from."""
+    import torch
+
+    from ravine import models, optim, schedules
+
+    torch.manual_seed(args.seed)
+    try:
+        model = models.create(
+            args.model,
+            splits.input_shape,
+            splits.num_classes,
+            batchnorm=None if args.batchnorm is None else args.batchnorm == "on",
+        )
+    except TypeError as e:
+        raise ValueError(f"--model {args.model} with --batchnorm {args.batchnorm}: {e}") from None
+    x = splits.train[0][:2]
+    try:
+        was_training = model.training
+        model.eval()  # no BatchNorm statistics moved, no dropout drawn: the RNG stays untouched
+        with torch.no_grad():
+            model(x)
+        model.train(was_training)
+    except RuntimeError as e:
+        raise ValueError(
+            f"--model {args.model} does not take --dataset {args.dataset} inputs of shape "
+            f"{tuple(splits.input_shape)}: {str(e).splitlines()[0]}"
+        ) from None
+    kwargs = optimizer_kwargs(args)
+    try:
+        opt = optim.create(args.optimizer, model.parameters(), **kwargs)
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"--optimizer {args.optimizer} --hp: {e}") from None
+    sched = None
+    if args.schedule:
+        sargs = key_values(args.schedule_arg, "--schedule-arg")
+        if args.schedule == "cosine" and "t_max" not in sargs:
+            per_epoch = 1
+            if args.schedule_every == "batch":
+                n, bs = len(splits.train[0]), args.batch_size or len(splits.train[0])
+                per_epoch = math.ceil(n / min(bs, n))
+            sargs["t_max"] = args.epochs * per_epoch
+        try:
+            sched = schedules.create(args.schedule, opt, **sargs)
+        except TypeError as e:
+            raise ValueError(f"--schedule {args.schedule} --schedule-arg: {e}") from None
+    return model, opt, sched
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ravine import data
+    from ravine.train import EarlyStopping, evaluate, fit
+
+    check_outputs(args)
+    early_stopping = None
+    if args.patience is not None:
+        early_stopping = EarlyStopping(patience=args.patience, min_delta=args.min_delta)
+    kwargs: dict[str, Any] = {}
+    if args.data_dir:
+        kwargs["data_dir"] = args.data_dir
+    splits = data.load(args.dataset, **kwargs)
+    model, opt, sched = _build(args, splits)
+    has_val = len(splits.val[0]) > 0
+    if early_stopping is not None and not has_val:
+        raise ValueError(f"--patience needs a validation set, and {args.dataset} has none")
+    history = fit(
+        model,
+        opt,
+        splits.train,
+        splits.val if has_val else None,
+        batch_size=args.batch_size or None,
+        epochs=args.epochs,
+        scheduler=sched,
+        schedule_every=args.schedule_every,
+        shuffle=not args.no_shuffle,
+        seed=args.seed,
+        curriculum=args.curriculum,
+        early_stopping=early_stopping,
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        override_hyperparameters=args.override_hyperparameters,
+        progress=False if args.no_progress else None,
+    )
+    test_loss, test_acc = evaluate(model, splits.test)
+    acc = "" if test_acc is None else f", test accuracy {test_acc:.4f}"
+    print(
+        f"{args.model} on {args.dataset} with {args.optimizer}: {len(history.epoch)} epochs, "
+        f"{history.steps} steps ({history.stop_reason}); test loss {test_loss:.4f}{acc}"
+    )
+    if args.history:
+        history.save(args.history)
+    if args.plot:
+        history.plot(args.plot)
+    return 0
