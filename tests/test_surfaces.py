@@ -159,3 +159,75 @@ def test_formula_surfaces(expr: str, point: tuple[float, float], value: float) -
 def test_formula_rejects_anything_but_arithmetic(expr: str) -> None:
     with pytest.raises(ValueError, match="expression="):
         surfaces.from_expression(expr)
+
+
+# Each of these hung (9**9**9 as a Python int), crashed with a bare traceback (ZeroDivisionError,
+# OverflowError, a RuntimeError for a complex constant, RecursionError) or silently made a
+# surface that is inf or 0 everywhere; each must be a ValueError naming formula and part.
+HOSTILE_FORMULAS = [
+    ("tower-of-powers", "9**9**9+x", r"'9 \*\* 9 \*\* 9' has exponent 3.8742e\+08"),
+    ("tower-caret", "x^9^9^9", "has exponent"),
+    ("huge-exponent-on-x", "x**10**10", r"expected \|exponent\| <= 100"),
+    ("negative-huge-exponent", "2**-2000+x", "has exponent -2000"),
+    ("int-overflow", "10**400", "'10 \\*\\* 400' has exponent 400"),
+    ("float-overflow", "10.0**99*1e99*x", "evaluates to 1e\\+198"),
+    ("one-over-zero", "1/0", "'1 / 0' divides by zero"),
+    ("x-over-zero", "x/0", "'x / 0' divides by zero"),
+    ("over-folded-zero", "y/(2-2)", r"'y / \(2 - 2\)' divides by zero"),
+    ("zero-to-negative", "0**-1+x", "divides by zero"),
+    ("huge-float-literal", "1e400+x", "is inf"),
+    ("huge-int-literal", "9" * 500 + "*x", "is a 500-digit number"),
+    ("big-literal", "1e200*x", "magnitude <= 1e\\+100"),
+    ("complex-constant", "(-1)**0.5+x", "complex number"),
+    ("log-of-zero", "log(0)+x", "'log\\(0\\)' evaluates to -inf"),
+    ("sqrt-of-negative", "sqrt(-1)*y", "evaluates to nan"),
+    ("exp-overflow", "exp(1000)*x", "evaluates to inf"),
+    ("deep-unary", "-" * 900 + "x", "too complex \\(nested 51 deep\\)"),
+    ("deep-parentheses", "(" * 300 + "x" + ")" * 300, "too many nested parentheses"),
+    # 20 sums of 20 products: 799 nodes, only 40 deep
+    (
+        "many-nodes",
+        "+".join(["(" + "*".join("x" * 20) + ")"] * 20),
+        r"too complex \(more than 400 nodes",
+    ),
+    ("too-long", "x+" * 1000 + "x", "is 2001 characters long; expected at most 1000"),
+]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [(e, m) for _, e, m in HOSTILE_FORMULAS],
+    ids=[i for i, _, _ in HOSTILE_FORMULAS],
+)
+def test_hostile_formulas_fail_fast_with_a_clear_error(expr: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as err:
+        surfaces.get(f"expr:{expr}")
+    assert str(err.value).startswith("expression='")
+
+
+@pytest.mark.parametrize(
+    ("expr", "point", "value"),
+    [
+        ("2**0.5*x", (2.0, 0.0), 2 * math.sqrt(2)),
+        ("x**-2 + y", (2.0, 1.0), 1.25),
+        ("10**x + 0*y", (2.0, 0.0), 100.0),
+        ("x**100", (1.5, 0.0), 1.5**100),
+        ("x/(1+1) - cos(pi)*y", (3.0, 2.0), 3.5),
+        ("3", (1.0, 1.0), 3.0),
+    ],
+    ids=[
+        "constant-root",
+        "negative-exponent",
+        "power-of-x",
+        "exponent-at-cap",
+        "folded",
+        "constant",
+    ],
+)
+def test_bounded_formulas_still_evaluate(
+    expr: str, point: tuple[float, float], value: float
+) -> None:
+    s = surfaces.from_expression(expr)
+    assert s.value(*point) == pytest.approx(value, rel=1e-12)
+    assert s.gradient(*point) == pytest.approx(surfaces.from_expression(expr).gradient(*point))

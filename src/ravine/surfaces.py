@@ -292,14 +292,132 @@ _UNOPS: dict[type[ast.unaryop], Callable[[object], object]] = {
 }
 
 
-def _compile_formula(expr: str) -> SurfaceFn:
-    """Turn a formula in ``x`` and ``y`` into a torch function, allowing only arithmetic,
-    numbers, ``pi``/``e`` and the functions in ``_FUNCS`` (no Python ``eval``)."""
+#: Bounds on user formulas, so that a hostile one fails fast with a clear error instead of
+#: hanging (``9**9**9`` as a Python int) or blowing the recursion limit.
+MAX_FORMULA_CHARS = 1000
+MAX_FORMULA_NODES = 400
+MAX_FORMULA_DEPTH = 50
+#: A constant exponent beyond this only makes the surface 0 or inf over the window.
+MAX_EXPONENT = 100.0
+#: Literals and folded constants must stay within this magnitude (float64 reaches ~1.8e308).
+MAX_CONSTANT = 1e100
+
+
+class _FormulaError(ValueError):
+    """Raised on the sub-expression at fault; :func:`_compile_formula` names the formula."""
+
+    def __init__(self, node: ast.AST, problem: str) -> None:
+        part = ast.unparse(node)
+        super().__init__(f"{part if len(part) <= 60 else part[:50] + '...'!r} {problem}")
+
+
+def _shown(expr: str) -> str:
+    """``expression='...'`` for messages, cut short for long formulas."""
+    return f"expression={expr!r}" if len(expr) <= 80 else f"expression={expr[:60]!r}..."
+
+
+def _parse_formula(expr: str) -> ast.Expression:
+    """Parse, bounding the length, the node count and the nesting depth."""
+    if not isinstance(expr, str):
+        raise ValueError(f"expression={expr!r}: expected a formula string in x and y")
+    if len(expr) > MAX_FORMULA_CHARS:
+        raise ValueError(
+            f"{_shown(expr)} is {len(expr)} characters long; expected at most {MAX_FORMULA_CHARS}"
+        )
     try:
         tree = ast.parse(expr.replace("^", "**"), mode="eval")
     except SyntaxError as err:
-        raise ValueError(f"expression={expr!r} is not a valid formula: {err.msg}") from None
+        raise ValueError(f"{_shown(expr)} is not a valid formula: {err.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as err:  # e.g. too deeply nested for CPython
+        raise ValueError(f"{_shown(expr)} is not a valid formula: {err}") from None
+    nodes, stack = 0, [(tree.body, 1)]
+    while stack:  # iterative: the checks below recurse, so the depth is bounded first
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_FORMULA_DEPTH or nodes > MAX_FORMULA_NODES:
+            what = (
+                f"nested {depth} deep"
+                if depth > MAX_FORMULA_DEPTH
+                else f"more than {MAX_FORMULA_NODES} nodes"
+            )
+            raise ValueError(
+                f"{_shown(expr)} is too complex ({what}); expected at most "
+                f"{MAX_FORMULA_DEPTH} levels and {MAX_FORMULA_NODES} nodes"
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
 
+
+def _constant(node: ast.AST, value: object, what: str) -> float:
+    """A folded constant as a float; refuse complex, non-finite and huge values."""
+    if isinstance(value, complex):
+        raise _FormulaError(node, f"{what} a complex number {value!r}; expected a real one")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > MAX_CONSTANT:
+        if isinstance(value, float):
+            shown = f"{value:.6g}"
+        else:
+            shown = repr(value) if len(repr(value)) <= 30 else f"a {len(str(value))}-digit number"
+        raise _FormulaError(
+            node, f"{what} {shown}; expected a finite number of magnitude <= {MAX_CONSTANT:g}"
+        )
+    return number
+
+
+def _fold(node: ast.AST) -> float | ast.AST:
+    """Fold constant sub-expressions to floats (in float64, never Python's unbounded ints).
+
+    Returns a float for a constant sub-expression, else the (partly folded) node. Refuses huge
+    literals, constant exponents beyond ``MAX_EXPONENT``, division by a constant zero and
+    constants that overflow, become complex or are not finite.
+    """
+    if isinstance(node, ast.Constant):
+        return _constant(node, node.value, "is")
+    if isinstance(node, ast.Name):
+        return _CONSTS.get(node.id, node)
+    if isinstance(node, ast.UnaryOp):
+        operand = _fold(node.operand)
+        if isinstance(operand, float):
+            return _UNOPS[type(node.op)](operand)  # type: ignore[return-value]
+        return ast.UnaryOp(node.op, operand)
+    if isinstance(node, ast.BinOp):
+        left, right = _fold(node.left), _fold(node.right)
+        if isinstance(node.op, ast.Pow) and isinstance(right, float) and abs(right) > MAX_EXPONENT:
+            raise _FormulaError(
+                node, f"has exponent {right:g}; expected |exponent| <= {MAX_EXPONENT:g}"
+            )
+        if isinstance(node.op, ast.Div) and isinstance(right, float) and right == 0:
+            raise _FormulaError(node, "divides by zero")
+        if isinstance(left, float) and isinstance(right, float):
+            try:
+                value = _BINOPS[type(node.op)](left, right)
+            except ZeroDivisionError:
+                raise _FormulaError(node, "divides by zero") from None
+            except OverflowError:
+                value = math.inf
+            return _constant(node, value, "evaluates to")
+        as_node = [ast.Constant(v) if isinstance(v, float) else v for v in (left, right)]
+        return ast.BinOp(as_node[0], node.op, as_node[1])
+    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    arg = _fold(node.args[0])
+    if isinstance(arg, float):
+        value = float(_FUNCS[node.func.id](torch.tensor(arg, dtype=torch.float64)))
+        return _constant(node, value, "evaluates to")
+    return ast.Call(node.func, [arg], [])
+
+
+def _compile_formula(expr: str) -> SurfaceFn:
+    """Turn a formula in ``x`` and ``y`` into a torch function, allowing only arithmetic,
+    numbers, ``pi``/``e`` and the functions in ``_FUNCS`` (no Python ``eval``).
+
+    Evaluation is bounded: the formula's length, size and depth are capped and its constant
+    parts are folded up front in float64 (see :func:`_fold`), so every failure is a ValueError
+    naming the formula and the part at fault.
+    """
+    tree = _parse_formula(expr)
     allowed = ", ".join(sorted(_FUNCS))
 
     def check(node: ast.AST) -> None:
@@ -324,11 +442,15 @@ def _compile_formula(expr: str) -> SurfaceFn:
             check(node.args[0])
         else:
             raise ValueError(
-                f"expression={expr!r}: {ast.unparse(node)!r} is not allowed; expected arithmetic "
+                f"{_shown(expr)}: {ast.unparse(node)!r} is not allowed; expected arithmetic "
                 f"(+ - * / ** ^) on x, y, numbers, pi, e and the functions {allowed}"
             )
 
     check(tree)
+    try:
+        body = _fold(tree.body)
+    except _FormulaError as err:
+        raise ValueError(f"{_shown(expr)}: {err}") from None
 
     def evaluate(node: ast.AST, x: Tensor, y: Tensor) -> object:
         if isinstance(node, ast.BinOp):
@@ -338,17 +460,13 @@ def _compile_formula(expr: str) -> SurfaceFn:
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):
-            return {"x": x, "y": y}.get(node.id, _CONSTS.get(node.id))
+            return {"x": x, "y": y}[node.id]
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-        arg = evaluate(node.args[0], x, y)
-        if not isinstance(arg, Tensor):
-            arg = torch.as_tensor(arg, dtype=x.dtype)
-        return _FUNCS[node.func.id](arg)
-
-    body = tree.body
+        # folding leaves no constant argument, so arg is a tensor
+        return _FUNCS[node.func.id](evaluate(node.args[0], x, y))  # type: ignore[arg-type]
 
     def fn(x: Tensor, y: Tensor) -> Tensor:
-        out = evaluate(body, x, y)
+        out = body if isinstance(body, float) else evaluate(body, x, y)
         if not isinstance(out, Tensor):
             out = torch.full_like(x, float(out))  # type: ignore[arg-type]
         return out + 0 * x + 0 * y  # broadcast formulas that use only one variable
