@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -24,6 +25,7 @@ from ravine.train import (
     EarlyStopping,
     History,
     NonFiniteLossError,
+    NonFiniteParametersError,
     fit,
     load_checkpoint,
 )
@@ -259,6 +261,27 @@ def test_early_stopping_min_delta(monkeypatch):
     assert (h.epoch[-1], h.best_epoch) == (4, 2)
     _, h, _ = _scripted_fit(monkeypatch, values, EarlyStopping(patience=2), epochs=6)
     assert (h.epoch[-1], h.best_epoch, h.stop_reason) == (6, 6, "completed")
+
+
+@pytest.mark.parametrize(
+    ("values", "best_epoch", "last_epoch"),
+    [
+        ([math.nan, 0.8, 0.9, 0.95, 0.99, 0.7], 2, 5),
+        ([math.inf, 0.8, 0.9, 0.95, 0.99, 0.7], 2, 5),
+        ([-math.inf, 0.8, 0.9, 0.95, 0.99, 0.7], 2, 5),
+        ([1.0, 0.8, math.nan, 0.9, 0.7, 0.6], 6, 6),
+    ],
+    ids=["nan-first", "inf-first", "minus-inf-first", "nan-later"],
+)
+def test_non_finite_monitored_values_never_count_as_best(
+    monkeypatch, values, best_epoch, last_epoch
+):
+    model, h, snaps = _scripted_fit(monkeypatch, values, EarlyStopping(patience=3), epochs=6)
+    assert (h.best_epoch, h.epoch[-1]) == (best_epoch, last_epoch)
+    for p, best in zip(model.parameters(), snaps[best_epoch]):
+        assert torch.equal(p, best)
+    assert not EarlyStopping().improved(math.nan, None)
+    assert not EarlyStopping(monitor="val_accuracy").improved(math.inf, 0.5)
 
 
 def test_early_stopping_on_accuracy_maximizes():
@@ -502,6 +525,78 @@ def test_non_finite_loss_stops_with_epoch_batch_and_checkpoint(tmp_path):
     for p, q in zip(model.parameters(), after_good_step[-1]):
         assert torch.equal(p, q)
     assert len(after_good_step) == 7
+
+
+def _poison_after(
+    model: nn.Module, opt: torch.optim.Optimizer, step: int, value: float = math.nan
+) -> None:
+    """Make optimizer step ``step`` write ``value`` into the model although its loss was finite."""
+    calls = [0]
+
+    def hook(*_):
+        calls[0] += 1
+        if calls[0] == step:
+            with torch.no_grad():
+                next(iter(model.parameters()))[0, 0] = value
+
+    opt.register_step_post_hook(hook)
+
+
+def test_a_step_that_writes_inf_is_reported_truly_at_the_next_loss(tmp_path):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    _poison_after(model, opt, 5 + 2)  # epoch 2, batch 2 (5 batches per epoch)
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(model, opt, _data(), batch_size=5, epochs=3, checkpoint_dir=tmp_path)
+    msg = str(info.value)
+    assert "epoch 2, batch 3/5" in msg
+    assert "the parameters were already non-finite: the previous step wrote NaN/Inf" in msg
+    assert "after epoch 1" in msg and load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 1
+
+
+def test_a_last_step_that_writes_inf_stops_before_the_checkpoint(tmp_path):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    _poison_after(model, opt, 5 + 5)  # the last step of epoch 2: no later loss sees it
+    # (an inf weight into tanh leaves every loss finite: only the parameter check sees it)
+    _poison_after(model, opt, 5 + 1, math.inf)
+    with pytest.raises(NonFiniteParametersError, match="became non-finite during epoch 2") as info:
+        fit(model, opt, _data(), batch_size=5, epochs=3, checkpoint_dir=tmp_path)
+    assert isinstance(info.value, NonFiniteLossError)
+    assert info.value.history.stop_reason == "non_finite_loss"
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert ckpt["epoch"] == 1 and all(t.isfinite().all() for t in ckpt["model"].values())
+
+
+@pytest.mark.parametrize("lbfgs", [torch.optim.LBFGS, ravine.LBFGS], ids=["torch", "ravine"])
+def test_lbfgs_step_with_a_non_finite_reevaluation_is_rolled_back(lbfgs):
+    calls = [0]
+
+    def loss_fn(out, y):
+        loss = nn.functional.cross_entropy(out, y)
+        if out.requires_grad:
+            calls[0] += 1
+            if calls[0] == 4 + 3:  # step 2, third evaluation: after the parameters moved
+                return loss * math.inf
+        return loss
+
+    model = _model()
+    opt = lbfgs(model.parameters(), lr=0.5, max_iter=4, tolerance_grad=0, tolerance_change=0)
+    before_step: list[tuple[list[torch.Tensor], dict]] = []
+    opt.register_step_pre_hook(
+        lambda *_: before_step.append(
+            ([p.detach().clone() for p in model.parameters()], copy.deepcopy(opt.state_dict()))
+        )
+    )
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(model, opt, _data(), batch_size=None, epochs=3, loss_fn=loss_fn)
+    msg = str(info.value)
+    assert "epoch 2, batch 1/1" in msg and "the step was rolled back" in msg
+    assert "not applied" not in msg
+    params, state = before_step[-1]
+    for p, q in zip(model.parameters(), params):
+        assert torch.equal(p, q)
+    _assert_same(opt.state_dict(), state)
 
 
 def test_non_finite_loss_without_checkpoint_says_so():

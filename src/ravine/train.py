@@ -101,7 +101,7 @@ class NonFiniteParametersError(NonFiniteLossError):
         RuntimeError.__init__(
             self,
             f"the parameters became non-finite during epoch {epoch} although every loss was "
-            "finite (a step overflowed); the model holds them now and no checkpoint was written "
+            "finite (a step wrote NaN/Inf); the model holds them now and no checkpoint was written "
             f"for this epoch; {_last_checkpoint(checkpoint, checkpoint_epoch)}. "
             "Try a smaller learning rate or gradient clipping.",
         )
