@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-TORCH_NAMES = {"adam": "Adam", "sgd": "SGD", "adamw": "AdamW", "adagrad": "Adagrad"}
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--optimizer", default="adam", choices=sorted(TORCH_NAMES))
+    parser.add_argument(
+        "--optimizer", default="adam", help="a catalog name with a torch.optim counterpart"
+    )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="epochs per contender")
@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     import ravine.optim as O
     from ravine.data import datasets
     from ravine.models import MLP
+    from ravine.optim import catalog
+
+    comparable = [row.name for row in catalog.ROWS if row.torch_rule is not None]
+    if args.optimizer not in comparable:
+        parser.error(f"--optimizer {args.optimizer!r}: expected one of {', '.join(comparable)}")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,8 +56,10 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(0)
     template = MLP(data.input_shape, data.num_classes)
-    momentum = {"momentum": 0.9} if args.optimizer == "sgd" else {}
-    torch_cls = getattr(torch.optim, TORCH_NAMES[args.optimizer])
+    torch_rule = catalog.get(args.optimizer).torch_rule
+    # SGD runs with momentum (as it is trained in practice); explicit, so torch's SGD matches.
+    momentum = {"momentum": 0.9} if torch_rule == "SGD" else {}
+    torch_cls = getattr(torch.optim, torch_rule)
     factories: dict[str, Callable[[Any], torch.optim.Optimizer]] = {
         "ravine compiled": lambda ps: O.create(
             args.optimizer, ps, lr=args.lr, impl="compiled", **momentum

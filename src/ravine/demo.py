@@ -10,51 +10,10 @@ from typing import Any
 
 import torch
 
-from ravine.optim import registry
+from ravine.optim import catalog, registry
 
-# Learning rates that work on each problem (from the convergence tests and a small sweep);
-# anything absent runs with its registry defaults.
-ROSENBROCK_HP: dict[str, dict[str, Any]] = {
-    "sgd": {"lr": 2e-3},
-    "momentum": {"lr": 5e-4},
-    "nag": {"lr": 1e-3},
-    "adagrad": {"lr": 1.0},
-    "adadelta": {"lr": 1.0, "rho": 0.95},
-    "rmsprop": {"lr": 3e-3},
-    "rprop": {"lr": 0.01},
-    "adam": {"lr": 0.02},
-    "amsgrad": {"lr": 0.05},
-    "adamw": {"lr": 0.05, "weight_decay": 0.0},
-    "adamax": {"lr": 0.05},
-    "nadam": {"lr": 0.01},
-    "qhm": {"lr": 2e-3, "momentum": 0.99},
-    "qhadam": {"lr": 0.01},
-    "aggmo": {"lr": 2e-4},
-    "adabound": {"lr": 0.3, "gamma": 1e-6, "betas": (0.9, 0.99)},
-    "amsbound": {"lr": 0.05, "final_lr": 2e-3, "gamma": 0.01, "sqrt_t_decay": False},
-    # RAdam's first steps are momentum-SGD steps: lr 0.02 already diverges on Rosenbrock.
-    "radam": {"lr": 5e-3, "betas": (0.9, 0.99)},
-    "lookahead": {"lr": 0.02},
-    "ranger": {"lr": 5e-3, "betas": (0.9, 0.99)},
-    "delay_tolerant_adagrad": {"lr": 1.0},
-    "lbfgs": {"line_search_fn": "strong_wolfe"},
-}
-
-MNIST1D_HP: dict[str, dict[str, Any]] = {
-    "sgd": {"lr": 0.1},
-    "momentum": {"lr": 0.01},
-    "nag": {"lr": 0.01},
-    "adagrad": {"lr": 0.01},
-    "adadelta": {"lr": 1.0},
-    "adamw": {"lr": 1e-3, "weight_decay": 1e-2},
-    "qhm": {"lr": 0.1},
-    "aggmo": {"lr": 0.01},
-    "delay_tolerant_adagrad": {"lr": 0.01},
-}
-MNIST1D_DEFAULT_HP: dict[str, Any] = {"lr": 1e-3}
-# Full-batch methods: their sign tests (Rprop) and line searches (L-BFGS) assume the same loss
-# at every step, which mini-batches break; the Rosenbrock table shows them at their best.
-FULL_BATCH_ONLY = ("rprop", "lbfgs")
+# Each optimizer's hyperparameters for the Rosenbrock and MNIST-1D tables are in its catalog row.
+FULL_BATCH_ONLY = tuple(row.name for row in catalog.ROWS if row.mnist1d is None)
 
 
 def _rosenbrock(x: torch.Tensor) -> torch.Tensor:
@@ -64,13 +23,12 @@ def _rosenbrock(x: torch.Tensor) -> torch.Tensor:
 def rosenbrock_table(steps: int) -> list[tuple[str, str, float, float]]:
     """(name, hyperparameters, final loss, distance to the minimum (1, 1)) per optimizer."""
     rows = []
-    for name in registry.names():
-        hp = ROSENBROCK_HP.get(name, {})
+    for row in catalog.ROWS:
+        name, setting = row.name, row.rosenbrock
+        hp = dict(setting.hp)
         x = torch.nn.Parameter(torch.tensor([-1.5, 2.0], dtype=torch.float64))
         opt = registry.create(name, [x], **hp)
-        # Adadelta circles the minimum at a constant lr; a gentle decay lets it settle.
-        gamma = 0.999 if name == "adadelta" else 1.0
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, setting.lr_gamma or 1.0)
 
         def closure(x: torch.Tensor = x, opt: torch.optim.Optimizer = opt) -> torch.Tensor:
             opt.zero_grad()
@@ -95,10 +53,10 @@ def mnist1d_table(epochs: int, quick: bool) -> list[tuple[str, str, float, float
 
     splits = data.mnist1d(num_samples=2000 if quick else 5000)
     rows = []
-    for name in registry.names():
-        if name in FULL_BATCH_ONLY:
+    for row in catalog.ROWS:
+        if row.mnist1d is None:  # full-batch methods
             continue
-        hp = MNIST1D_HP.get(name, MNIST1D_DEFAULT_HP)
+        name, hp = row.name, dict(row.mnist1d.hp)
         torch.manual_seed(0)
         model = models.create("mlp", splits.input_shape, splits.num_classes)
         opt = registry.create(name, model.parameters(), **hp)
@@ -134,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    width = max(len(n) for n in registry.names())
+    width = max(len(n) for n in catalog.names())
     steps = 1000 if args.quick else 5000
     print(f"== Rosenbrock from (-1.5, 2), {steps} steps (minimum 0 at (1, 1)) ==")
     print(f"{'optimizer':<{width}s} {'final loss':>10s} {'|x - x*|':>9s}  hyperparameters")

@@ -1,7 +1,8 @@
 """Every optimizer by name, with its defaults and paper: ``ravine.create("adam", params, lr=1e-3)``.
 
 An entry maps a lower-case name to a factory (usually the class) called as
-``factory(params, **hyperparameters)``. Later modules add their optimizers with :func:`register`.
+``factory(params, **hyperparameters)``. ravine's own optimizers are registered from
+:mod:`ravine.optim.catalog`; later modules add theirs with :func:`register`.
 """
 
 from __future__ import annotations
@@ -14,19 +15,8 @@ from typing import Any
 
 import torch
 
-from ravine.optim.adabound import AdaBound, AMSBound
-from ravine.optim.adadelta import Adadelta
-from ravine.optim.adagrad import Adagrad
-from ravine.optim.adam import Adam, AdaMax, AdamW, AMSGrad, NAdam
-from ravine.optim.aggmo import AggMo
+from ravine.optim import catalog
 from ravine.optim.base import Optimizer
-from ravine.optim.delay import DelayTolerantAdagrad
-from ravine.optim.qh import QHM, QHAdam
-from ravine.optim.radam import RAdam
-from ravine.optim.rmsprop import RMSprop
-from ravine.optim.rprop import Rprop
-from ravine.optim.sgd import NAG, SGD, Momentum
-from ravine.optim.wrappers import LBFGS, Lookahead, Ranger
 
 
 @dataclass(frozen=True)
@@ -41,14 +31,7 @@ class Entry:
     @property
     def defaults(self) -> dict[str, Any]:
         """The hyperparameters the factory takes, with their default values."""
-        sig = inspect.signature(self.factory)
-        out = {
-            n: p.default
-            for n, p in sig.parameters.items()
-            if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
-        }
-        out.update(self.fixed)
-        return out
+        return {**catalog.signature_defaults(self.factory), **self.fixed}
 
     def accepted(self) -> set[str] | None:
         """Keyword arguments the factory takes, or None when it forwards arbitrary ones."""
@@ -119,25 +102,6 @@ def create(name: str, params: Iterable[Any], **hyperparameters: Any) -> torch.op
     return get(name).create(params, **hyperparameters)
 
 
-register("sgd", SGD)
-register("momentum", Momentum)
-register("nag", NAG)
-register("adagrad", Adagrad)
-register("adadelta", Adadelta)
-register("rmsprop", RMSprop)
-register("rprop", Rprop)
-register("adam", Adam)
-register("amsgrad", AMSGrad)
-register("adamw", AdamW)
-register("adamax", AdaMax)
-register("nadam", NAdam)
-register("qhm", QHM)
-register("qhadam", QHAdam)
-register("aggmo", AggMo)
-register("adabound", AdaBound)
-register("amsbound", AMSBound)
-register("radam", RAdam)
-register("lookahead", Lookahead)
-register("ranger", Ranger)
-register("delay_tolerant_adagrad", DelayTolerantAdagrad)
-register("lbfgs", LBFGS)
+# ravine's own optimizers, from the catalog (one row each, with the paper).
+for _row in catalog.ROWS:
+    register(_row.name, _row.cls, paper=str(_row.paper))

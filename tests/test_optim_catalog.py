@@ -1,0 +1,101 @@
+"""The catalog: one row per registered optimizer, and what reads it agrees with it."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from optim_harness import make_model, max_rel_diff, params_of, train
+from ravine.optim import catalog, registry
+from ravine.viz import gallery
+from ravine.viz.specs import parse_spec
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+NAMES = catalog.names()
+
+
+def test_catalog_imports_alone() -> None:
+    """No import cycle: the catalog imports in a fresh interpreter before anything else."""
+    subprocess.run([sys.executable, "-c", "import ravine.optim.catalog"], check=True)
+
+
+def test_registry_is_the_catalog() -> None:
+    assert registry.names() == NAMES
+    for row in catalog.ROWS:
+        entry = registry.get(row.name)
+        assert entry.factory is row.cls and entry.paper == str(row.paper)
+        assert entry.defaults == row.defaults
+
+
+def test_readme_table_is_the_catalogs() -> None:
+    text = README.read_text()
+    match = re.search(
+        r"<!-- optimizer table:[^\n]*-->\n(.*?)<!-- end of optimizer table -->", text, re.S
+    )
+    assert match, "README.md lost the optimizer table's markers"
+    assert match.group(1) == catalog.readme_table(), (
+        "README.md's optimizer table differs from the catalog; paste catalog.readme_table()"
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_class_paper_attribute_agrees(name: str) -> None:
+    """The classes still carry a ``paper`` string: it must cite the catalog's paper."""
+    row = catalog.get(name)
+    cited = getattr(row.cls, "paper", "")
+    surname = re.split(r"[ ,&]", row.paper.authors)[0]
+    assert surname in cited and str(row.paper.year) in cited, cited
+    if row.paper.arxiv:
+        assert f"arXiv:{row.paper.arxiv}" in cited, cited
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tested_settings_are_accepted(name: str) -> None:
+    """Every setting names hyperparameters the optimizer takes (the registry refuses others)."""
+    row = catalog.get(name)
+    assert set(row.readme_defaults) <= set(row.defaults)
+    settings = [row.rosenbrock, *([row.mnist1d] if row.mnist1d else []), *row.surfaces.values()]
+    for setting in settings:
+        registry.create(name, [torch.nn.Parameter(torch.zeros(2))], **setting.hp)
+
+
+def _gallery_settings() -> list[tuple[str, str, str, dict]]:
+    """(scene, surface, optimizer, hyperparameters) for each optimizer shown once in a scene."""
+    out = []
+    for scene in gallery.SCENES:
+        specs = [parse_spec(s) for s in scene.optimizers]
+        shown = [s.name for s in specs]
+        out += [
+            (scene.name, scene.surface, s.name, s.kwargs) for s in specs if shown.count(s.name) == 1
+        ]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("scene", "surface", "name", "hp"),
+    _gallery_settings(),
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_gallery_uses_the_catalogs_settings(scene: str, surface: str, name: str, hp: dict) -> None:
+    # Scenes that sweep one optimizer over several settings are left out: they show the sweep.
+    assert dict(catalog.get(name).surfaces[surface].hp) == hp
+
+
+@pytest.mark.parametrize("name", [r.name for r in catalog.ROWS if r.torch_rule])
+def test_torch_rule_is_the_same_update(name: str) -> None:
+    """Given ravine's defaults explicitly, the torch.optim class named computes the same steps."""
+    row = catalog.get(name)
+    torch_cls = getattr(torch.optim, row.torch_rule)
+    accepted = inspect.signature(torch_cls).parameters
+    hp = {k: v for k, v in row.defaults.items() if k in accepted}
+    assert set(row.defaults) - set(hp) <= {"impl"}, "a default torch.optim cannot be given"
+    ours, _ = train(lambda ps: row.cls(ps, **hp), 5)
+    theirs, _ = train(lambda ps: torch_cls(ps, **hp), 5)
+    assert max_rel_diff(params_of(ours), params_of(theirs)) < 1e-10
+    assert max_rel_diff(params_of(ours), params_of(make_model())) > 0  # it moved
