@@ -23,8 +23,9 @@ Operand = Union["TL", Scalar, Sequence[Scalar]]
 class TL:
     """A list of tensors with elementwise arithmetic.
 
-    In-place methods end with ``_`` and return ``self``; the others return a new TL. Operators
-    (``+ - * / **``, unary ``-``) are out of place.
+    In-place methods end with ``_`` and return ``self``; the others return a new TL, as do the
+    operators ``-`` and ``*``. Only the operations some rule uses are here: add one with the rule
+    that needs it (and a case in tests/test_tensorlist.py).
     """
 
     __slots__ = ("foreach", "tensors")
@@ -67,7 +68,7 @@ class TL:
             return self if inplace else self._new(out)
         values = value if kind in ("list", "scalars") else [value] * len(self.tensors)
         method = f"{name}{'_' if inplace else ''}"
-        if not hasattr(Tensor, method):  # maximum_, minimum_ exist only as foreach ops
+        if not hasattr(Tensor, method):  # maximum_ exists only as a foreach op
             for t, v in zip(self.tensors, values):
                 t.copy_(getattr(torch, name)(t, v))
             return self
@@ -105,11 +106,6 @@ class TL:
             return self._new(t.add(o, alpha=alpha) for t, o in zip(self.tensors, other.tensors))
         return self.clone().add_(other, alpha)
 
-    def sub_(self, other: Operand, alpha: Scalar = 1) -> TL:
-        return (
-            self.add_(other, alpha=_neg(alpha)) if isinstance(other, TL) else self.add_(_neg(other))
-        )
-
     def mul_(self, other: Operand) -> TL:
         return self._binary("mul", other, True)
 
@@ -124,12 +120,6 @@ class TL:
 
     def maximum_(self, other: TL) -> TL:
         return self._binary("maximum", other, True)
-
-    def minimum_(self, other: TL) -> TL:
-        return self._binary("minimum", other, True)
-
-    def pow(self, exponent: Scalar) -> TL:
-        return self._binary("pow", exponent, False)
 
     def clamp_(self, min: Operand | None = None, max: Operand | None = None) -> TL:
         if min is not None:
@@ -199,17 +189,6 @@ class TL:
     def neg(self) -> TL:
         return self._unary("neg", False)
 
-    def neg_(self) -> TL:
-        return self._unary("neg", True)
-
-    def zero_(self) -> TL:
-        if self.foreach:
-            torch._foreach_zero_(self.tensors)
-        else:
-            for t in self.tensors:
-                t.zero_()
-        return self
-
     def clone(self) -> TL:
         if self.foreach:
             return self._new(torch._foreach_mul(self.tensors, 1))
@@ -228,46 +207,12 @@ class TL:
         """A new TL of ``fn(t, *o)`` for each position."""
         return self._new(fn(t, *o) for t, *o in zip(self.tensors, *(x.tensors for x in others)))
 
-    def apply_(self, fn: Callable[..., object], *others: TL) -> TL:
-        """Call ``fn(t, *o)`` for each position for its in-place effect on ``t``."""
-        for t, *o in zip(self.tensors, *(x.tensors for x in others)):
-            fn(t, *o)
-        return self
-
-    def norms(self, ord: float = 2.0) -> list[Tensor]:
-        """Per-tensor norms (0-d tensors)."""
-        if self.foreach:
-            return list(torch._foreach_norm(self.tensors, ord))
-        return [torch.linalg.vector_norm(t, ord) for t in self.tensors]
-
     # -- operators (out of place) -------------------------------------------------------------
-    def __add__(self, other: Operand) -> TL:
-        return self._binary("add", other, False)
-
-    __radd__ = __add__
-
     def __sub__(self, other: Operand) -> TL:
         return self._binary("sub", other, False)
 
-    def __rsub__(self, other: Scalar) -> TL:
-        return self.neg().add_(other)
-
     def __mul__(self, other: Operand) -> TL:
         return self._binary("mul", other, False)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, other: Operand) -> TL:
-        return self._binary("div", other, False)
-
-    def __rtruediv__(self, other: Scalar) -> TL:
-        return self._unary("reciprocal", False).mul_(other)
-
-    def __neg__(self) -> TL:
-        return self.neg()
-
-    def __pow__(self, exponent: Scalar) -> TL:
-        return self.pow(exponent)
 
 
 def _hoisted(x: object) -> object:
@@ -300,12 +245,6 @@ def _pick(x: Operand | None, i: int) -> object:
     if isinstance(x, (list, tuple)):
         return x[i]
     return x
-
-
-def _neg(x: Operand) -> Operand:
-    if isinstance(x, (list, tuple)):
-        return [-v for v in x]
-    return -x
 
 
 def _mul(x: Operand, y: Scalar) -> Operand:
