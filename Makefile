@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ravine-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow test-all lint format bench clean
+.PHONY: setup demo test test-slow test-all lint format clean
 
 setup: $(STAMP)
 
