@@ -36,7 +36,14 @@ per rule:
   tensors, and ``step()`` only enters torch's ``record_function`` when a profiler or a step hook
   wants it. A step after a backward pass finds the optimizer's code and objects out of the
   caches, where each call into torch costs tens of microseconds: on 1000 tensors of 1k floats
-  the fixed cost went from ~1 ms to under 0.1 ms this way.
+  the fixed cost went from ~1 ms to under 0.1 ms this way. The direct call can be switched
+  off (every step through dynamo and its guards, for debugging or to rule it out) with the
+  environment variable ``RAVINE_COMPILED_DIRECT=0`` before import, or
+  ``ravine.optim.compiled.DIRECT_CALL = False`` at run time (flat groups that already call
+  directly keep doing so; new optimizers and rebuilt layouts take the switch).
+* **Inside a torch.compile'd training step** (``opt.step()`` traced by dynamo), the flat-buffer
+  bookkeeping runs outside the traced graph (a graph break, see :func:`_outside_graph`), as it
+  would eagerly.
 * **The non-finite guard inside the kernel.** With ``nonfinite="raise"``/``"skip"`` and one flat
   group, the kernel first reduces ``isfinite(g)`` and then writes the update only if it holds
   (no extra launch, no call back into Python); with several groups the check runs over all of
@@ -66,15 +73,18 @@ so checkpoints move freely between ``impl="compiled"`` and the other impls.
 from __future__ import annotations
 
 import array
+import functools
 import operator
+import os
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
+from torch.multiprocessing.reductions import StorageWeakRef
 
 from ravine.tensorlist import TL
 
@@ -107,6 +117,9 @@ class Kernel:
 
 
 _KERNELS: dict[tuple[Any, ...], Kernel] = {}
+
+# Whether steps after the first call the compiled graph directly (see ``_run_kernel``).
+DIRECT_CALL = os.environ.get("RAVINE_COMPILED_DIRECT", "1") != "0"
 
 
 def kernels() -> dict[tuple[Any, ...], Kernel]:
@@ -225,7 +238,8 @@ class FlatGroup:
 
     group_index: int
     params: list[Tensor]
-    states: list[dict[str, Any]]
+    # No reference to the parameters' state dicts: ``opt.state[p]`` holds the only one, so a
+    # client replacing it (or one of its tensors) drops a view and the use counts show it.
     names: tuple[str, ...]
     p: Tensor
     g: Tensor
@@ -233,17 +247,18 @@ class FlatGroup:
     offsets: list[int]  # element offset of each parameter in the flat buffers
     data_ptrs: list[int]  # where each parameter's data and gradient must point
     grad_ptrs: list[int]
+    state_ptrs: list[list[int]]  # where each state tensor must point, one list per name
     step: int
-    # One 0-d int64 tensor that is ``opt.state[p]["step"]`` for every parameter of the group,
-    # so that a step writes one number, not one per parameter (state_dict() gives ints); it
-    # lives in ``step_cell``, see _scalar_cells.
+    # One 0-d int64 number that every ``opt.state[p]["step"]`` of the group views (one view per
+    # parameter, so that a replaced entry shows in the use count), so that a step writes one
+    # number, not one per parameter (state_dict() gives ints); it lives in ``step_cell``, see
+    # _scalar_cells.
     step_tensor: Tensor
     step_cell: array.array
-    # Handles on the storages of the flat parameters and gradients, for their use counts.
-    p_storage: Any
-    g_storage: Any
-    p_uses: int = 0  # use counts when the layout was last verified
-    g_uses: int = 0
+    # Handles on the storages of the flat parameters, gradients and state tensors and of the
+    # step number, for their use counts; the use counts when the layout was last verified.
+    storages: tuple[Any, ...]
+    uses: tuple[int, ...] = ()
     g_version: int = -1  # the gradient buffer's version counter at the end of the last step
     # (hyperparameter values, kernel, scalar cells, scalars tensor) of the last step: reused
     # while the values stay the same, see FlatEngine._update
@@ -263,16 +278,21 @@ class FlatGroup:
         """Fresh per-parameter views of the gradient buffer."""
         return self.views(self.g)
 
-    def _uses(self) -> tuple[int, int]:
-        return _use_count(self.p_storage), _use_count(self.g_storage)
+    def _uses(self) -> tuple[int, ...]:
+        return tuple(map(_use_count, self.storages))
 
     def record_uses(self) -> None:
         """Remember the storage use counts of a layout just built or verified."""
-        self.p_uses, self.g_uses = self._uses()
+        self.uses = self._uses()
 
     def views_intact(self) -> bool:
-        """Use counts as recorded: every parameter still holds its views (see _current)."""
-        return self._uses() == (self.p_uses, self.g_uses)
+        """Use counts as recorded: every parameter, gradient and state entry still holds its
+        view (see _current)."""
+        return self._uses() == self.uses
+
+    def state_dicts(self, opt: Optimizer) -> list[dict[str, Any]]:
+        """The parameters' current ``opt.state`` entries."""
+        return [opt.state[p] for p in self.params]
 
 
 def _use_count(storage: Any) -> int:
@@ -292,20 +312,74 @@ def _flattenable(p: Tensor, grad: Tensor | None) -> bool:
     )
 
 
+# The storages of every FlatEngine's flat parameter buffers, by data pointer, weakly (the
+# parameters' views keep a storage alive after its engine is gone): a parameter viewing one of
+# them is ravine's to re-flatten (a new optimizer over the parameters of an earlier one).
+_PARAM_STORAGES: dict[int, StorageWeakRef] = {}
+
+
+def _register_storage(flat: Tensor) -> None:
+    for ptr in [k for k, ref in _PARAM_STORAGES.items() if ref.expired()]:
+        del _PARAM_STORAGES[ptr]
+    _PARAM_STORAGES[flat.data_ptr()] = StorageWeakRef(flat.untyped_storage())
+
+
+def _owns_storage(p: Tensor) -> bool:
+    """Whether ``p`` is the whole of its storage, or a view into a flat buffer of ravine's.
+
+    A parameter that views a larger storage belongs to whoever laid that storage out (ZeRO's
+    bucket views, FSDP's flat parameters, cuDNN's RNN weights): moving it into a flat buffer
+    of ours would leave the owner with stale values, so it keeps its storage and is updated by
+    the foreach path. So is a non-contiguous one (a flat view would change its strides).
+    """
+    storage = p.untyped_storage()
+    ref = _PARAM_STORAGES.get(storage.data_ptr())
+    if ref is not None and not ref.expired():  # alive: the storage at that address is ours
+        return True
+    return (
+        p.is_contiguous()
+        and p.storage_offset() == 0
+        and storage.nbytes() == p.numel() * p.element_size()
+    )
+
+
 _GRAD = operator.attrgetter("grad")
 
 
-def _data_ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
+def _data_ptr(t: Any) -> int | None:
+    return t.data_ptr() if isinstance(t, Tensor) else None
 
 
 def _views(flat: Tensor, params: list[Tensor], offsets: list[int]) -> list[Tensor]:
     return [flat[o : o + p.numel()].view(p.shape) for p, o in zip(params, offsets)]
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _outside_graph(method: _F) -> _F:
+    """Run ``method`` eagerly when dynamo traces its caller (a torch.compile'd training step).
+
+    The flat-buffer bookkeeping (storage use counts, ``p.data = view``, our own compiled kernels)
+    cannot go into a traced graph: dynamo refuses ``maybe_mark_dynamic`` and storage internals.
+    Under tracing the call becomes a graph break and the step runs as it does eagerly; outside
+    tracing this costs one flag check.
+    """
+    eager = torch._dynamo.disable(method, recursive=True)
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return eager(*args, **kwargs)
+        return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class FlatEngine:
     """Owns the flat buffers of one optimizer and runs its compiled steps."""
 
+    @_outside_graph
     def __init__(self, opt: Optimizer) -> None:
         self.groups: list[FlatGroup] = []
         # (group index, index in group, param) left to the regular path (no grad, sparse...)
@@ -329,7 +403,7 @@ class FlatEngine:
         self.outside = []
         for gi, group in enumerate(opt.param_groups):
             for pi, p in enumerate(group["params"]):
-                if not _flattenable(p, p.grad):
+                if not (_flattenable(p, p.grad) and _owns_storage(p)):
                     self.outside.append((gi, pi, p))
                     continue
                 state = opt.state[p]
@@ -360,8 +434,8 @@ class FlatEngine:
 
         states = [opt.state[p] for p in params]
         fresh: dict[int, dict[str, Tensor]] = {}
-        state_flats = []
-        for name in names:
+
+        def state_buffer(name: str) -> Tensor:
             values = []
             for i, (p, s) in enumerate(zip(params, states)):
                 if name not in s:  # a flag turned on mid-run added a state tensor
@@ -370,8 +444,11 @@ class FlatEngine:
             flat, views = buffer(values)
             for s, v in zip(states, views):
                 s[name] = v
-            state_flats.append(flat)
+            return flat
+
+        state_flats = [state_buffer(name) for name in names]
         p_flat, p_views = buffer([p.detach() for p in params])
+        _register_storage(p_flat)
         g_flat, g_views = buffer([p.grad for p in params])
         for p, pv, gv in zip(params, p_views, g_views):
             p.data = pv
@@ -381,11 +458,10 @@ class FlatEngine:
         step_cell, step_tensor = _scalar_cells([step], torch.int64)
         step_tensor = step_tensor.view(())
         for s in states:
-            s["step"] = step_tensor
+            s["step"] = step_tensor.view(())
         fg = FlatGroup(
             group_index=gi,
             params=params,
-            states=states,
             names=names,
             p=p_flat,
             g=g_flat,
@@ -393,13 +469,15 @@ class FlatEngine:
             offsets=offsets,
             data_ptrs=[p.data_ptr() for p in params],
             grad_ptrs=[g.data_ptr() for g in g_views],
+            state_ptrs=[[s[name].data_ptr() for s in states] for name in names],
             step=step,
             step_tensor=step_tensor,
             step_cell=step_cell,
-            p_storage=p_flat.untyped_storage(),
-            g_storage=g_flat.untyped_storage(),
+            storages=tuple(
+                t.untyped_storage() for t in (p_flat, g_flat, *state_flats, step_tensor)
+            ),
         )
-        del p_views, g_views, gv, pv  # the parameters hold the only views: see _current
+        del p_views, g_views, gv, pv  # the parameters and their state hold the only views
         if device.type == "mps":
             fg.scalar_dtype = torch.float32
         fg.record_uses()
@@ -419,6 +497,11 @@ class FlatEngine:
         rebuild. What this cannot see: a parameter leaving the buffer while exactly as many
         other views of it appear and some other gradient is written in place; call
         ``opt.check_layout()`` (:meth:`verify`) after such surgery.
+
+        The state is watched the same way: each ``opt.state[p]`` entry holds its own views of
+        the flat state and step buffers (the engine keeps no reference to the dicts), so a
+        client that replaces a state dict (ZeRO's ``load_state_dict``) or one of its tensors
+        (``opt.state[p]["m"] = t``) lowers a use count, and the rebuild copies its values in.
         """
         if self._signature(opt) != self.signature:
             return False
@@ -426,15 +509,23 @@ class FlatEngine:
             if fg.names != opt.state_names_for(opt.param_groups[fg.group_index]):
                 return False
             suspect = not fg.views_intact() or fg.g._version == fg.g_version
-            if suspect and not self._verify(fg):
+            if suspect and not self._verify(opt, fg):
                 return False
-        return not any(_flattenable(p, p.grad) for _, _, p in self.outside)
+        return not any(_flattenable(p, p.grad) and _owns_storage(p) for _, _, p in self.outside)
 
-    def _verify(self, fg: FlatGroup) -> bool:
+    def _verify(self, opt: Optimizer, fg: FlatGroup) -> bool:
         """Per-parameter check of one flat group (C-level loops); False asks for a rebuild."""
         self.verifications += 1
         if list(map(Tensor.data_ptr, fg.params)) != fg.data_ptrs:
             return False
+        states = fg.state_dicts(opt)
+        for name, ptrs in zip(fg.names, fg.state_ptrs):
+            if [_data_ptr(s.get(name)) for s in states] != ptrs:
+                return False  # a state tensor was replaced: its values go into a new buffer
+        step_ptr = fg.step_tensor.data_ptr()
+        if any(_data_ptr(s.get("step")) != step_ptr for s in states):
+            return False
+        del states
         grads = list(map(_GRAD, fg.params))
         if list(map(_data_ptr, grads)) != fg.grad_ptrs:
             if any(g is None or not _flattenable(p, g) for p, g in zip(fg.params, grads)):
@@ -450,12 +541,16 @@ class FlatEngine:
         fg.record_uses()
         return True
 
+    @_outside_graph
     def verify(self, opt: Optimizer) -> None:
         """Check every parameter now (rebuilding if needed), whatever the cheap signs say."""
-        if self._signature(opt) != self.signature or not all(map(self._verify, self.groups)):
+        if self._signature(opt) != self.signature or not all(
+            self._verify(opt, fg) for fg in self.groups
+        ):
             self._build(opt)
 
     # -- step ----------------------------------------------------------------------------------
+    @_outside_graph
     def step(self, opt: Optimizer) -> None:
         """One step of ``opt``: flat groups through their kernels, the rest through foreach.
 
@@ -618,11 +713,12 @@ class FlatEngine:
             result = kernel.fn(tensors[0], tensors[1], list(tensors[2:-1]), tensors[-1])
         finally:
             kernel.calling = ()
-        if kernel.last is not None:
+        if kernel.last is not None and DIRECT_CALL:
             fg.direct = (kernel, *kernel.last)
         return result
 
     # -- zero_grad -----------------------------------------------------------------------------
+    @_outside_graph
     @torch.no_grad()
     def zero_grad(self, set_to_none: bool) -> None:
         """Zero flat gradients in place (keeping the views); the others as torch.optim does."""
