@@ -18,6 +18,7 @@ schedule we return torch's class; we only write what it lacks.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -63,7 +64,12 @@ class PiecewiseConstant:
     """
 
     def __init__(self, milestones: Sequence[int], factors: Sequence[float]) -> None:
-        milestones = [int(m) for m in milestones]
+        for name, value in (("milestones", milestones), ("factors", factors)):
+            if not isinstance(value, list | tuple):
+                raise ValueError(f"{name} must be a list or tuple, got {value!r}")
+        if not all(isinstance(m, int) and not isinstance(m, bool) for m in milestones):
+            raise ValueError(f"milestones must be integers, got {milestones!r}")
+        milestones = list(milestones)
         if len(factors) != len(milestones) + 1:
             raise ValueError(
                 f"factors must have len(milestones) + 1 = {len(milestones) + 1} entries, "
@@ -219,4 +225,17 @@ def create(name: str, optimizer: Optimizer, **kwargs: Any) -> Scheduler:
         factory = SCHEDULES[name]
     except KeyError:
         raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}") from None
+    # Name a missing or unknown argument here, not in a TypeError from the call.
+    params = list(inspect.signature(factory).parameters.values())[1:]  # after the optimizer
+    accepted = [p.name for p in params]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"schedule {name!r} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}"
+        )
+    missing = [p.name for p in params if p.default is p.empty and p.name not in kwargs]
+    if missing:
+        raise ValueError(
+            f"schedule {name!r} needs {', '.join(missing)} (it takes {', '.join(accepted)})"
+        )
     return factory(optimizer, **kwargs)
