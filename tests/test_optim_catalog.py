@@ -99,3 +99,12 @@ def test_torch_rule_is_the_same_update(name: str) -> None:
     theirs, _ = train(lambda ps: torch_cls(ps, **hp), 5)
     assert max_rel_diff(params_of(ours), params_of(theirs)) < 1e-10
     assert max_rel_diff(params_of(ours), params_of(make_model())) > 0  # it moved
+
+
+@pytest.mark.slow
+def test_demo_rosenbrock_settings_work() -> None:
+    """The catalog's Rosenbrock settings are what the demo shows: each one must get close."""
+    from ravine import demo
+
+    for name, hp, loss, dist in demo.rosenbrock_table(5000):
+        assert loss < 1e-2 and dist < 0.2, f"{name} ({hp}): loss {loss:.2e}, |x - x*| {dist:.2e}"
