@@ -279,6 +279,27 @@ def test_resume_without_the_checkpoints_scheduler_is_refused(tmp_path):
             scheduler=schedules.cosine(opt, t_max=3))  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: ravine.create("adam", p, lr=0.05),
+        lambda p: ravine.create("lookahead", p, lr=0.05),
+        lambda p: torch.optim.LBFGS(p, lr=0.5, max_iter=3),
+    ],
+    ids=["ravine-adam", "ravine-lookahead", "torch-lbfgs"],
+)
+def test_resume_passes_the_checks_and_is_bit_identical(tmp_path, make_opt):
+    model = _model()
+    fit(model, make_opt(model.parameters()), _data(), batch_size=5, epochs=3)
+    reference = [p.detach().clone() for p in model.parameters()]
+    _first_run(tmp_path, make_opt)
+    model = _model(seed=1)
+    fit(model, make_opt(model.parameters()), _data(), batch_size=5, epochs=3,
+        checkpoint_dir=tmp_path, resume=True)  # fmt: skip
+    for p, q in zip(model.parameters(), reference):
+        assert torch.equal(p, q)
+
+
 # ------------------------------------------------------------------ defect 4: no silent overwrite
 
 

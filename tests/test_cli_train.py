@@ -115,6 +115,10 @@ def test_hp_reaches_the_optimizer_with_its_type(tmp_path, hp, key, expected):
         (["--hp", "eps=1", "eps=2"], "--hp gives 'eps' twice"),
         (["--hp", "betas"], "--hp must look like key=value"),
         (["--hp", "betas=abc"], "betas"),
+        (
+            ["--hp", "grad_transforms=[1]"],
+            "--hp grad_transforms=... cannot be given on the command",
+        ),
         (["--epochs", "2**63"], "argument --epochs: expected an integer in [1, 1000000]"),
         (["--epochs", str(2**63)], "argument --epochs: expected an integer in [1, 1000000]"),
         (["--batch-size", "-1"], "argument --batch-size: expected an integer in [0, "),

@@ -567,10 +567,11 @@ def _check_resume(
             f"checkpoint {path} was written by optimizer {saved_class}, "
             f"got {_class_name(run.optimizer)}; nothing was loaded"
         )
-    saved_groups = ckpt["optimizer"].get("param_groups", [])
-    sizes = [len(g["params"]) for g in saved_groups]
+    # Wrappers (Lookahead) nest their inner optimizer's dict: their own load_state_dict checks it.
+    saved_groups = ckpt["optimizer"].get("param_groups")
+    sizes = None if saved_groups is None else [len(g["params"]) for g in saved_groups]
     own_sizes = [len(g["params"]) for g in run.optimizer.param_groups]
-    if sizes != own_sizes:
+    if sizes is not None and sizes != own_sizes:
         raise ValueError(
             f"checkpoint {path} holds an optimizer over parameter groups of sizes {sizes}, "
             f"got {own_sizes}; nothing was loaded"

@@ -107,6 +107,12 @@ def optimizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     hp = key_values(args.hp, "--hp")
     if "lr" in hp:
         raise ValueError(f"--hp lr={hp['lr']!r} duplicates --lr: give the learning rate with --lr")
+    objects = sorted({"params", "grad_transforms", "optimizer"} & hp.keys())
+    if objects:
+        raise ValueError(
+            f"--hp {objects[0]}=... cannot be given on the command line (it takes Python "
+            "objects; use ravine.fit from Python)"
+        )
     for key in _bool_flags(args.optimizer) & hp.keys():
         if type(hp[key]) is int and hp[key] in (0, 1):
             hp[key] = bool(hp[key])
