@@ -10,18 +10,16 @@ from typing import Any
 
 import torch
 
+from ravine import surfaces
 from ravine.optim import catalog, registry
 
 # Each optimizer's hyperparameters for the Rosenbrock and MNIST-1D tables are in its catalog row.
 FULL_BATCH_ONLY = tuple(row.name for row in catalog.ROWS if row.mnist1d is None)
 
 
-def _rosenbrock(x: torch.Tensor) -> torch.Tensor:
-    return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
-
-
 def rosenbrock_table(steps: int) -> list[tuple[str, str, float, float]]:
     """(name, hyperparameters, final loss, distance to the minimum (1, 1)) per optimizer."""
+    rosenbrock = surfaces.get("rosenbrock").fn
     rows = []
     for row in catalog.ROWS:
         name, setting = row.name, row.rosenbrock
@@ -32,7 +30,7 @@ def rosenbrock_table(steps: int) -> list[tuple[str, str, float, float]]:
 
         def closure(x: torch.Tensor = x, opt: torch.optim.Optimizer = opt) -> torch.Tensor:
             opt.zero_grad()
-            loss = _rosenbrock(x)
+            loss = rosenbrock(*x.unbind())
             loss.backward()
             return loss
 
@@ -40,7 +38,7 @@ def rosenbrock_table(steps: int) -> list[tuple[str, str, float, float]]:
             opt.step(closure)
             sched.step()
         with torch.no_grad():
-            loss = _rosenbrock(x).item()
+            loss = rosenbrock(*x.unbind()).item()
             dist = (x - 1).norm().item()
         rows.append((name, _fmt_hp(hp), loss, dist))
     return rows
