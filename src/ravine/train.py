@@ -712,7 +712,7 @@ def fit(
         model, optimizer, scheduler, train, val, loss_fn, batch_size, epochs, seed, shuffle,
         curriculum, checkpoint_dir, schedule_every,
     )  # fmt: skip
-    state = _start(run, resume, overwrite, override_hyperparameters)
+    state = _start(run, resume, override_hyperparameters)
     if state.history.stop_reason == "early_stopping" or state.epoch >= epochs:
         return state.history
     if curriculum is not None and state.scores is None:
@@ -735,7 +735,7 @@ def fit(
     try:
         for epoch in range(state.epoch, epochs):
             t0 = time.perf_counter()
-            order = _epoch_order(run, state, epoch, shuffle, curriculum_levels)
+            order = _epoch_order(run, state, epoch, curriculum_levels)
             state.history.lr.append(float(optimizer.param_groups[0]["lr"]))
             loss_sum = _train_epoch(run, state, epoch, order, bar)
             stop = _end_epoch(run, state, epoch, loss_sum, early_stopping, eval_batch_size, t0)
@@ -856,7 +856,7 @@ def _prepare(
     )
 
 
-def _start(run: _Run, resume: bool, overwrite: bool, override: bool) -> RunState:
+def _start(run: _Run, resume: bool, override: bool) -> RunState:
     """Phase 3: a fresh state, or the checkpoint's (checked against the run before loading)."""
     if resume and run.path is not None and run.path.exists():
         device = next(iter(run.model.parameters())).device
@@ -880,16 +880,15 @@ def _difficulty_scores(run: _Run, difficulty: Any, eval_batch_size: int) -> torc
     return scores
 
 
-def _epoch_order(
-    run: _Run, state: RunState, epoch: int, shuffle: bool, levels: int
-) -> torch.Tensor | None:
+def _epoch_order(run: _Run, state: RunState, epoch: int, levels: int) -> torch.Tensor | None:
+    """This epoch's visiting order (None: index order)."""
     if run.full_batch:
         return None
     curriculum = run.config["curriculum"]
     if curriculum is not None:
         assert state.scores is not None
         order = curriculum_order(state.scores, curriculum, run.config["seed"], epoch, levels=levels)
-    elif shuffle:
+    elif run.config["shuffle"]:
         order = shuffled(run.n, run.config["seed"], epoch)
     else:
         return None

@@ -190,8 +190,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return _run(args)
+    # OSError: e.g. a full disk while writing a checkpoint (DatasetNotFoundError is one too)
     except (
         ValueError,
+        OSError,
         DatasetNotFoundError,
         NonFiniteLossError,
         NonFiniteGradientError,
