@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -232,11 +233,30 @@ def test_closure_optimizers_are_stepped_with_the_closure() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"steps": 0}, "steps=0: expected a positive integer"),
+        ({"steps": 0}, "steps=0: expected an integer from 1 to 100000"),
+        ({"steps": -5}, "steps=-5: expected an integer from 1 to 100000"),
+        # 10**9 preallocated 16 GB and ran for hours; 2**63 crashed inside torch
+        ({"steps": 10**9}, "steps=1000000000: expected an integer from 1 to 100000"),
+        ({"steps": 2**63}, "steps=9223372036854775808: expected an integer"),
+        ({"steps": 5.0}, "steps=5.0: expected an integer"),
         ({"steps": 5, "start": (1.0,)}, r"start=\(1.0,\): expected a finite point"),
         ({"steps": 5, "start": (1.0, math.nan)}, "expected a finite point"),
+        ({"steps": 5, "start": (1.0, 1e400)}, "expected a finite point"),
+        ({"steps": 5, "start": ("a", 1.0)}, "expected a finite point"),
+    ],
+    ids=[
+        "zero-steps",
+        "negative-steps",
+        "billion-steps",
+        "2**63-steps",
+        "float-steps",
+        "one-coordinate",
+        "nan-start",
+        "inf-start",
+        "text-start",
     ],
 )
+@pytest.mark.timeout(10)
 def test_run_rejects_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run_one("beale", "sgd", **kwargs)
@@ -286,11 +306,26 @@ def test_svg_is_a_valid_svg_of_the_requested_size(tmp_path: Path, beale_trajs) -
         ({"view": "side"}, "view='side': expected one of contour, 3d, loss"),
         ({"fmt": "jpg"}, "format='jpg': expected one of png, svg"),
         ({"size": (10, 10)}, r"size=\(10, 10\): expected"),
+        # wrote SVG into a .png file
+        ({"fmt": "svg"}, "format='svg' does not match the file .*x.png.*SVG into a .png file"),
     ],
+    ids=["bad-view", "bad-format", "tiny-size", "format-suffix-mismatch"],
 )
 def test_plot_rejects_bad_arguments(tmp_path: Path, beale_trajs, kwargs: dict, message) -> None:
     with pytest.raises(ValueError, match=message):
         plot(beale_trajs, tmp_path / "x.png", **kwargs)
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"), [("x", "svg"), ("x.SVG", "svg"), ("x.dat", "png")], ids=str
+)
+def test_plot_format_for_a_suffix_that_names_no_image_type(
+    tmp_path: Path, beale_trajs, name: str, fmt: str
+) -> None:
+    path = plot(beale_trajs, tmp_path / name, fmt=fmt, size=(320, 240))
+    head = path.read_bytes()[:200]
+    assert (b"<svg" in head) if fmt == "svg" else head.startswith(b"\x89PNG")
 
 
 def _render(fig) -> np.ndarray:
@@ -336,6 +371,31 @@ def test_animation_frames_grow_the_paths() -> None:
     frames = list(render_frames(trajs, stride=10, size=(480, 360)))
     assert len(frames) == 2 and frames[0].shape == (360, 480, 3)
     assert not np.array_equal(frames[0], frames[1])
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("q.png", {"fmt": "gif"}, "format='gif' does not match the file .*q.png"),
+        ("q.gif", {"fps": 0}, "fps=0: expected an integer from 1 to 100"),
+        ("q.gif", {"stride": 0}, "stride=0: expected a positive integer"),
+        ("q.gif", {"size": (8000, 8000), "stride": 1}, "makes 8 frames of 8000x8000; .* most 5"),
+    ],
+    ids=["format-suffix-mismatch", "zero-fps", "zero-stride", "frames-over-memory-budget"],
+)
+def test_animate_rejects_bad_arguments_before_rendering(
+    tmp_path: Path, monkeypatch, name: str, kwargs: dict, message: str
+) -> None:
+    monkeypatch.setattr(animate_mod, "render_frames", _must_not_be_called)
+    monkeypatch.setattr(animate_mod, "MAX_FRAME_BYTES", 5 * 8000 * 8000 * 3)
+    trajs = run("quadratic", "sgd:lr=0.01", steps=8)
+    with pytest.raises(ValueError, match=message):
+        animate(trajs, tmp_path / name, **{"stride": 2, **kwargs})
+    assert not (tmp_path / name).exists()
+
+
+def _must_not_be_called(*args, **kwargs):
+    raise AssertionError("the work started although the arguments were bad")
 
 
 def test_mp4_without_ffmpeg_says_so(tmp_path: Path, monkeypatch) -> None:
@@ -390,18 +450,114 @@ def test_cli_list(capsys) -> None:
         assert name in printed
 
 
+# Each error case is refused before any trajectory is computed (the run is patched to fail):
+# "{tmp}" is the test's folder, which holds a file "afile" and a folder "adir.png".
+CLI_ERRORS = [
+    ("unknown-surface", ["--surface", "bael"], "did you mean 'beale'"),
+    ("malformed-spec", ["--optimizers", "adam:lr"], "'lr' is not key=value"),
+    ("params-in-spec", ["--optimizers", "adam:params=1"], "'params' is not a hyperparameter"),
+    ("hostile-formula", ["--surface", "expr:9**9**9+x"], "has exponent 3.8742e+08"),
+    ("zero-steps", ["--steps", "0"], "steps=0: expected an integer from 1 to 100000"),
+    ("negative-steps", ["--steps", "-5"], "steps=-5: expected an integer from 1 to 100000"),
+    ("billion-steps", ["--steps", str(10**9)], "steps=1000000000: expected an integer from 1"),
+    ("2**63-steps", ["--steps", str(2**63)], "steps=9223372036854775808: expected an integer"),
+    ("nan-start", ["--start=nan,1"], "start=(nan, 1.0): expected a finite point"),
+    ("svg-into-png", ["--format", "svg", "--out", "{tmp}/x.png"], "SVG into a .png file"),
+    ("gif-into-png", ["--format", "gif", "--out", "{tmp}/x.png"], "GIF into a .png file"),
+    ("unknown-suffix", ["--out", "{tmp}/x.txt"], "suffix '.txt' is not one of .png, .svg"),
+    ("out-under-a-file", ["--out", "{tmp}/afile/x.png"], "afile is a file, so the folder"),
+    ("out-is-a-folder", ["--format", "png", "--out", "{tmp}"], "is a folder; expected a file"),
+    ("out-folder-named-png", ["--out", "{tmp}/adir.png"], "adir.png' is a folder"),
+    ("view-for-animation", ["--format", "gif", "--view", "3d"], "--view=3d is for png/svg"),
+    ("zero-stride", ["--format", "gif", "--stride", "0"], "stride=0: expected a positive"),
+    ("zero-fps", ["--format", "gif", "--fps", "0"], "fps=0: expected an integer from 1 to 100"),
+    ("huge-fps", ["--format", "gif", "--fps", str(10**30)], "fps=1000000000000000000000000000"),
+    (
+        "too-many-frames",
+        ["--format", "gif", "--steps", "100000", "--stride", "1"],
+        "makes 100000 frames of 900x640; expected at most 621",
+    ),
+    ("tiny-size", ["--size", "10x10"], "size=(10, 10): expected (width, height)"),
+    ("gallery-into-a-file", ["--gallery", "--out", "{tmp}/afile"], "is a file; the gallery"),
+    ("gallery-under-a-file", ["--gallery", "--out", "{tmp}/afile/g"], "afile is a file"),
+]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("argv", "message"), [c[1:] for c in CLI_ERRORS], ids=[c[0] for c in CLI_ERRORS]
+)
+def test_cli_errors_are_one_clear_line_before_any_work(
+    tmp_path: Path, capsys, monkeypatch, argv: list[str], message: str
+) -> None:
+    import ravine.viz.cli as viz_cli
+    import ravine.viz.gallery as gallery
+
+    monkeypatch.setattr(viz_cli, "run_trajectories", _must_not_be_called)
+    monkeypatch.setattr(gallery, "make_gallery", _must_not_be_called)
+    monkeypatch.chdir(tmp_path)  # a default output name would land here
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "adir.png").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert viz_main(["--optimizers", "sgd:lr=0.01", "--steps", "10", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ravine viz: error:") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, no folder made
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("adam:betas=0.9", "optimizer spec 'adam:betas=0.9'"),  # was a TypeError traceback
+        ("adam:lr=-1", "lr"),
+    ],
+    ids=["wrong-type", "bad-value"],
+)
+def test_cli_bad_hyperparameters_are_one_clear_line(capsys, tmp_path, spec, message) -> None:
+    argv = ["--optimizers", spec, "--steps", "5", "--out", str(tmp_path / "x.png")]
+    assert viz_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ravine viz: error:") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x.png").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--surface", "bael"], "did you mean 'beale'"),
-        (["--optimizers", "adam:lr"], "'lr' is not key=value"),
-        (["--steps", "0"], "steps=0"),
+        (["--size", "infx3"], "--size='infx3': expected whole pixels"),
+        (["--size", "nanxnan"], "--size='nanxnan': expected whole pixels"),
+        (["--start=1,2,3"], "--start='1,2,3': expected two numbers"),
+        (["--steps", "2**63"], "invalid int value: '2**63'"),
     ],
+    ids=["inf-size", "nan-size", "three-coordinates", "steps-expression"],
 )
-def test_cli_errors_are_one_clear_line(capsys, argv: list[str], message: str) -> None:
-    assert viz_main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("ravine viz: error:") and message in err
+def test_cli_argument_errors_exit_2_without_traceback(capsys, argv, message) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        viz_main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_refuses_an_unwritable_folder(tmp_path: Path, capsys, monkeypatch) -> None:
+    import ravine.viz.cli as viz_cli
+
+    monkeypatch.setattr(viz_cli, "run_trajectories", _must_not_be_called)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):  # root writes anyway: make the folder read-only for the check
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and real(p, mode))
+    assert viz_main(["--out", str(locked / "sub" / "x.png")]) == 2
+    assert f"the folder {locked} is not writable" in capsys.readouterr().err
+
+
+def test_cli_makes_missing_folders_for_out(tmp_path: Path) -> None:
+    out = tmp_path / "some" / "missing" / "dir" / "x.png"
+    args = ["--surface", "quadratic", "--optimizers", "sgd:lr=0.01", "--steps", "5"]
+    assert viz_main([*args, "--out", str(out), "--size", "320x240"]) == 0
+    with Image.open(out) as im:
+        assert im.format == "PNG"
 
 
 def test_gallery_scene_quick(tmp_path: Path) -> None:

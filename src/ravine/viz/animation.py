@@ -8,7 +8,6 @@ a frame at a few milliseconds.
 
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -23,9 +22,11 @@ from ravine.viz.plots import (
     Style,
     _legend,
     _title,
+    check_size,
     clip_diverged,
     draw_contours,
     new_figure,
+    output_format,
     set_title,
     styles,
 )
@@ -40,11 +41,35 @@ class MissingFFmpegError(RuntimeError):
     """MP4 was asked for and no ffmpeg was found (PATH or imageio-ffmpeg)."""
 
 
+#: Frames are held in memory until written: bound their total size (a frame is W * H * 3 bytes).
+MAX_FRAME_BYTES = 2**30
+
+
 def frame_steps(steps: int, stride: int) -> list[int]:
     """The step shown by each frame: stride, 2*stride, ..., and ``steps`` last."""
-    if not isinstance(stride, int) or stride < 1:
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
         raise ValueError(f"stride={stride!r}: expected a positive integer")
-    return [min((i + 1) * stride, steps) for i in range(math.ceil(steps / stride))]
+    return [min((i + 1) * stride, steps) for i in range(-(-steps // stride))]
+
+
+def check_animation(steps: int, stride: int, fps: int, size: Sequence[int]) -> None:
+    """Refuse an animation whose frames would not fit in ``MAX_FRAME_BYTES``, or a bad fps.
+
+    Cheap, so callers (``ravine viz``) run it before computing any trajectory.
+    """
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+        raise ValueError(f"stride={stride!r}: expected a positive integer")
+    if not isinstance(fps, int) or isinstance(fps, bool) or not 1 <= fps <= 100:
+        raise ValueError(f"fps={fps!r}: expected an integer from 1 to 100")
+    width, height = check_size(size)
+    frames = -(-steps // stride)
+    if frames * width * height * 3 > MAX_FRAME_BYTES:
+        most = MAX_FRAME_BYTES // (width * height * 3)
+        raise ValueError(
+            f"steps={steps} at stride={stride} makes {frames} frames of {width}x{height}; "
+            f"expected at most {most} frames at that size ({MAX_FRAME_BYTES >> 20} MiB): "
+            f"raise the stride to {-(-steps // most)} or more, or lower steps or size"
+        )
 
 
 def render_frames(
@@ -229,11 +254,8 @@ def animate(
 ) -> Path:
     """Render the race and save it as GIF or MP4 (from ``fmt`` or the file suffix)."""
     path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt not in ANIMATION_FORMATS:
-        raise ValueError(f"format={fmt!r}: expected one of {', '.join(ANIMATION_FORMATS)}")
-    if not isinstance(fps, int) or not 1 <= fps <= 100:
-        raise ValueError(f"fps={fps!r}: expected an integer from 1 to 100")
+    fmt = output_format(path, fmt, ANIMATION_FORMATS)
+    check_animation(max(t.steps for t in trajectories) if trajectories else 1, stride, fps, size)
     if fmt == "mp4" and ffmpeg_path() is None:
         raise MissingFFmpegError(
             "format='mp4' needs ffmpeg (on PATH or from the imageio-ffmpeg package), and none "

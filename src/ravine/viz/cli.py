@@ -16,15 +16,24 @@ needs the = form: --start=-1.5,2.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from pathlib import Path
 
 from ravine import surfaces
-from ravine.viz.animation import ANIMATION_FORMATS, MissingFFmpegError, animate, ffmpeg_path
+from ravine.viz.animation import (
+    ANIMATION_FORMATS,
+    MissingFFmpegError,
+    animate,
+    check_animation,
+    ffmpeg_path,
+)
 from ravine.viz.gallery import CLASSIC
-from ravine.viz.plots import DEFAULT_SIZE, STATIC_FORMATS, VIEWS, plot
-from ravine.viz.specs import optimizer_names
+from ravine.viz.plots import DEFAULT_SIZE, STATIC_FORMATS, VIEWS, check_size, output_format, plot
+from ravine.viz.specs import optimizer_names, parse_specs
+from ravine.viz.trajectory import MAX_STEPS, check_start, check_steps
 from ravine.viz.trajectory import run as run_trajectories
 
 FORMATS = STATIC_FORMATS + ANIMATION_FORMATS
@@ -49,9 +58,35 @@ def _start(text: str) -> tuple[float, float]:
 
 def _size(text: str) -> tuple[int, int]:
     w, h = _pair(text, "size")
-    if w != int(w) or h != int(h):
+    if not (math.isfinite(w) and math.isfinite(h) and w == int(w) and h == int(h)):
         raise argparse.ArgumentTypeError(f"--size={text!r}: expected whole pixels, e.g. 900x640")
     return int(w), int(h)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (the folder mkdir would start from)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output(path: Path, *, folder: bool = False) -> None:
+    """Refuse, before any work, an --out that cannot be written: a file where a folder is
+    wanted or the reverse, or a parent that is a file or not writable. Missing folders are
+    fine (they are created when writing)."""
+    shown = f"--out={str(path)!r}"
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{shown} is a file; the gallery needs a folder")
+    if not folder and path.is_dir():
+        raise ValueError(f"{shown} is a folder; expected a file name such as {path / 'plot.png'}")
+    base = _nearest_existing(path if folder else path.parent)
+    if not base.is_dir():
+        raise ValueError(f"{shown}: {base} is a file, so the folder {path.parent} cannot be made")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"{shown}: the folder {base} is not writable")
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{shown}: the file exists and is not writable")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,10 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="optimizer specs (default: the seven classic ones with learning rates for Beale)",
     )
-    parser.add_argument("--steps", type=int, default=200, help="steps per optimizer (200)")
+    parser.add_argument(
+        "--steps", type=int, default=200, help=f"steps per optimizer, 1..{MAX_STEPS} (200)"
+    )
     parser.add_argument("--start", type=_start, help="start point X,Y (default: the surface's)")
     parser.add_argument("--out", type=Path, help="output file (gallery: folder)")
-    parser.add_argument("--format", choices=FORMATS, help="png, svg, gif or mp4 (default: --out's)")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="png, svg, gif or mp4 (default: --out's suffix)"
+    )
     parser.add_argument("--view", choices=tuple(VIEWS), default="contour", help="for png/svg")
     parser.add_argument("--stride", type=int, default=2, help="steps per animation frame (2)")
     parser.add_argument("--fps", type=int, default=20, help="animation frames per second (20)")
@@ -101,20 +140,46 @@ def list_everything() -> str:
     return "\n".join(lines)
 
 
-def _render(args: argparse.Namespace) -> int:
-    surface = surfaces.get(args.surface)
-    fmt = args.format or (args.out.suffix.lstrip(".").lower() if args.out else "png")
-    if fmt not in FORMATS:
-        raise ValueError(f"--out={str(args.out)!r}: suffix {fmt!r} is not one of {FORMATS}")
-    view = args.view
-    if args.out is not None:
-        out = args.out
-    else:
+def _output(args: argparse.Namespace, surface: surfaces.Surface) -> tuple[Path, str]:
+    """The file to write and its format, checked (format, suffix, writability) up front."""
+    if args.out is None:
+        fmt = args.format or "png"
         stem = surface.name if surface.name.replace("-", "").isalnum() else "surface"
-        suffix = "" if view == "contour" or fmt in ANIMATION_FORMATS else f"_{view}"
+        suffix = "" if args.view == "contour" or fmt in ANIMATION_FORMATS else f"_{args.view}"
         out = Path(f"{stem}{suffix}.{fmt}")
+    else:
+        out = args.out
+        if args.format is None and out.suffix.lstrip(".").lower() not in FORMATS:
+            raise ValueError(
+                f"--out={str(out)!r}: suffix {out.suffix!r} is not one of "
+                f"{', '.join('.' + f for f in FORMATS)}; name the file so or give --format"
+            )
+        fmt = output_format(out, args.format, FORMATS)
+    check_output(out)
+    return out, fmt
+
+
+def _render(args: argparse.Namespace) -> int:
+    # Everything that can be refused is checked before the trajectories are computed.
+    surface = surfaces.get(args.surface)
+    specs = parse_specs(args.optimizers)
+    steps = check_steps(args.steps)
+    start = None if args.start is None else check_start(args.start)
+    out, fmt = _output(args, surface)
+    view = args.view
+    if fmt in ANIMATION_FORMATS:
+        if view != "contour":
+            raise ValueError(f"--view={view} is for png/svg; an animation shows the contour view")
+        check_animation(steps, args.stride, args.fps, args.size)
+        if fmt == "mp4" and ffmpeg_path() is None:
+            raise MissingFFmpegError(
+                "--format mp4 needs ffmpeg (on PATH or from the imageio-ffmpeg package), and "
+                "none was found; use gif"
+            )
+    else:
+        check_size(args.size)
     t0 = time.perf_counter()
-    trajectories = run_trajectories(surface, args.optimizers, steps=args.steps, start=args.start)
+    trajectories = run_trajectories(surface, specs, steps=steps, start=start)
     t1 = time.perf_counter()
     if fmt in ANIMATION_FORMATS:
         path = animate(trajectories, out, fmt=fmt, stride=args.stride, fps=args.fps, size=args.size)
@@ -138,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
             from ravine.viz.gallery import make_gallery
 
             out = args.out or Path("gallery")
+            check_output(out, folder=True)
             t0 = time.perf_counter()
             paths = make_gallery(out, quick=args.quick, verbose=True)
             print(f"wrote {len(paths)} files to {out}/ in {time.perf_counter() - t0:.1f} s")

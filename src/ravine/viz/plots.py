@@ -35,24 +35,46 @@ def colors(n: int) -> list[str]:
 
 def new_figure(size: tuple[int, int] = DEFAULT_SIZE, *, dpi: int = DPI) -> Figure:
     """A figure of exactly ``size`` pixels with an Agg canvas attached."""
-    width, height = _check_size(size)
+    width, height = check_size(size)
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _check_size(size: Sequence[int]) -> tuple[int, int]:
+def check_size(size: Sequence[int]) -> tuple[int, int]:
     if len(size) != 2 or not all(isinstance(v, int | np.integer) and 64 <= v <= 8000 for v in size):
         raise ValueError(f"size={tuple(size)!r}: expected (width, height) in pixels, each 64..8000")
     return int(size[0]), int(size[1])
 
 
+#: Suffixes that name an image or video type: writing another format under one of them is refused.
+IMAGE_SUFFIXES = ("png", "svg", "gif", "mp4", "jpg", "jpeg", "pdf", "webp", "tif", "tiff", "bmp")
+
+
+def output_format(path: str | Path, fmt: str | None, allowed: Sequence[str]) -> str:
+    """The format to write to ``path``: ``fmt``, or else the file's suffix.
+
+    A suffix that names another image type (``fmt="svg"`` for ``x.png``) is refused rather than
+    writing SVG into a .png file; a path without such a suffix takes any allowed ``fmt``.
+    """
+    suffix = Path(path).suffix.lstrip(".").lower()
+    chosen = (fmt or suffix).lower()
+    if chosen not in allowed:
+        raise ValueError(
+            f"format={chosen!r}: expected one of {', '.join(allowed)} (writing {str(path)!r})"
+        )
+    if suffix in IMAGE_SUFFIXES and suffix != chosen:
+        raise ValueError(
+            f"format={chosen!r} does not match the file {str(path)!r}: that would write "
+            f"{chosen.upper()} into a .{suffix} file; name it .{chosen} or drop the format"
+        )
+    return chosen
+
+
 def save(fig: Figure, path: str | Path, fmt: str | None = None) -> Path:
     """Write ``fig`` as PNG or SVG (from ``fmt`` or the file suffix) and return the path."""
     path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt not in STATIC_FORMATS:
-        raise ValueError(f"format={fmt!r}: expected one of {', '.join(STATIC_FORMATS)}")
+    fmt = output_format(path, fmt, STATIC_FORMATS)
     path.parent.mkdir(parents=True, exist_ok=True)
     # savefig, not bbox_inches="tight": the requested pixel size is kept exactly.
     fig.savefig(

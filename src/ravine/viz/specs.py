@@ -69,7 +69,11 @@ class OptimizerSpec:
         return self.name + " " + " ".join(f"{k}={_fmt(v)}" for k, v in self.hparams)
 
     def build(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-        return create_optimizer(self.name, params, **self.kwargs)
+        try:
+            return create_optimizer(self.name, params, **self.kwargs)
+        except TypeError as err:
+            # a hyperparameter of the wrong type: name the spec, as for a bad value
+            raise ValueError(f"optimizer spec {str(self)!r}: {err}") from None
 
     def __str__(self) -> str:
         if not self.hparams:
@@ -154,6 +158,11 @@ def parse_spec(text: str) -> OptimizerSpec:
                 )
             if key in hparams:
                 raise ValueError(f"optimizer spec {text!r}: {key!r} given twice")
+            if key == "params":
+                raise ValueError(
+                    f"optimizer spec {text!r}: 'params' is not a hyperparameter (the point on "
+                    "the surface is the parameter)"
+                )
             hparams[key] = _parse_value(key, raw.strip(), text)
     return OptimizerSpec(name.lower(), tuple(hparams.items()))
 

@@ -70,12 +70,32 @@ def _escape_bound(surface: Surface, start: Sequence[float]) -> float:
     return ESCAPE_FACTOR * extent
 
 
-def _check(steps: int, start: Sequence[float]) -> tuple[float, float]:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps={steps!r}: expected a positive integer")
-    if len(start) != 2 or not all(math.isfinite(float(v)) for v in start):
+#: Positions are preallocated (steps x runs x 2) and every step costs a forward/backward pass:
+#: a bound keeps ``steps=10**9`` from hanging or exhausting memory.
+MAX_STEPS = 100_000
+
+
+def check_steps(steps: int) -> int:
+    """``steps`` as given, or a ValueError unless it is an integer in 1..MAX_STEPS."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps={steps!r}: expected an integer from 1 to {MAX_STEPS}")
+    return steps
+
+
+def check_start(start: Sequence[float]) -> tuple[float, float]:
+    """A start point as two finite floats, or a ValueError."""
+    try:
+        x, y = (float(v) for v in start)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"start={start!r}: expected a finite point (x, y)") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
         raise ValueError(f"start={tuple(start)!r}: expected a finite point (x, y)")
-    return float(start[0]), float(start[1])
+    return x, y
+
+
+def _check(steps: int, start: Sequence[float]) -> tuple[float, float]:
+    check_steps(steps)
+    return check_start(start)
 
 
 class _Runs:
