@@ -34,19 +34,21 @@ def _ravine(*argv: str) -> int:
         return int(e.code or 0)
 
 
-def test_train_help_does_not_import_matplotlib():
+def test_help_does_not_import_matplotlib():
     code = (
         "import sys\n"
         "from ravine.cli import main\n"
-        "try:\n"
-        "    main(['train', '--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
+        "for argv in (['--help'], ['train', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
         "print('matplotlib' in sys.modules, 'ravine.viz' in sys.modules)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     ).stdout
+    assert "{demo,viz,train}" in out  # the top-level help lists every subcommand
     assert "--override-hyperparameters" in out and "--overwrite" in out
     assert out.strip().splitlines()[-1] == "False False"
 
