@@ -246,6 +246,35 @@ def test_cifar10_batch_cannot_run_code(tmp_path, case, protocol):
 
 
 @pytest.mark.parametrize(
+    ("dataset", "make_dir", "message"),
+    [
+        ("cifar10", "crafted", "refuses to load posix.system from"),
+        ("digits", "empty", "dataset 'digits' does not take data_dir="),
+    ],
+    ids=["crafted-cifar10-folder", "digits-with-data-dir"],
+)
+def test_train_cli_refuses_with_one_line_and_runs_nothing(
+    tmp_path, capsys, dataset, make_dir, message
+):
+    from ravine.cli import main
+
+    marker = tmp_path / "marker"
+    folder = tmp_path / "data"
+    if make_dir == "crafted":
+        _write_cifar(folder, per_batch=2)
+        (folder / "data_batch_1").write_bytes(
+            pickle.dumps(_hostile_batches(marker)["os.system-as-data"])
+        )
+    else:
+        folder.mkdir()
+    argv = ["train", "--dataset", dataset, "--data-dir", str(folder), "--epochs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
     ("content", "match"),
     [
         (b"", "corrupt or truncated"),
