@@ -25,7 +25,9 @@ from typing import Any
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--optimizer", default="adam", help="a catalog name with a torch.optim counterpart"
+        "--optimizer",
+        default="adam",
+        help="a mini-batch optimizer with a torch.optim counterpart (ravine.optim.catalog)",
     )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     from ravine.models import MLP
     from ravine.optim import catalog
 
-    comparable = [row.name for row in catalog.ROWS if row.torch_rule is not None]
+    # Mini-batch training against the same rule in torch.optim.
+    comparable = [r.name for r in catalog.ROWS if r.torch_rule and r.mnist1d is not None]
     if args.optimizer not in comparable:
         parser.error(f"--optimizer {args.optimizer!r}: expected one of {', '.join(comparable)}")
 
