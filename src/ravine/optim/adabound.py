@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ravine.optim.adam import ADAM_RANGES, update_moments
-from ravine.optim.base import NONNEGATIVE, POSITIVE, Interval, Optimizer
+from ravine.optim.adam import ADAM_KINDS, update_moments
+from ravine.optim.base import Optimizer
+from ravine.optim.hyperparameters import FLAG, NONNEGATIVE, POSITIVE, Kind
 from ravine.tensorlist import TL
 
 ADABOUND_PAPER = (
@@ -56,10 +57,13 @@ class AdaBound(Optimizer):
     """
 
     paper = ADABOUND_PAPER
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
-        **ADAM_RANGES,
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
+        **ADAM_KINDS,
         "final_lr": NONNEGATIVE,
         "gamma": POSITIVE,
+        "amsbound": FLAG,
+        "sqrt_t_decay": FLAG,
+        "debias": FLAG,
     }
 
     def __init__(
@@ -78,7 +82,7 @@ class AdaBound(Optimizer):
     ) -> None:
         defaults = dict(
             lr=lr,
-            betas=tuple(betas),
+            betas=betas,
             final_lr=final_lr,
             gamma=gamma,
             eps=eps,

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ravine.optim.base import NONNEGATIVE, POSITIVE, UNIT, Interval, Optimizer
+from ravine.optim.base import Optimizer
+from ravine.optim.hyperparameters import NONNEGATIVE, POSITIVE, UNIT, Kind
 from ravine.tensorlist import TL
 
 
@@ -24,7 +25,7 @@ class Adadelta(Optimizer):
 
     state_names = ("Eg2", "Edx2")
     paper = "Zeiler 2012, arXiv:1212.5701"
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
         "lr": NONNEGATIVE,
         "rho": UNIT,
         "eps": POSITIVE,

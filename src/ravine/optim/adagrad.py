@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ravine.optim.base import NONNEGATIVE, POSITIVE, Interval, Optimizer
+from ravine.optim.base import Optimizer
+from ravine.optim.hyperparameters import NONNEGATIVE, POSITIVE, Kind
 from ravine.tensorlist import TL
 
 
@@ -26,7 +27,7 @@ class Adagrad(Optimizer):
 
     state_names = ("sum",)
     paper = "Duchi, Hazan & Singer 2011, JMLR 12, 'Adaptive Subgradient Methods'"
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
         "lr": NONNEGATIVE,
         "lr_decay": NONNEGATIVE,
         "initial_accumulator_value": NONNEGATIVE,

@@ -8,12 +8,21 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ravine.optim.base import NONNEGATIVE, POSITIVE, UNIT_OPEN_HIGH, Interval, Optimizer
+from ravine.optim.base import Optimizer
+from ravine.optim.hyperparameters import (
+    FLAG,
+    NONNEGATIVE,
+    POSITIVE,
+    UNIT_OPEN_HIGH,
+    Kind,
+    OrNone,
+    Reals,
+)
 from ravine.tensorlist import TL
 
-ADAM_RANGES: dict[str, Interval] = {
+ADAM_KINDS: dict[str, Kind] = {
     "lr": NONNEGATIVE,
-    "betas": UNIT_OPEN_HIGH,
+    "betas": Reals(UNIT_OPEN_HIGH, 2),
     "eps": POSITIVE,
 }
 
@@ -57,7 +66,11 @@ class Adam(Optimizer):
     """
 
     paper = "Kingma & Ba 2015, arXiv:1412.6980"
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = ADAM_RANGES
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
+        **ADAM_KINDS,
+        "amsgrad": FLAG,
+        "decoupled_weight_decay": FLAG,
+    }
 
     def __init__(
         self,
@@ -72,7 +85,7 @@ class Adam(Optimizer):
     ) -> None:
         defaults = dict(
             lr=lr,
-            betas=tuple(betas),
+            betas=betas,
             eps=eps,
             weight_decay=weight_decay,
             amsgrad=amsgrad,
@@ -116,7 +129,7 @@ class AMSGrad(Optimizer):
 
     state_names = ("m", "v", "v_max")
     paper = "Reddi, Kale & Kumar 2018, ICLR, arXiv:1904.09237"
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = ADAM_RANGES
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {**ADAM_KINDS, "debias": FLAG}
 
     def __init__(
         self,
@@ -128,9 +141,7 @@ class AMSGrad(Optimizer):
         debias: bool = False,
         **options: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, debias=debias
-        )
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, debias=debias)
         super().__init__(params, defaults, **options)
 
     def update(
@@ -190,7 +201,7 @@ class AdaMax(Optimizer):
 
     state_names = ("m", "u")
     paper = "Kingma & Ba 2015, arXiv:1412.6980 (section 7.1)"
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = ADAM_RANGES
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = ADAM_KINDS
 
     def __init__(
         self,
@@ -201,7 +212,7 @@ class AdaMax(Optimizer):
         weight_decay: float = 0.0,
         **options: Any,
     ) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, **options)
 
     def update(
@@ -271,9 +282,10 @@ class NAdam(Optimizer):
 
     paper = "Dozat 2016, ICLR workshop, 'Incorporating Nesterov Momentum into Adam'"
     state_names = ("m", "v")
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
-        **ADAM_RANGES,
-        "momentum_decay": NONNEGATIVE,
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
+        **ADAM_KINDS,
+        "momentum_decay": OrNone(NONNEGATIVE),
+        "decoupled_weight_decay": FLAG,
     }
 
     def __init__(
@@ -289,18 +301,13 @@ class NAdam(Optimizer):
     ) -> None:
         defaults = dict(
             lr=lr,
-            betas=tuple(betas),
+            betas=betas,
             eps=eps,
             weight_decay=weight_decay,
             momentum_decay=momentum_decay,
             decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults, **options)
-
-    def validate_group(self, group: dict[str, Any]) -> None:
-        if group.get("momentum_decay") is None:
-            group = {k: v for k, v in group.items() if k != "momentum_decay"}
-        super().validate_group(group)
 
     def update(
         self,

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ravine.optim.base import NONNEGATIVE, UNIT_OPEN_HIGH, Interval, Optimizer
+from ravine.optim.base import Optimizer
+from ravine.optim.hyperparameters import NONNEGATIVE, UNIT_OPEN_HIGH, Kind, Reals
 from ravine.tensorlist import TL
 
 
@@ -33,9 +34,10 @@ class AggMo(Optimizer):
     paper = "Lucas, Sun, Zemel & Grosse 2019, ICLR, 'Aggregated Momentum', arXiv:1804.00325"
     # Which betas are zero decides the buffers (impl="compiled": a kernel per damping vector).
     static_hyperparameters: ClassVar[tuple[str, ...]] = ("betas",)
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
         "lr": NONNEGATIVE,
-        "betas": UNIT_OPEN_HIGH,
+        # One state buffer per nonzero entry: the length is the rule's K.
+        "betas": Reals(UNIT_OPEN_HIGH, arity=None),
     }
 
     def __init__(
@@ -46,7 +48,7 @@ class AggMo(Optimizer):
         weight_decay: float = 0.0,
         **options: Any,
     ) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay)
         super().__init__(params, defaults, **options)
 
     @classmethod
@@ -64,13 +66,6 @@ class AggMo(Optimizer):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"Invalid k: {k!r} (expected an integer k >= 1)")
         return cls(params, lr=lr, betas=tuple(1 - a**i for i in range(k)), **kwargs)
-
-    def validate_group(self, group: dict[str, Any]) -> None:
-        betas = group.get("betas")
-        if not isinstance(betas, (tuple, list)) or not betas:
-            raise ValueError(f"Invalid betas: {betas!r} (expected a non-empty tuple of floats)")
-        group["betas"] = tuple(betas)  # one state buffer per entry: fixed once validated
-        super().validate_group(group)
 
     def state_names_for(self, group: dict[str, Any]) -> tuple[str, ...]:
         # beta = 0 needs no buffer: b = 0 b + g is g itself (the default vector has one)

@@ -31,6 +31,19 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor
 
+# Re-exported: optimizer files and user code import the range constants from here.
+from ravine.optim.hyperparameters import (  # noqa: F401
+    FLAG,
+    NONNEGATIVE,
+    POSITIVE,
+    UNIT,
+    UNIT_OPEN_HIGH,
+    HyperparameterError,
+    Interval,
+    Kind,
+    check_hyperparameter,
+    check_hyperparameters,
+)
 from ravine.tensorlist import TL
 
 IMPLS = ("foreach", "loop", "compiled")
@@ -103,52 +116,6 @@ class NonFiniteUpdateError(NonFiniteGradientError):
     """
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A range of valid values for a hyperparameter, e.g. ``Interval(0, 1, high_open=True)``."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if isinstance(value, Tensor):
-            value = value.item()
-        if not isinstance(value, (int, float)) or math.isnan(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return not (
-            self.high is not None and (value >= self.high if self.high_open else value > self.high)
-        )
-
-    def __str__(self) -> str:
-        lo = "(-inf" if self.low is None else ("(" if self.low_open else "[") + f"{self.low:g}"
-        hi = "inf)" if self.high is None else f"{self.high:g}" + (")" if self.high_open else "]")
-        return f"{lo}, {hi}"
-
-
-NONNEGATIVE = Interval(0)
-POSITIVE = Interval(0, low_open=True)
-UNIT_OPEN_HIGH = Interval(0, 1, high_open=True)  # betas: [0, 1)
-UNIT = Interval(0, 1)  # rho, dampening: [0, 1]
-
-
-def check_hyperparameter(name: str, value: Any, interval: Interval) -> None:
-    """Raise ValueError naming ``name``, ``value`` and the expected range if out of range.
-
-    Tuple-valued hyperparameters (``betas``, ``etas``) are checked element by element and named
-    ``betas[0]``, ``betas[1]``...
-    """
-    if isinstance(value, (tuple, list)):
-        for i, v in enumerate(value):
-            check_hyperparameter(f"{name}[{i}]", v, interval)
-        return
-    if isinstance(value, bool) or value not in interval:
-        raise ValueError(f"Invalid {name}: {value!r} (expected {name} in {interval})")
-
-
 class GradientTransform(Protocol):
     """Maps the step's gradients to the gradients the rule sees (noise, clipping...).
 
@@ -163,6 +130,33 @@ class GradientTransform(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
+def _check_params(params: list[Any], group_index: int, groups: list[dict[str, Any]]) -> None:
+    """Refuse, naming group and index, what torch.optim would accept and then fail on or warn
+    about: a non-tensor, an integer or bool tensor (no gradient descent on those), and a
+    parameter listed twice in the new group or already in one of ``groups``."""
+    seen: dict[int, str] = {
+        id(p): f"parameter {pi} of group {gi}"
+        for gi, group in enumerate(groups)
+        for pi, p in enumerate(group["params"])
+    }
+    for pi, p in enumerate(params):
+        where = f"parameter {pi} of group {group_index}"
+        if not isinstance(p, Tensor):
+            raise TypeError(
+                f"optimizer can only optimize Tensors, but {where} is {torch.typename(p)}"
+            )
+        if not (p.is_floating_point() or p.is_complex()):
+            raise ValueError(
+                f"Invalid {where}: dtype {p.dtype} (expected a floating point or complex tensor)"
+            )
+        if id(p) in seen:
+            raise ValueError(
+                f"Invalid {where}: it is {seen[id(p)]} too (a parameter may be listed once, in "
+                "one group; torch.optim warns that this will become an error)"
+            )
+        seen[id(p)] = where
 
 
 @dataclass
@@ -201,7 +195,9 @@ class Optimizer(torch.optim.Optimizer):
     # "l2": g += wd * p (coupled, as torch.optim's weight_decay); "decoupled": p *= 1 - lr * wd
     # before the update (Loshchilov & Hutter); None: the rule takes no weight_decay.
     weight_decay_mode: ClassVar[str | None] = "l2"
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {}
+    # The kind of every group entry the rule reads (Interval: one finite real in that range);
+    # weight_decay and maximize are added by the base class. Every default must have one.
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {}
     # Numeric hyperparameters the update branches on by value (``if x > 0``): impl="compiled"
     # makes them compile-time constants instead of tensors (booleans and None always are).
     static_hyperparameters: ClassVar[tuple[str, ...]] = ()
@@ -238,24 +234,62 @@ class Optimizer(torch.optim.Optimizer):
             self.grad_transforms.append(noise)
         self.skipped_steps = 0
         self._flat: Any = None  # ravine.optim.compiled.FlatEngine, built on the first step
-        defaults = dict(defaults, maximize=maximize)
-        if self.weight_decay_mode is None and defaults.get("weight_decay", 0) != 0:
-            raise ValueError(f"{type(self).__name__} takes no weight_decay")
         if not callable(getattr(type(self), "update", None)):
             raise TypeError(f"{type(self).__name__} must define update()")
+        # The defaults are checked even where every group overrides them: a group added later
+        # takes them.
+        defaults = self._checked_group(dict(defaults, maximize=maximize))
         super().__init__(params, defaults)
 
     # -- hyperparameters ------------------------------------------------------------------------
+    @classmethod
+    def kinds(cls) -> dict[str, Kind]:
+        """The kind of every hyperparameter a group of this optimizer holds."""
+        return {"weight_decay": NONNEGATIVE, "maximize": FLAG, **cls.hyperparameter_kinds}
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch.optim's, with every check made before the group is added: a refused group
+        leaves ``param_groups`` as it was, so a corrected retry works.
+
+        Beyond torch's checks: the hyperparameters (kinds and ranges), the parameters' dtypes
+        (floating point or complex), and a parameter listed twice, in this group or in another
+        (torch only warns about the first).
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        params = param_group["params"]
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but the "
+                "ordering of tensors in sets will change between runs. Please use a list instead."
+            )
+        else:
+            params = list(params)  # once: it may be a generator
+        tensors = [p[1] if isinstance(p, tuple) else p for p in params]
+        _check_params(tensors, len(self.param_groups), self.param_groups)
+        group = self._checked_group({**self.defaults, **param_group, "params": tensors})
+        param_group["params"] = params
+        param_group.update({k: group[k] for k in self.kinds() if k in param_group})
         super().add_param_group(param_group)
-        self.validate_group(self.param_groups[-1])
+
+    def _checked_group(self, group: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``group`` with its hyperparameters checked and normalised (numpy scalars to
+        Python numbers, lists of reals to tuples), then the cross-field rules checked."""
+        checked = check_hyperparameters(group, self.kinds())
+        self.validate_group(checked)
+        return checked
 
     def validate_group(self, group: dict[str, Any]) -> None:
-        """Check every hyperparameter of ``group``; subclasses add cross-field rules."""
-        ranges = {"weight_decay": NONNEGATIVE, **self.hyperparameter_ranges}
-        for name, interval in ranges.items():
-            if name in group:
-                check_hyperparameter(name, group[name], interval)
+        """Check every hyperparameter of ``group`` (defaults filled in) without changing it;
+        subclasses add cross-field rules after ``super().validate_group(group)``."""
+        check_hyperparameters(group, self.kinds())
+        if self.weight_decay_mode is None and group.get("weight_decay", 0) != 0:
+            raise ValueError(
+                f"Invalid weight_decay: {group['weight_decay']!r} "
+                f"({type(self).__name__} takes no weight_decay; expected 0)"
+            )
 
     @classmethod
     def _update_keys(cls) -> tuple[str, ...]:
@@ -524,21 +558,187 @@ class Optimizer(torch.optim.Optimizer):
                 for k, v in state["state"].items()
             }
         state["ravine"] = {
+            "optimizer": type(self).__name__,
             "skipped_steps": self.skipped_steps,
             "grad_transforms": [tr.state_dict() for tr in self.grad_transforms],
         }
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch.optim's, after :meth:`validate_state_dict` checked the whole dict: on an error
+        nothing has changed. Load-state-dict pre-hooks run once, before the check."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        state_dict = state_dict.copy()
+        hooks = self._optimizer_load_state_dict_pre_hooks
+        for hook in hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        checked = self.validate_state_dict(state_dict)
         extra = state_dict.get("ravine", {})
-        saved_transforms = extra.get("grad_transforms", [])
-        if len(saved_transforms) != len(self.grad_transforms):
-            raise ValueError(
-                f"state_dict holds {len(saved_transforms)} gradient transforms but this optimizer "
-                f"has {len(self.grad_transforms)}"
-            )
-        state_dict = {k: v for k, v in state_dict.items() if k != "ravine"}
-        super().load_state_dict(state_dict)
+        for transform, saved in zip(self.grad_transforms, extra.get("grad_transforms", [])):
+            check = getattr(transform, "validate_state_dict", None)
+            if check is not None:
+                check(saved)
+        self._optimizer_load_state_dict_pre_hooks = type(hooks)()  # they ran above
+        try:
+            super().load_state_dict(checked)
+        finally:
+            self._optimizer_load_state_dict_pre_hooks = hooks
         self.skipped_steps = extra.get("skipped_steps", 0)
-        for transform, saved in zip(self.grad_transforms, saved_transforms):
+        for transform, saved in zip(self.grad_transforms, extra.get("grad_transforms", [])):
             transform.load_state_dict(saved)
+
+    def validate_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """Check a whole state_dict against this optimizer and its parameters, changing nothing;
+        return it ready for torch's loader (hyperparameters normalised, steps as ints).
+
+        Checked: the optimizer class it was saved from (recorded by :meth:`state_dict`), the
+        number and sizes of the groups, every group's hyperparameters (the constructor's
+        checks), each parameter's state names, the shapes and dtypes of its state tensors and
+        its step count, and the ravine extras. Raises ValueError naming group, parameter and
+        field.
+        """
+        return _validate_state_dict(self, state_dict)
+
+
+# -- state_dict checks ---------------------------------------------------------------------------
+def display_name(cls: type) -> str:
+    """``ravine.Adam`` for ravine's classes, the bare class name for others (messages)."""
+    return f"ravine.{cls.__name__}" if cls.__module__.startswith("ravine.") else cls.__name__
+
+
+def checked_count(where: str, value: Any) -> int:
+    """A step count: an int >= 0 (or a one-element tensor holding one, torch's form)."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        number = value.item()
+        value = int(number) if float(number).is_integer() else number
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"Invalid {where}: {value!r} (expected an integer >= 0)")
+    return value
+
+
+def check_state_tensor(where: str, value: Any, p: Tensor, finite: bool = True) -> None:
+    """A state tensor of parameter ``p``: its shape exactly (a broadcastable one would fail, or
+    worse, half-way through a step), a real floating dtype for a real parameter and a complex
+    one for a complex parameter (the precision may differ: torch casts it to ``p``'s), and,
+    when ``finite``, no NaN or Inf."""
+    if not isinstance(value, Tensor):
+        raise ValueError(f"Invalid {where}: {type(value).__name__} (expected a tensor)")
+    if value.shape != p.shape:
+        raise ValueError(
+            f"Invalid {where}: shape {tuple(value.shape)} (expected the parameter's shape "
+            f"{tuple(p.shape)})"
+        )
+    kind_ok = value.is_complex() if p.is_complex() else value.is_floating_point()
+    if not kind_ok or value.is_sparse:
+        expected = "a complex" if p.is_complex() else "a real floating point"
+        raise ValueError(f"Invalid {where}: dtype {value.dtype} (expected {expected} dtype)")
+    if finite and value.numel() and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"Invalid {where}: it holds NaN or Inf")
+
+
+def _group_lists(state_dict: Any, n_groups: int, sizes: list[int], who: str) -> list[Any]:
+    """The state_dict's param_groups, after checking their number and sizes."""
+    if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+        raise ValueError(
+            f"not an optimizer state_dict for {who} (expected a dict with 'state' and "
+            "'param_groups')"
+        )
+    groups = state_dict["param_groups"]
+    if not isinstance(groups, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+    ):
+        raise ValueError("Invalid param_groups: expected a list of dicts with a 'params' list")
+    if len(groups) != n_groups:
+        raise ValueError(
+            f"state_dict has {len(groups)} parameter groups; this {who} has {n_groups}"
+        )
+    for gi, (saved, size) in enumerate(zip(groups, sizes)):
+        if len(saved["params"]) != size:
+            raise ValueError(
+                f"group {gi} of the state_dict has {len(saved['params'])} parameters; "
+                f"group {gi} of this {who} has {size}"
+            )
+    return groups
+
+
+def _validate_state_dict(opt: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    who = display_name(type(opt))
+    extra = state_dict.get("ravine", {}) if isinstance(state_dict, dict) else {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"Invalid ravine entry: {type(extra).__name__} (expected a dict)")
+    saved_class = extra.get("optimizer")
+    if saved_class is not None and saved_class != type(opt).__name__:
+        raise ValueError(
+            f"state_dict was saved from ravine.{saved_class}, not {who}: load it into a "
+            f"ravine.{saved_class}"
+        )
+    groups = _group_lists(
+        state_dict, len(opt.param_groups), [len(g["params"]) for g in opt.param_groups], who
+    )
+    new_groups, where_is = [], {}
+    for gi, (saved, current) in enumerate(zip(groups, opt.param_groups)):
+        missing = [k for k in opt.defaults if k not in saved]
+        if missing:
+            raise ValueError(
+                f"group {gi} of the state_dict lacks hyperparameter(s) {', '.join(missing)} "
+                f"that {who} needs"
+            )
+        try:
+            checked = opt._checked_group({**saved, "params": current["params"]})
+        except ValueError as e:
+            raise ValueError(f"group {gi} of the state_dict: {e}") from None
+        new_groups.append({**checked, "params": saved["params"]})
+        for pi, (key, p) in enumerate(zip(saved["params"], current["params"])):
+            where_is[key] = (gi, pi, p, checked)
+
+    state = state_dict["state"]
+    if not isinstance(state, dict):
+        raise ValueError(f"Invalid state: {type(state).__name__} (expected a dict)")
+    new_state: dict[Any, Any] = {}
+    for key, entry in state.items():
+        if key not in where_is:
+            raise ValueError(
+                f"state_dict holds state for parameter {key!r}, which no group of it lists"
+            )
+        gi, pi, p, group = where_is[key]
+        new_state[key] = _checked_entry(opt, entry, gi, pi, p, group, who)
+
+    checked_count("skipped_steps", extra.get("skipped_steps", 0))
+    saved_transforms = extra.get("grad_transforms", [])
+    if not isinstance(saved_transforms, list) or len(saved_transforms) != len(opt.grad_transforms):
+        count = len(saved_transforms) if isinstance(saved_transforms, list) else "invalid"
+        raise ValueError(
+            f"state_dict holds {count} gradient transforms but this optimizer has "
+            f"{len(opt.grad_transforms)}"
+        )
+    out = {k: v for k, v in state_dict.items() if k != "ravine"}
+    out["param_groups"] = new_groups
+    out["state"] = new_state
+    return out
+
+
+def _checked_entry(
+    opt: Optimizer, entry: Any, gi: int, pi: int, p: Tensor, group: dict[str, Any], who: str
+) -> dict[str, Any]:
+    """One parameter's state: exactly ``step`` and the rule's state names, each valid."""
+    where = f"parameter {pi} of group {gi}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"Invalid state of {where}: {type(entry).__name__} (expected a dict)")
+    if not entry:  # a parameter that has not been stepped yet
+        return {}
+    names = opt.state_names_for(group)
+    keeps = ", ".join(names) if names else "no state tensors with these hyperparameters"
+    for key in entry:
+        if key != "step" and key not in names:
+            raise ValueError(f"unexpected state {key!r} for {where}; {who} keeps {keeps}")
+    for key in ("step", *names):
+        if key not in entry:
+            raise ValueError(f"missing state {key!r} for {where}; {who} keeps step, {keeps}")
+    out = dict(entry)
+    out["step"] = checked_count(f"state 'step' of {where}", entry["step"])
+    for name in names:
+        check_state_tensor(f"state {name!r} of {where}", entry[name], p, opt.nonfinite != "ignore")
+    return out

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ravine.optim.base import NONNEGATIVE, POSITIVE, Interval, Optimizer, _step_wrapper
+from ravine.optim.base import Optimizer, _step_wrapper
+from ravine.optim.hyperparameters import NONNEGATIVE, POSITIVE, Integer, Kind
 from ravine.tensorlist import TL
 
 
@@ -56,10 +57,11 @@ class DelayTolerantAdagrad(Optimizer):
         "McMahan & Streeter 2014, NIPS, 'Delay-Tolerant Algorithms for Asynchronous Distributed "
         "Online Learning' (AdaptiveRevision)"
     )
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
         "lr": NONNEGATIVE,
         "eps": POSITIVE,
         "initial_accumulator_value": NONNEGATIVE,
+        "max_delay": Integer(NONNEGATIVE),
     }
     # The ring of gradient sums has max_delay + 1 slots: a structural constant of the rule.
     static_hyperparameters: ClassVar[tuple[str, ...]] = ("max_delay",)
@@ -86,19 +88,30 @@ class DelayTolerantAdagrad(Optimizer):
 
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)
-        _check_delay_count("max_delay", group["max_delay"])
+        if group["max_delay"] > 0 and self.impl == "compiled" and self._flat is not None:
+            raise ValueError(
+                f"Invalid max_delay: {group['max_delay']!r} (a group with max_delay > 0 cannot "
+                "join an optimizer already running with impl='compiled'; expected 0)"
+            )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._fall_back_for(self.param_groups[-1])
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            self._fall_back_for(group)
+
+    def _fall_back_for(self, group: dict[str, Any]) -> None:
+        """Once a group with max_delay > 0 is accepted, impl="compiled" becomes "foreach"."""
         if group["max_delay"] > 0 and self.impl == "compiled":
-            if self._flat is not None:
-                raise ValueError(
-                    "Invalid max_delay: a group with max_delay > 0 cannot join an optimizer "
-                    "already running with impl='compiled' (expected max_delay = 0)"
-                )
             warnings.warn(
                 "DelayTolerantAdagrad with max_delay > 0 runs with impl='foreach': the stale "
                 "gradient sum is selected by step count, which a compiled kernel would "
                 "specialise on (a recompile per step)",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
             self.impl = "foreach"
 

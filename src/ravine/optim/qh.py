@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ravine.optim.adam import ADAM_RANGES, update_moments
-from ravine.optim.base import NONNEGATIVE, UNIT, UNIT_OPEN_HIGH, Interval, Optimizer
+from ravine.optim.adam import ADAM_KINDS, update_moments
+from ravine.optim.base import Optimizer
+from ravine.optim.hyperparameters import FLAG, NONNEGATIVE, UNIT, UNIT_OPEN_HIGH, Kind, Reals
 from ravine.tensorlist import TL
 
 QH_PAPER = (
@@ -38,7 +39,7 @@ class QHM(Optimizer):
 
     state_names = ("momentum_buffer",)
     paper = QH_PAPER
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
         "lr": NONNEGATIVE,
         "momentum": UNIT_OPEN_HIGH,
         "nu": UNIT,
@@ -85,7 +86,11 @@ class QHAdam(Optimizer):
 
     state_names = ("m", "v")
     paper = QH_PAPER
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {**ADAM_RANGES, "nus": UNIT}
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
+        **ADAM_KINDS,
+        "nus": Reals(UNIT, 2),
+        "decoupled_weight_decay": FLAG,
+    }
 
     def __init__(
         self,
@@ -100,8 +105,8 @@ class QHAdam(Optimizer):
     ) -> None:
         defaults = dict(
             lr=lr,
-            betas=tuple(betas),
-            nus=tuple(nus),
+            betas=betas,
+            nus=nus,
             eps=eps,
             weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay,

@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ravine.optim.adam import ADAM_RANGES, update_moments
-from ravine.optim.base import Interval, Optimizer
+from ravine.optim.adam import ADAM_KINDS, update_moments
+from ravine.optim.base import Optimizer
+from ravine.optim.hyperparameters import FLAG, Interval, Kind
 from ravine.tensorlist import TL
 
 
@@ -74,9 +75,10 @@ class RAdam(Optimizer):
         "Liu et al. 2020, ICLR, 'On the Variance of the Adaptive Learning Rate and Beyond', "
         "arXiv:1908.03265"
     )
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
-        **ADAM_RANGES,
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
+        **ADAM_KINDS,
         "rho_threshold": Interval(4),
+        "decoupled_weight_decay": FLAG,
     }
 
     def __init__(
@@ -92,7 +94,7 @@ class RAdam(Optimizer):
     ) -> None:
         defaults = dict(
             lr=lr,
-            betas=tuple(betas),
+            betas=betas,
             eps=eps,
             weight_decay=weight_decay,
             rho_threshold=rho_threshold,

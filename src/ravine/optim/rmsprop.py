@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ravine.optim.base import NONNEGATIVE, POSITIVE, UNIT, Interval, Optimizer
+from ravine.optim.base import Optimizer
+from ravine.optim.hyperparameters import FLAG, NONNEGATIVE, POSITIVE, UNIT, Kind
 from ravine.tensorlist import TL
 
 
@@ -26,11 +27,12 @@ class RMSprop(Optimizer):
     """
 
     paper = "Hinton 2012, Neural Networks for Machine Learning, lecture 6e"
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
         "lr": NONNEGATIVE,
         "alpha": UNIT,
         "eps": POSITIVE,
         "momentum": NONNEGATIVE,
+        "centered": FLAG,
     }
 
     def __init__(

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ravine.optim.base import NONNEGATIVE, POSITIVE, Interval, Optimizer
+from ravine.optim.base import Optimizer
+from ravine.optim.hyperparameters import NONNEGATIVE, POSITIVE, Interval, Kind, Reals
 from ravine.tensorlist import TL
 
 
@@ -26,7 +27,12 @@ class Rprop(Optimizer):
     state_names = ("prev", "step_size")
     weight_decay_mode = None
     paper = "Riedmiller & Braun 1993, ICNN, 'A direct adaptive method for faster backpropagation'"
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {"lr": POSITIVE}
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
+        "lr": POSITIVE,
+        "etas": Reals(POSITIVE, 2),
+        # An infinite largest step size is allowed: it means no upper clamp.
+        "step_sizes": Reals(Interval(0, allow_inf=True), 2),
+    }
 
     def __init__(
         self,
@@ -36,9 +42,7 @@ class Rprop(Optimizer):
         step_sizes: tuple[float, float] = (1e-6, 50.0),
         **options: Any,
     ) -> None:
-        super().__init__(
-            params, dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes)), **options
-        )
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes), **options)
 
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)
@@ -48,11 +52,10 @@ class Rprop(Optimizer):
                 f"Invalid etas: {group['etas']!r} (expected 0 < etas[0] < 1 < etas[1])"
             )
         step_min, step_max = group["step_sizes"]
-        check = NONNEGATIVE
-        if step_min not in check or step_max not in check or step_min > step_max:
+        if step_min not in NONNEGATIVE or step_min > step_max:
             raise ValueError(
                 f"Invalid step_sizes: {group['step_sizes']!r} "
-                "(expected 0 <= step_sizes[0] <= step_sizes[1])"
+                "(expected 0 <= step_sizes[0] <= step_sizes[1], step_sizes[0] finite)"
             )
 
     def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:

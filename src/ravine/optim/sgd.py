@@ -8,7 +8,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ravine.optim.base import NONNEGATIVE, UNIT, Interval, Optimizer
+from ravine.optim.base import Optimizer
+from ravine.optim.hyperparameters import (
+    FLAG,
+    NONNEGATIVE,
+    POSITIVE,
+    UNIT,
+    Kind,
+    check_hyperparameter,
+)
 from ravine.tensorlist import TL
 
 
@@ -30,10 +38,11 @@ class SGD(Optimizer):
     """
 
     paper = "Robbins & Monro 1951; Qian 1999 (momentum); Sutskever et al. 2013 (Nesterov)"
-    hyperparameter_ranges: ClassVar[dict[str, Interval]] = {
+    hyperparameter_kinds: ClassVar[dict[str, Kind]] = {
         "lr": NONNEGATIVE,
         "momentum": NONNEGATIVE,
         "dampening": UNIT,
+        "nesterov": FLAG,
     }
 
     def __init__(
@@ -155,8 +164,8 @@ class NAG(SGD):
         )
 
     def validate_group(self, group: dict[str, Any]) -> None:
-        if not group["momentum"] > 0:  # before SGD's nesterov rule, to name the argument
-            raise ValueError(f"Invalid momentum: {group['momentum']!r} (expected momentum > 0)")
+        # Before SGD's nesterov rule, to name the argument.
+        check_hyperparameter("momentum", group["momentum"], POSITIVE)
         super().validate_group(group)
 
     def _evaluate_closure(self, closure: Callable[[], Any] | None) -> Any:

@@ -23,12 +23,26 @@ import torch
 from torch import Tensor
 
 from ravine.optim.base import (
+    GradientTransform,
+    Optimizer,
+    _check_params,
+    _group_lists,
+    _step_wrapper,
+    check_state_tensor,
+    checked_count,
+    display_name,
+)
+from ravine.optim.hyperparameters import (
     NONNEGATIVE,
     POSITIVE,
     UNIT,
-    GradientTransform,
-    _step_wrapper,
+    Choice,
+    Integer,
+    Interval,
+    Kind,
+    OrNone,
     check_hyperparameter,
+    check_hyperparameters,
 )
 from ravine.optim.radam import RAdam
 
@@ -51,6 +65,8 @@ class _Wrapper(torch.optim.Optimizer):
             raise TypeError(
                 f"{type(self).__name__} wraps a torch.optim.Optimizer, got {type(optimizer)!r}"
             )
+        for gi, group in enumerate(optimizer.param_groups):  # torch.optim's only warns
+            _check_params(group["params"], gi, optimizer.param_groups[:gi])
         self._ready = False
         self.optimizer = optimizer
         # torch's __init__ sets up the step hooks and profiling; the placeholder group it is
@@ -81,8 +97,17 @@ class _Wrapper(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not getattr(self, "_ready", False):
             super().add_param_group(param_group)
-        else:
-            self.optimizer.add_param_group(param_group)
+            return
+        checks_itself = isinstance(self.optimizer, (Optimizer, LBFGS))
+        if not checks_itself and isinstance(param_group, dict) and "params" in param_group:
+            # A torch.optim optimizer accepts integer tensors and only warns about repeats.
+            params = param_group["params"]
+            params = [params] if isinstance(params, Tensor) else params
+            if not isinstance(params, set):
+                param_group["params"] = params = list(params)
+                tensors = [p[1] if isinstance(p, tuple) else p for p in params]
+                _check_params(tensors, len(self.param_groups), self.param_groups)
+        self.optimizer.add_param_group(param_group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none)
@@ -168,8 +193,8 @@ class Lookahead(_Wrapper):
         inner: str | Callable[..., torch.optim.Optimizer] = "adam",
         **inner_hyperparameters: Any,
     ) -> None:
-        _check_k(k)
-        check_hyperparameter("alpha", alpha, UNIT)
+        k = check_hyperparameter("k", k, LOOKAHEAD_KINDS["k"])
+        alpha = check_hyperparameter("alpha", alpha, LOOKAHEAD_KINDS["alpha"])
         inner_opt = _inner_from(optimizer, inner, inner_hyperparameters, type(self).__name__)
         super().__init__(inner_opt)
         self.k = k
@@ -255,6 +280,7 @@ class Lookahead(_Wrapper):
         return {
             "inner": self.optimizer.state_dict(),
             "lookahead": {
+                "optimizer": type(self).__name__,
                 "k": self.k,
                 "alpha": self.alpha,
                 "steps": self.lookahead_steps,
@@ -264,25 +290,61 @@ class Lookahead(_Wrapper):
 
     @torch.no_grad()
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "inner" not in state_dict or "lookahead" not in state_dict:
-            raise ValueError(
-                f"not a {type(self).__name__} state_dict (expected 'inner' and 'lookahead' keys)"
-            )
-        saved = state_dict["lookahead"]
-        _check_k(saved["k"])
-        check_hyperparameter("alpha", saved["alpha"], UNIT)
+        """Checks the whole dict first (the wrapper's part here, the inner optimizer's with its
+        own ``validate_state_dict`` where it has one): on an error nothing has changed."""
+        k, alpha, steps, slow = self._validate_lookahead(state_dict)
+        check_inner = getattr(self.optimizer, "validate_state_dict", None)
+        if check_inner is not None:
+            check_inner(state_dict["inner"])
         self.optimizer.load_state_dict(state_dict["inner"])
-        self.k, self.alpha, self.lookahead_steps = saved["k"], saved["alpha"], saved["steps"]
+        self.k, self.alpha, self.lookahead_steps = k, alpha, steps
         params = self._params()
         self.state = defaultdict(dict)
-        for i, tensor in saved["slow"].items():
-            p = params[int(i)]
+        for i, tensor in slow.items():
+            p = params[i]
             self.state[p]["slow_param"] = tensor.detach().to(device=p.device, dtype=p.dtype).clone()
 
+    def _validate_lookahead(self, state_dict: Any) -> tuple[int, float, int, dict[int, Tensor]]:
+        who = type(self).__name__
+        if not isinstance(state_dict, dict) or not {"inner", "lookahead"} <= set(state_dict):
+            raise ValueError(f"not a {who} state_dict (expected 'inner' and 'lookahead' keys)")
+        saved = state_dict["lookahead"]
+        if not isinstance(saved, dict) or not {"k", "alpha", "steps", "slow"} <= set(saved):
+            raise ValueError(
+                f"not a {who} state_dict (expected 'k', 'alpha', 'steps' and 'slow' under "
+                "'lookahead')"
+            )
+        saved_class = saved.get("optimizer")
+        if saved_class is not None and saved_class != who:
+            raise ValueError(
+                f"state_dict was saved from ravine.{saved_class}, not ravine.{who}: load it "
+                f"into a ravine.{saved_class}"
+            )
+        checked = check_hyperparameters(saved, LOOKAHEAD_KINDS)
+        steps = checked_count("lookahead steps", saved["steps"])
+        positions = [
+            (gi, pi, p)
+            for gi, g in enumerate(self.param_groups)
+            for pi, p in enumerate(g["params"])
+        ]
+        if not isinstance(saved["slow"], dict):
+            raise ValueError(
+                f"Invalid slow weights: {type(saved['slow']).__name__} (expected a dict)"
+            )
+        slow = {}
+        for i, tensor in saved["slow"].items():
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(positions):
+                raise ValueError(
+                    f"state_dict holds slow weights for parameter {i!r}, but the groups hold "
+                    f"{len(positions)} parameters"
+                )
+            gi, pi, p = positions[i]
+            check_state_tensor(f"slow weights of parameter {pi} of group {gi}", tensor, p)
+            slow[i] = tensor
+        return checked["k"], checked["alpha"], steps, slow
 
-def _check_k(k: Any) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"Invalid k: {k!r} (expected an integer k >= 1)")
+
+LOOKAHEAD_KINDS: dict[str, Kind] = {"k": Integer(Interval(1)), "alpha": UNIT}
 
 
 class Ranger(Lookahead):
@@ -348,8 +410,8 @@ class GradientNoise:
     paper: ClassVar[str] = NOISE_PAPER
 
     def __init__(self, eta: float = 0.01, gamma: float = 0.55, seed: int | None = None) -> None:
-        check_hyperparameter("eta", eta, NONNEGATIVE)
-        check_hyperparameter("gamma", gamma, NONNEGATIVE)
+        eta = check_hyperparameter("eta", eta, NONNEGATIVE)
+        gamma = check_hyperparameter("gamma", gamma, NONNEGATIVE)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"Invalid seed: {seed!r} (expected an integer or None)")
         self.eta = eta
@@ -408,7 +470,25 @@ class GradientNoise:
             "generators": {k: g.get_state() for k, g in self._generators.items()},
         }
 
+    def validate_state_dict(self, state_dict: Any) -> None:
+        """Raise ValueError unless ``state_dict`` is one this transform can load."""
+        keys = {"eta", "gamma", "seed", "t", "generators"}
+        if not isinstance(state_dict, dict) or not keys <= set(state_dict):
+            raise ValueError(f"not a GradientNoise state_dict (expected {', '.join(sorted(keys))})")
+        check_hyperparameter("eta", state_dict["eta"], NONNEGATIVE)
+        check_hyperparameter("gamma", state_dict["gamma"], NONNEGATIVE)
+        checked_count("GradientNoise t", state_dict["t"])
+        seed = state_dict["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"Invalid GradientNoise seed: {seed!r} (expected an integer)")
+        generators = state_dict["generators"]
+        if not isinstance(generators, dict) or not all(
+            isinstance(v, Tensor) and v.dtype == torch.uint8 for v in generators.values()
+        ):
+            raise ValueError("Invalid GradientNoise generators: expected generator states")
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.validate_state_dict(state_dict)
         self.eta, self.gamma = state_dict["eta"], state_dict["gamma"]
         self.seed, self.t = state_dict["seed"], state_dict["t"]
         self._generators = {}
@@ -485,12 +565,26 @@ class TransformGradients(_Wrapper):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict["grad_transforms"]
-        if len(saved) != len(self.transforms):
+        """Checks the whole dict first (the inner optimizer's part with its own
+        ``validate_state_dict`` where it has one): on an error nothing has changed."""
+        if not isinstance(state_dict, dict) or not {"inner", "grad_transforms"} <= set(state_dict):
             raise ValueError(
-                f"state_dict holds {len(saved)} gradient transforms but this wrapper has "
+                "not a TransformGradients state_dict (expected 'inner' and 'grad_transforms')"
+            )
+        saved = state_dict["grad_transforms"]
+        if not isinstance(saved, list) or len(saved) != len(self.transforms):
+            count = len(saved) if isinstance(saved, list) else "invalid"
+            raise ValueError(
+                f"state_dict holds {count} gradient transforms but this wrapper has "
                 f"{len(self.transforms)}"
             )
+        for transform, s in zip(self.transforms, saved):
+            check = getattr(transform, "validate_state_dict", None)
+            if check is not None:
+                check(s)
+        check_inner = getattr(self.optimizer, "validate_state_dict", None)
+        if check_inner is not None:
+            check_inner(state_dict["inner"])
         self.optimizer.load_state_dict(state_dict["inner"])
         for transform, s in zip(self.transforms, saved):
             transform.load_state_dict(s)
@@ -534,26 +628,76 @@ class LBFGS(torch.optim.LBFGS):
         if impl not in ("foreach", "loop"):
             raise ValueError(f"Invalid impl: {impl!r} (expected one of foreach, loop for LBFGS)")
         self.impl = impl
-        super().__init__(
-            params,
-            lr=lr,
-            max_iter=max_iter,
-            max_eval=max_eval,
-            tolerance_grad=tolerance_grad,
-            tolerance_change=tolerance_change,
-            history_size=history_size,
-            line_search_fn=line_search_fn,
+        # Checked before torch's constructor, which computes max_eval from max_iter.
+        hyper = check_hyperparameters(
+            dict(
+                lr=lr,
+                max_iter=max_iter,
+                max_eval=max_eval,
+                tolerance_grad=tolerance_grad,
+                tolerance_change=tolerance_change,
+                history_size=history_size,
+                line_search_fn=line_search_fn,
+            ),
+            LBFGS_KINDS,
         )
+        super().__init__(params, **hyper)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        group = {**self.defaults, **param_group} if hasattr(self, "defaults") else param_group
-        _check_lbfgs_group(group)
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        group = check_hyperparameters({**self.defaults, **param_group}, LBFGS_KINDS)
         if self.param_groups:
             raise ValueError(
                 "LBFGS takes one parameter group (torch.optim.LBFGS works on one flat vector "
                 "with one set of hyperparameters)"
             )
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else params
+        if not isinstance(params, set):  # torch refuses sets
+            param_group["params"] = params = list(params)
+            _check_params([p[1] if isinstance(p, tuple) else p for p in params], 0, [])
+        param_group.update({k: group[k] for k in LBFGS_KINDS if k in param_group})
         super().add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["ravine"] = {"optimizer": type(self).__name__}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's, after checking the whole dict (class, group, hyperparameters, the L-BFGS
+        state against the parameters): on an error nothing has changed."""
+        self.validate_state_dict(state_dict)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "ravine"})
+
+    def validate_state_dict(self, state_dict: Any) -> None:
+        """Raise ValueError naming the field unless this LBFGS can load ``state_dict``."""
+        who = display_name(type(self))
+        extra = state_dict.get("ravine", {}) if isinstance(state_dict, dict) else {}
+        saved_class = extra.get("optimizer") if isinstance(extra, dict) else None
+        if saved_class is not None and saved_class != type(self).__name__:
+            raise ValueError(
+                f"state_dict was saved from ravine.{saved_class}, not {who}: load it into a "
+                f"ravine.{saved_class}"
+            )
+        groups = _group_lists(state_dict, 1, [len(self._params)], who)
+        missing = [k for k in LBFGS_KINDS if k not in groups[0]]
+        if missing:
+            raise ValueError(
+                f"group 0 of the state_dict lacks hyperparameter(s) {', '.join(missing)}"
+            )
+        try:
+            check_hyperparameters(groups[0], LBFGS_KINDS)
+        except ValueError as e:
+            raise ValueError(f"group 0 of the state_dict: {e}") from None
+        state = state_dict["state"]
+        if not isinstance(state, dict) or not set(state) <= set(groups[0]["params"][:1]):
+            raise ValueError(
+                "Invalid state: LBFGS keeps state for the first parameter of its group only"
+            )
+        for entry in state.values():
+            _check_lbfgs_state(entry, self._params, who)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         if closure is None:
@@ -598,20 +742,45 @@ class LBFGS(torch.optim.LBFGS):
                     )
 
 
-def _check_lbfgs_group(group: dict[str, Any]) -> None:
-    check_hyperparameter("lr", group["lr"], POSITIVE)
-    for name in ("max_iter", "history_size"):
-        value = group[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Invalid {name}: {value!r} (expected an integer {name} >= 1)")
-    max_eval = group["max_eval"]
-    if max_eval is not None and (
-        isinstance(max_eval, bool) or not isinstance(max_eval, (int, float)) or max_eval < 1
-    ):
-        raise ValueError(f"Invalid max_eval: {max_eval!r} (expected max_eval >= 1 or None)")
-    check_hyperparameter("tolerance_grad", group["tolerance_grad"], NONNEGATIVE)
-    check_hyperparameter("tolerance_change", group["tolerance_change"], NONNEGATIVE)
-    if group["line_search_fn"] not in (None, "strong_wolfe"):
-        raise ValueError(
-            f"Invalid line_search_fn: {group['line_search_fn']!r} (expected None or 'strong_wolfe')"
-        )
+LBFGS_KINDS: dict[str, Kind] = {
+    "lr": POSITIVE,
+    "max_iter": Integer(Interval(1)),
+    "max_eval": OrNone(Interval(1)),  # torch computes max_iter * 5 // 4 for None
+    "tolerance_grad": NONNEGATIVE,
+    "tolerance_change": NONNEGATIVE,
+    "history_size": Integer(Interval(1)),
+    "line_search_fn": Choice((None, "strong_wolfe")),
+}
+# torch.optim.LBFGS's state (on the first parameter) plus ravine's step counter.
+_LBFGS_COUNTS = ("func_evals", "n_iter", "ravine_steps")
+_LBFGS_VECTORS = ("d", "prev_flat_grad")
+_LBFGS_HISTORIES = ("old_dirs", "old_stps")
+_LBFGS_OTHER = ("t", "ro", "al", "H_diag", "prev_loss")
+
+
+def _check_lbfgs_state(entry: Any, params: list[Tensor], who: str) -> None:
+    """The flat vectors against the parameters' total size; the counters as counts."""
+    known = {*_LBFGS_COUNTS, *_LBFGS_VECTORS, *_LBFGS_HISTORIES, *_LBFGS_OTHER}
+    if not isinstance(entry, dict):
+        raise ValueError(f"Invalid LBFGS state: {type(entry).__name__} (expected a dict)")
+    for key in entry:
+        if key not in known:
+            raise ValueError(
+                f"unexpected state {key!r} for parameter 0 of group 0; {who} keeps "
+                f"{', '.join(sorted(known))}"
+            )
+    size = sum(p.numel() * (2 if p.is_complex() else 1) for p in params)
+    flat = torch.empty(size)
+    for key in _LBFGS_COUNTS:
+        if key in entry:
+            checked_count(f"state {key!r} of parameter 0 of group 0", entry[key])
+    vectors = [(key, entry[key]) for key in _LBFGS_VECTORS if entry.get(key) is not None]
+    for key in _LBFGS_HISTORIES:
+        history = entry.get(key, [])
+        if not isinstance(history, list):
+            raise ValueError(f"Invalid state {key!r} of parameter 0 of group 0: expected a list")
+        vectors += [(f"{key}[{i}]", v) for i, v in enumerate(history)]
+    if len(entry.get("old_dirs", [])) != len(entry.get("old_stps", [])):
+        raise ValueError("Invalid LBFGS state: old_dirs and old_stps differ in length")
+    for name, value in vectors:
+        check_state_tensor(f"state {name!r} of parameter 0 of group 0", value, flat)
