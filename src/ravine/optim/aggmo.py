@@ -8,7 +8,15 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from ravine.optim.base import Optimizer
-from ravine.optim.hyperparameters import NONNEGATIVE, UNIT_OPEN_HIGH, Kind, Reals
+from ravine.optim.hyperparameters import (
+    NONNEGATIVE,
+    UNIT_OPEN_HIGH,
+    Integer,
+    Interval,
+    Kind,
+    Reals,
+    check_hyperparameter,
+)
 from ravine.tensorlist import TL
 
 
@@ -61,10 +69,8 @@ class AggMo(Optimizer):
         **kwargs: Any,
     ) -> AggMo:
         """The paper's exponential parameterisation: beta^(i) = 1 - a^(i-1), i = 1..k."""
-        if not 0 < a < 1:
-            raise ValueError(f"Invalid a: {a!r} (expected a in (0, 1))")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"Invalid k: {k!r} (expected an integer k >= 1)")
+        a = check_hyperparameter("a", a, Interval(0, 1, low_open=True, high_open=True))
+        k = check_hyperparameter("k", k, Integer(Interval(1)))
         return cls(params, lr=lr, betas=tuple(1 - a**i for i in range(k)), **kwargs)
 
     def state_names_for(self, group: dict[str, Any]) -> tuple[str, ...]:

@@ -21,7 +21,8 @@ class Rprop(Optimizer):
     On a sign flip the gradient is treated as zero for that step and the next one ("Rprop-" /
     iRprop- of Igel & Huesken 2000: no weight backtracking), as torch.optim does. ``lr`` is the
     initial step size Delta_0 (0.1 in the paper; torch uses 0.01). Full-batch method: with
-    mini-batches the sign flips are mostly noise.
+    mini-batches the sign flips are mostly noise. ``step_sizes[1]`` may be ``inf`` (no upper
+    clamp), the one hyperparameter of ravine's that takes an infinite value on purpose.
     """
 
     state_names = ("prev", "step_size")
