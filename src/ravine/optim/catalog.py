@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -72,6 +73,10 @@ class Setting:
 
     hp: Mapping[str, Any]
     lr_gamma: float | None = None
+
+    def __post_init__(self) -> None:
+        # Rows are shared by everything that reads the catalog: a caller cannot edit one.
+        object.__setattr__(self, "hp", MappingProxyType(dict(self.hp)))
 
 
 @dataclass(frozen=True)
