@@ -77,10 +77,11 @@ def _gallery_settings() -> list[tuple[str, str, str, dict]]:
     return out
 
 
+GALLERY = _gallery_settings()
+
+
 @pytest.mark.parametrize(
-    ("scene", "surface", "name", "hp"),
-    _gallery_settings(),
-    ids=lambda v: v if isinstance(v, str) else "",
+    ("scene", "surface", "name", "hp"), GALLERY, ids=[f"{sc}-{n}" for sc, _, n, _ in GALLERY]
 )
 def test_gallery_uses_the_catalogs_settings(scene: str, surface: str, name: str, hp: dict) -> None:
     # Scenes that sweep one optimizer over several settings are left out: they show the sweep.
