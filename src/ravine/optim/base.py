@@ -116,6 +116,61 @@ class NonFiniteUpdateError(NonFiniteGradientError):
     """
 
 
+# -- the update guard's cheap test (see Optimizer._guarded_step) ---------------------------------
+@functools.cache
+def overflow_limit(dtype: torch.dtype) -> float:
+    """The largest max|g| (times :func:`hyperparameter_scale`) whose step in ``dtype`` runs
+    unchecked under the non-finite guard: sqrt(finfo.max) / 1e3, so that g*g stays below
+    finfo.max / 1e6 and a million such squares still sum to a finite number. -inf (every step
+    checked) for float16 and narrower formats, whose range one ordinary update can leave.
+
+    The honest limit of the unchecked path: it looks at the gradients and hyperparameters, not
+    at the values already held, so a parameter or accumulator within a factor ~1e3 of
+    finfo.max (or an Adagrad sum of more than ~1e6 squares at the limit) can still overflow
+    there. bfloat16 has float32's range and follows the same rule.
+    """
+    info = torch.finfo(dtype)
+    if info.max < 2.0**32:
+        return -math.inf
+    return math.sqrt(info.max) / 1e3
+
+
+def hyperparameter_scale(group: dict[str, Any], keys: Iterable[str]) -> float:
+    """max(1, |x|) over the numbers among ``group[k]`` for ``k`` in ``keys`` (sequences such as
+    betas included): how much a hyperparameter (a large lr or weight decay) may scale g."""
+    scale = 1.0
+    todo = [group.get(k) for k in keys]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, (tuple, list)):
+            todo.extend(x)
+        elif isinstance(x, Tensor) and x.numel() == 1:
+            scale = max(scale, abs(float(x)))
+        elif isinstance(x, (int, float)) and not isinstance(x, bool):
+            scale = max(scale, abs(x))
+    return scale
+
+
+def max_abs(tensors: Iterable[Tensor]) -> dict[tuple[torch.device, torch.dtype], float] | None:
+    """max|x| over ``tensors`` per (device, real dtype), or None if any holds NaN or Inf.
+
+    One ``torch._foreach_norm(inf)`` and one sync per (device, dtype); sparse tensors count by
+    their (coalesced) values, complex ones by their real view.
+    """
+    by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    for x in tensors:
+        x = x.coalesce().values() if x.is_sparse else x
+        x = torch.view_as_real(x) if x.is_complex() else x
+        by_kind.setdefault((x.device, x.dtype), []).append(x)
+    bounds = {}
+    for kind, xs in by_kind.items():
+        bound = torch.stack(torch._foreach_norm(xs, math.inf)).max().item()
+        if not math.isfinite(bound):  # NaN and Inf both make the max non-finite
+            return None
+        bounds[kind] = bound
+    return bounds
+
+
 class GradientTransform(Protocol):
     """Maps the step's gradients to the gradients the rule sees (noise, clipping...).
 
@@ -183,8 +238,11 @@ class Optimizer(torch.optim.Optimizer):
       ``update`` as one torch.compile'd kernel (see :mod:`ravine.optim.compiled`).
     - ``nonfinite``: ``"raise"`` (default) refuses a step whose gradients hold NaN/Inf and raises
       :class:`NonFiniteGradientError` naming the group, parameter and step, before anything is
-      written; ``"skip"`` skips such steps (counted in ``skipped_steps``); ``"ignore"`` does not
-      check (saves one read of the gradients per step).
+      written, and a step whose finite gradients would write NaN/Inf (a float16 overflow) with
+      :class:`NonFiniteUpdateError`, nothing changed either; ``"skip"`` skips such steps
+      (counted in ``skipped_steps``); ``"ignore"`` does not check (saves one read of the
+      gradients per step). Only float16 steps and steps with huge gradients pay more than that
+      read (see ``_guarded_step`` and :func:`overflow_limit`).
     - ``grad_transforms``: a sequence of :class:`GradientTransform` applied in order.
     - ``grad_noise``: annealed Gaussian gradient noise, shorthand for appending
       ``ravine.optim.wrappers.GradientNoise(eta=grad_noise)`` (or the transform given) to
@@ -358,33 +416,125 @@ class Optimizer(torch.optim.Optimizer):
                     entries.append((gi, pi, p, p.grad))
         if not entries:
             return loss
-
-        if self.nonfinite != "ignore" and not self._grads_finite(entries):
-            if self.nonfinite == "skip":
-                self.skipped_steps += 1
-                return loss
-            raise NonFiniteGradientError(self._nonfinite_message(entries))
-
-        grads = [e[3] for e in entries]
-        for transform in self.grad_transforms:
-            grads = transform([e[2] for e in entries], grads)
-
-        for batch in self._batches(entries, grads):
-            self._apply(batch)
+        if self.nonfinite == "ignore":
+            grads = self._transformed(entries, [e[3] for e in entries])
+            for batch in self._batches(entries, grads):
+                self._apply(batch)
+        else:
+            self._guarded_step(entries)
         return loss
 
-    def _grads_finite(self, entries: list[tuple[int, int, Tensor, Tensor]]) -> bool:
-        # One max-norm kernel per (device, dtype): NaN and Inf both make the max non-finite.
-        by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-        for _, _, _, g in entries:
-            g = g.coalesce().values() if g.is_sparse else g
-            g = torch.view_as_real(g) if g.is_complex() else g
-            by_kind.setdefault((g.device, g.dtype), []).append(g)
-        for grads in by_kind.values():
-            norms = torch._foreach_norm(grads, math.inf)
-            if not bool(torch.isfinite(torch.stack(norms)).all()):
-                return False
-        return True
+    def _guarded_step(self, entries: list[tuple[int, int, Tensor, Tensor]]) -> None:
+        """A step under ``nonfinite="raise"``/``"skip"``: nothing non-finite is written.
+
+        1. max|g| per (device, dtype): one ``torch._foreach_norm(inf)`` and one sync each (the
+           read of the gradients the guard always cost). NaN or Inf refuses the step with
+           :class:`NonFiniteGradientError` before anything is written.
+        2. The gradient transforms run; with any, the bound is taken again on their output (a
+           transform that makes a gradient non-finite refuses the step, its state restored).
+        3. Finite gradients can still overflow (float16's range is 65504: Adam's g*g for
+           g = 300, SGD pushing p past the range; float32 with |g| ~ 1e20). A batch is *at
+           risk* (:meth:`_at_risk`) when its dtype is that narrow or max|g| is large; only
+           at-risk batches run checked (:meth:`_apply_checked`, which rolls them back and
+           refuses the step with :class:`NonFiniteUpdateError` if a result is not finite),
+           the others as under ``"ignore"``: the default float32 step costs no extra pass.
+        """
+        grads = [e[3] for e in entries]
+        bounds = max_abs(grads)
+        if bounds is None:
+            self._refuse(lambda: NonFiniteGradientError(self._nonfinite_message(entries)))
+            return
+        saved = [tr.state_dict() for tr in self.grad_transforms]
+        if saved:
+            grads = self._transformed(entries, grads)
+            bounds = max_abs(grads)
+            if bounds is None:
+                self._restore_transforms(saved)
+                self._refuse(lambda: NonFiniteUpdateError(self._transform_message(entries, grads)))
+                return
+        fresh: list[Tensor] = []
+        safe, risky = [], []
+        for batch in self._batches(entries, grads, fresh):
+            (risky if self._at_risk(batch, bounds) else safe).append(batch)
+        culprit = self._apply_checked(risky) if risky else None
+        if culprit is not None:
+            for p in fresh:  # lazily created state: as if the step never began
+                del self.state[p]
+            self._restore_transforms(saved)
+            self._refuse(lambda: NonFiniteUpdateError(self._update_message(entries, culprit)))
+            return
+        for batch in safe:
+            self._apply(batch)
+
+    def _transformed(
+        self, entries: list[tuple[int, int, Tensor, Tensor]], grads: list[Tensor]
+    ) -> list[Tensor]:
+        for transform in self.grad_transforms:
+            grads = transform([e[2] for e in entries], grads)
+        return grads
+
+    def _restore_transforms(self, saved: list[dict[str, Any]]) -> None:
+        """Put the transforms' state back (a refused step must not advance, e.g., the noise)."""
+        for transform, state in zip(self.grad_transforms, saved):
+            transform.load_state_dict(state)
+
+    def _refuse(self, error: Callable[[], NonFiniteGradientError]) -> None:
+        """A refused step, nothing written: counted under "skip", raised under "raise"."""
+        if self.nonfinite == "skip":
+            self.skipped_steps += 1
+            return
+        raise error()
+
+    def _at_risk(self, batch: _Batch, bounds: dict[tuple[Any, Any], float]) -> bool:
+        """Whether the update of ``batch`` might overflow, judged from max|g| (``bounds``, per
+        (device, real dtype)) times the group's hyperparameter scale, against
+        :func:`overflow_limit` of the dtype. Always true for float16."""
+        p = batch.params[0]
+        dtype = p.dtype.to_real()
+        scale = hyperparameter_scale(self.param_groups[batch.group_index], self._config_keys())
+        return bounds[(p.device, dtype)] * scale > overflow_limit(dtype)
+
+    def _apply_checked(self, batches: list[_Batch]) -> Tensor | None:
+        """Apply ``batches`` and roll them back if a written value is not finite; returns the
+        first parameter whose update (parameter or state) was not finite, None if all went in.
+
+        What the update writes (parameters and state) is copied first, the update runs in
+        place, every written tensor is checked (one reduction per dtype), and the copies go
+        back if one holds NaN or Inf. This rather than updating clones and copying them back:
+        the usual outcome, a finite step, then costs no copy back. Nothing else sees the
+        tensors in between (the step holds them for the whole call; not for Hogwild! style
+        concurrent readers).
+        """
+        owners: list[Tensor] = []
+        written: list[Tensor] = []
+        for batch in batches:
+            names = self.state_names_for(self.param_groups[batch.group_index])
+            for p, state in zip(batch.params, batch.states):
+                for x in (p, *(state[n] for n in names)):
+                    owners.append(p)
+                    written.append(x.detach())
+        saved = [torch.empty_like(x) for x in written]
+        torch._foreach_copy_(saved, written)
+        steps = [batch.states[0]["step"] for batch in batches]
+
+        def roll_back() -> None:
+            torch._foreach_copy_(written, saved)
+            for batch, step in zip(batches, steps):
+                for state in batch.states:
+                    state["step"] = step
+
+        try:
+            for batch in batches:
+                self._apply(batch)
+        except BaseException:
+            roll_back()
+            raise
+        if max_abs(written) is not None:
+            return None
+        try:
+            return next(p for p, x in zip(owners, written) if not bool(torch.isfinite(x).all()))
+        finally:
+            roll_back()
 
     def _nonfinite_message(self, entries: list[tuple[int, int, Tensor, Tensor]]) -> str:
         for gi, pi, p, g in entries:
@@ -396,11 +546,40 @@ class Optimizer(torch.optim.Optimizer):
                     f"(shape {tuple(p.shape)}) at step {step}; no parameter or state was updated. "
                     "Pass nonfinite='skip' to skip such steps."
                 )
-        return "non-finite gradient"  # pragma: no cover - _grads_finite said otherwise
+        return "non-finite gradient"  # pragma: no cover - max_abs said otherwise
+
+    def _transform_message(
+        self, entries: list[tuple[int, int, Tensor, Tensor]], grads: list[Tensor]
+    ) -> str:
+        for (_, _, p, _), g in zip(entries, grads):
+            values = g.coalesce().values() if g.is_sparse else g
+            if not bool(torch.isfinite(values).all()):
+                return self._update_message(entries, p, "the gradient transforms made")
+        return "non-finite transformed gradient"  # pragma: no cover - max_abs said otherwise
+
+    def _update_message(
+        self,
+        entries: list[tuple[int, int, Tensor, Tensor]],
+        culprit: Tensor,
+        what: str = "the update would write",
+    ) -> str:
+        gi, pi = next((gi, pi) for gi, pi, p, _ in entries if p is culprit)
+        step = int(self.state.get(culprit, {}).get("step", 0)) + 1
+        return (
+            f"non-finite update: {what} NaN or Inf from finite gradients (an overflow of "
+            f"{culprit.dtype}?) in parameter group {gi}, parameter {pi} (shape "
+            f"{tuple(culprit.shape)}) or its state at step {step}; no parameter or state was "
+            "updated. Pass nonfinite='skip' to skip such steps."
+        )
 
     def _batches(
-        self, entries: list[tuple[int, int, Tensor, Tensor]], grads: list[Tensor]
+        self,
+        entries: list[tuple[int, int, Tensor, Tensor]],
+        grads: list[Tensor],
+        fresh: list[Tensor] | None = None,
     ) -> list[_Batch]:
+        """Group the step's parameters into batches, creating missing state (those parameters
+        are appended to ``fresh``)."""
         batches: dict[tuple[Any, ...], _Batch] = {}
         for (gi, _, p, _), g in zip(entries, grads):
             group = self.param_groups[gi]
@@ -408,10 +587,12 @@ class Optimizer(torch.optim.Optimizer):
             if not state:
                 state["step"] = 0
                 if p.is_complex():  # initialise on the real view so values fill both parts
-                    fresh = self.init_state(torch.view_as_real(p), group)
-                    state.update({k: torch.view_as_complex(v) for k, v in fresh.items()})
+                    init = self.init_state(torch.view_as_real(p), group)
+                    state.update({k: torch.view_as_complex(v) for k, v in init.items()})
                 else:
                     state.update(self.init_state(p, group))
+                if fresh is not None:
+                    fresh.append(p)
             if g.is_sparse:
                 batches[(gi, id(p))] = _Batch(gi, [p], [g], [state], sparse=True)
                 continue
@@ -425,11 +606,15 @@ class Optimizer(torch.optim.Optimizer):
         return list(batches.values())
 
     def _apply(self, batch: _Batch) -> None:
+        """One update of ``batch``; the step counts move only once it went through."""
+        t = batch.states[0]["step"] + 1
+        self._update_batch(batch, t)
+        for state in batch.states:
+            state["step"] = t
+
+    def _update_batch(self, batch: _Batch, t: Any) -> None:
         group = self.param_groups[batch.group_index]
         names = self.state_names_for(group)
-        for state in batch.states:
-            state["step"] += 1
-        t = batch.states[0]["step"]
         hyper = {k: group[k] for k in self._update_keys()}
         weight_decay = group.get("weight_decay", 0)
 

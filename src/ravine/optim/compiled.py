@@ -45,9 +45,16 @@ per rule:
   bookkeeping runs outside the traced graph (a graph break, see :func:`_outside_graph`), as it
   would eagerly.
 * **The non-finite guard inside the kernel.** With ``nonfinite="raise"``/``"skip"`` and one flat
-  group, the kernel first reduces ``isfinite(g)`` and then writes the update only if it holds
-  (no extra launch, no call back into Python); with several groups the check runs over all of
-  them first, so that a refused step writes nothing anywhere.
+  group, the kernel first reduces over g (finite, and max|g| below the overflow limit of
+  :func:`ravine.optim.base.overflow_limit` scaled by the hyperparameters) and then writes the
+  update only if that holds: no extra pass, no call back into Python. When it does not hold,
+  a non-finite gradient refuses the step; a finite one is *at risk* of an overflow and the step
+  runs checked (``FlatEngine._checked``: the buffers are copied, the update runs, every written
+  value is checked and the copies go back if one is NaN or Inf, refusing the step with
+  ``NonFiniteUpdateError``). float16 groups (range 65504) always run checked. With several
+  groups (or gradient transforms, or parameters outside the flat buffers) the gradients of all
+  of them are bounded first and the at-risk ones checked together, so that a refused step
+  writes nothing anywhere.
 * **Never a crash.** If compiling fails (a rule the tracer cannot handle, no C compiler...), a
   warning says so once per configuration and the same update runs eagerly with foreach ops on
   the flat buffers.
@@ -74,6 +81,7 @@ from __future__ import annotations
 
 import array
 import functools
+import math
 import operator
 import os
 import time
@@ -89,7 +97,10 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from ravine.tensorlist import TL
 
 if TYPE_CHECKING:
-    from ravine.optim.base import Optimizer
+    from ravine.optim.base import NonFiniteGradientError, Optimizer
+
+    # A refused step: builds the error to raise (only under nonfinite="raise").
+    Refusal = Callable[[], NonFiniteGradientError]
 
 # Parameter views start on 64-byte boundaries so the model's own kernels (matmul, conv) see
 # aligned data; the padding is zero in every buffer and costs under 64 bytes per parameter.
@@ -148,6 +159,7 @@ def _make_body(
     decay: str | None,
     decay_slots: tuple[int, int] | None,
     guard: bool,
+    limit_slot: int | None = None,
 ) -> Callable[..., Any]:
     # The kernel is shared by every instance of ``cls``, so it must not see any one of them (dynamo
     # would guard on that object and recompile for the next): it runs the rule on a bare instance.
@@ -171,20 +183,25 @@ def _make_body(
             lr=lr,
         )
 
-    def body(p: Tensor, g: Tensor, states: list[Tensor], scalars: Tensor) -> Tensor | None:
+    def body(
+        p: Tensor, g: Tensor, states: list[Tensor], scalars: Tensor
+    ) -> tuple[Tensor, Tensor] | None:
         if not guard:
             run_rule(p, g, states, scalars)
             return None
-        # The non-finite guard inside the kernel: a reduction over g, then the update computed
-        # from copies and written only where the reduction said yes (inductor fuses the copies
-        # away: one pass over memory after the reduction, no call back into Python between).
+        # The non-finite guard inside the kernel: one reduction over g (finite, and no |g|
+        # above the overflow limit: any() rather than amax() so an empty buffer passes), then
+        # the update computed from copies and written only where the reduction said yes
+        # (inductor fuses the copies away: one pass over memory after the reduction, no call
+        # back into Python between). NaN compares false, hence the separate isfinite.
         finite = torch.isfinite(g).all()
+        ok = finite & ~(g.abs() > scalars[limit_slot]).any()
         new_p, new_states = p.clone(), [s.clone() for s in states]
         run_rule(new_p, g, new_states, scalars)
-        p.copy_(torch.where(finite, new_p, p))
+        p.copy_(torch.where(ok, new_p, p))
         for s, new in zip(states, new_states):
-            s.copy_(torch.where(finite, new, s))
-        return finite
+            s.copy_(torch.where(ok, new, s))
+        return ok, finite
 
     # Dynamo keeps its cache of compiled code on the code object; configurations sharing one code
     # object would evict each other past torch's recompile limit, so each gets a fresh copy.
@@ -563,49 +580,147 @@ class FlatEngine:
             # The common case, in as little Python as possible; with one flat group the
             # non-finite guard runs inside its kernel.
             for fg in self.groups:
-                finite = self._update(opt, fg, fg.g, guard)
+                refusal = self._guarded_update(opt, fg) if guard else None
+                if not guard:
+                    self._update(opt, fg, fg.g)
                 fg.g_version = fg.g._version
-                if not finite:
-                    self._refuse(opt)
+                if refusal is not None:
+                    opt._refuse(refusal)
             return
         rest = [(gi, pi, p, p.grad) for gi, pi, p in self.outside if p.grad is not None]
-        if guard and not self._finite(opt, rest):
-            self._refuse(opt)
+        if guard:
+            refusal = self._guarded_step(opt, rest)
+            if refusal is not None:
+                opt._refuse(refusal)
             return
-
         grads = [fg.g for fg in self.groups]
         rest_grads = [e[3] for e in rest]
         if opt.grad_transforms:
             grads, rest_grads = self._transform(opt, rest, rest_grads)
-
         for fg, g in zip(self.groups, grads):
             self._update(opt, fg, g)
             fg.g_version = fg.g._version
         for batch in opt._batches(rest, rest_grads):
             opt._apply(batch)
 
-    @staticmethod
-    def _refuse(opt: Optimizer) -> None:
-        """A step with a non-finite gradient, refused before any write: count it or raise."""
-        if opt.nonfinite == "skip":
-            opt.skipped_steps += 1
-            return
-        from ravine.optim.base import NonFiniteGradientError
+    def _guarded_update(self, opt: Optimizer, fg: FlatGroup) -> Refusal | None:
+        """One guarded step of a lone flat group; a refusal (nothing written) or None.
 
-        entries = [
-            (gi, pi, p, p.grad)
-            for gi, group in enumerate(opt.param_groups)
-            for pi, p in enumerate(group["params"])
-            if p.grad is not None
-        ]
-        raise NonFiniteGradientError(opt._nonfinite_message(entries))
+        The guarded kernel writes the update if g is finite and below the overflow limit (one
+        reduction over g, the guard's usual cost); otherwise a finite g runs checked. float16
+        skips the guarded kernel (its limit is -inf: every step is at risk).
+        """
+        from ravine.optim.base import NonFiniteGradientError, NonFiniteUpdateError, overflow_limit
 
-    def _finite(self, opt: Optimizer, rest: list[tuple[int, int, Tensor, Tensor]]) -> bool:
-        """All gradients finite? Checked for every group before any kernel writes anything."""
-        flags = [_all_finite(fg.g) for fg in self.groups]
-        if flags and not bool(torch.stack([f.cpu() for f in flags]).all()):
-            return False
-        return not rest or opt._grads_finite(rest)
+        if overflow_limit(fg.p.dtype) == -math.inf:
+            applied, finite = False, bool(_all_finite(fg.g))
+        else:
+            applied, finite = self._update(opt, fg, fg.g, guard=True)
+        if applied:
+            return None
+        if not finite:
+            return lambda: NonFiniteGradientError(opt._nonfinite_message(_entries(opt)))
+        culprit, _ = self._checked(opt, [(fg, fg.g)])
+        if culprit is None:
+            return None
+        return lambda: NonFiniteUpdateError(opt._update_message(_entries(opt), culprit))
+
+    def _guarded_step(
+        self, opt: Optimizer, rest: list[tuple[int, int, Tensor, Tensor]]
+    ) -> Refusal | None:
+        """A guarded step over several flat groups, transforms or parameters outside the flat
+        buffers (see Optimizer._guarded_step, which this mirrors): every gradient is bounded
+        first, the at-risk flat groups and batches run checked together, the others after."""
+        from ravine.optim.base import (
+            NonFiniteGradientError,
+            NonFiniteUpdateError,
+            hyperparameter_scale,
+            max_abs,
+            overflow_limit,
+        )
+
+        grads = [fg.g for fg in self.groups]
+        rest_grads = [e[3] for e in rest]
+        bounds, rest_bounds = _flat_bounds(grads), max_abs(rest_grads)
+        if bounds is None or rest_bounds is None:
+            return lambda: NonFiniteGradientError(opt._nonfinite_message(_entries(opt)))
+        saved = [tr.state_dict() for tr in opt.grad_transforms]
+        if saved:
+            grads, rest_grads = self._transform(opt, rest, rest_grads)
+            bounds, rest_bounds = _flat_bounds(grads), max_abs(rest_grads)
+            if bounds is None or rest_bounds is None:
+                opt._restore_transforms(saved)
+                culprits = [_first_nonfinite(fg, [g]) for fg, g in zip(self.groups, grads)]
+                culprits += [e[2] for e, g in zip(rest, rest_grads) if max_abs([g]) is None]
+                culprit = next(p for p in culprits if p is not None)
+                what = "the gradient transforms made"
+                return lambda: NonFiniteUpdateError(
+                    opt._update_message(_entries(opt), culprit, what)
+                )
+        risky, safe = [], []
+        for fg, g, bound in zip(self.groups, grads, bounds):
+            group = opt.param_groups[fg.group_index]
+            scale = hyperparameter_scale(group, opt._config_keys())
+            (risky if bound * scale > overflow_limit(fg.p.dtype) else safe).append((fg, g))
+        fresh: list[Tensor] = []
+        batches = opt._batches(rest, rest_grads, fresh)
+        risky_batches = [b for b in batches if opt._at_risk(b, rest_bounds)]
+        culprit, roll_back = self._checked(opt, risky) if risky else (None, None)
+        if culprit is None and risky_batches:
+            culprit = opt._apply_checked(risky_batches)
+            if culprit is not None and roll_back is not None:
+                roll_back()  # the flat groups went through: undo them too
+        if culprit is not None:
+            for p in fresh:
+                del opt.state[p]
+            opt._restore_transforms(saved)
+            return lambda: NonFiniteUpdateError(opt._update_message(_entries(opt), culprit))
+        for fg, g in safe:
+            self._update(opt, fg, g)
+        for fg in self.groups:
+            fg.g_version = fg.g._version
+        for batch in batches:
+            if not any(batch is b for b in risky_batches):
+                opt._apply(batch)
+        return None
+
+    def _checked(
+        self, opt: Optimizer, pairs: list[tuple[FlatGroup, Tensor]]
+    ) -> tuple[Tensor | None, Callable[[], None]]:
+        """Update flat groups (with their gradients) so that a non-finite result is rolled back.
+
+        As Optimizer._apply_checked: the buffers are copied, the unguarded kernel updates them
+        in place, each is checked (one reduction per dtype) and the copies go back if one holds
+        NaN or Inf. Returns the first parameter whose update was not finite (None if all went
+        in) and a function that rolls the groups back (for a later failure elsewhere).
+        """
+        from ravine.optim.base import max_abs
+
+        written = [x for fg, _ in pairs for x in (fg.p, *fg.state)]
+        saved = [torch.empty_like(x) for x in written]
+        torch._foreach_copy_(saved, written)
+        steps = [fg.step for fg, _ in pairs]
+
+        def roll_back() -> None:
+            torch._foreach_copy_(written, saved)
+            for (fg, _), step in zip(pairs, steps):
+                fg.step = step
+                fg.step_cell[0] = step
+
+        try:
+            for fg, g in pairs:
+                self._update(opt, fg, g)
+        except BaseException:
+            roll_back()
+            raise
+        if max_abs(written) is not None:
+            return None, roll_back
+        try:
+            culprits = (_first_nonfinite(fg, [fg.p, *fg.state]) for fg, _ in pairs)
+            culprit = next(p for p in culprits if p is not None)
+        finally:
+            roll_back()
+        return culprit, roll_back
 
     def _transform(
         self, opt: Optimizer, rest: list[tuple[int, int, Tensor, Tensor]], rest_grads: list[Tensor]
@@ -628,9 +743,13 @@ class FlatEngine:
             i += len(fg.params)
         return flat_grads, views[i:]
 
-    def _update(self, opt: Optimizer, fg: FlatGroup, g: Tensor, guard: bool = False) -> bool:
-        """One step of a flat group. With ``guard``, a gradient holding NaN or Inf leaves
-        everything (parameters, state, step count) as it was and the result is False."""
+    def _update(
+        self, opt: Optimizer, fg: FlatGroup, g: Tensor, guard: bool = False
+    ) -> tuple[bool, bool]:
+        """One step of a flat group; returns (applied, gradient finite). With ``guard``, a
+        gradient holding NaN or Inf or above the overflow limit (at risk, see
+        :meth:`_guarded_update`) leaves everything (parameters, state, step count) as it
+        was and ``applied`` is False."""
         group = opt.param_groups[fg.group_index]
         t = fg.step + 1
         # The hyperparameters seldom change between steps: reuse the kernel and scalars found
@@ -645,12 +764,16 @@ class FlatEngine:
             kernel = _KERNELS.get(key)
             if kernel is None:
                 kernel = _KERNELS[key] = Kernel(key, None)
-                kernel.fn = _compile(
-                    kernel,
-                    _make_body(
-                        type(opt), hyper_specs, group["maximize"], decay, decay_slots, guard
-                    ),
+                body = _make_body(
+                    type(opt),
+                    hyper_specs,
+                    group["maximize"],
+                    decay,
+                    decay_slots,
+                    guard,
+                    len(slots) if guard else None,  # the limit is the last slot
                 )
+                kernel.fn = _compile(kernel, body)
             cells, host = _scalar_cells([t, *slots], fg.scalar_dtype)
             fg.config = None if _holds_tensor(values) else (values, kernel, cells, host)
         key = kernel.key
@@ -659,16 +782,18 @@ class FlatEngine:
         if kernel.fn is not None:
             scalars = host if fg.p.device.type == "cpu" else host.to(fg.p.device)
             try:
-                finite = self._run_kernel(fg, kernel, (fg.p, g, *fg.state, scalars))
+                flags = self._run_kernel(fg, kernel, (fg.p, g, *fg.state, scalars))
                 done = True
             except Exception as exc:  # any compile failure falls back, loudly
                 kernel.fn, kernel.failed = None, f"{type(exc).__name__}: {exc}"
-            if done and guard and not bool(finite):
+            if done and guard and not bool(flags[0]):
                 cells[0] = fg.step
-                return False
+                return False, bool(flags[1])
         if not done:
-            if guard and not bool(torch.isfinite(g).all()):
-                return False
+            if guard:
+                finite = bool(torch.isfinite(g).all())
+                if not finite or bool((g.abs() > _limit(opt, group, fg)).any()):
+                    return False, finite
             if key not in fg.warned:
                 fg.warned.add(key)
                 warnings.warn(
@@ -689,12 +814,12 @@ class FlatEngine:
             )
         fg.step = t
         fg.step_cell[0] = t
-        return True
+        return True, True
 
     @staticmethod
     def _run_kernel(fg: FlatGroup, kernel: Kernel, tensors: tuple[Tensor, ...]) -> Any:
-        """Run the kernel on (p, g, *states, scalars); its result (the finite flag of a guarded
-        kernel, else None).
+        """Run the kernel on (p, g, *states, scalars); its result (the (ok, finite) flags of a
+        guarded kernel, else None).
 
         The first call of a kernel on a flat group goes through dynamo, which checks its guards
         (dtypes, devices, strides, the flat length being >= 2, global state) and compiles if it
@@ -706,7 +831,7 @@ class FlatEngine:
         if direct is not None and direct[0] is kernel:
             n = fg.p.numel()
             outputs = direct[1](*[tensors[i] if i >= 0 else n for i in direct[2]])
-            return outputs[0] if outputs else None  # the graph returns a list of outputs
+            return outputs[:2] if outputs else None  # the graph returns a list of outputs
         kernel.calling, kernel.last = tensors, None
         try:
             assert kernel.fn is not None
@@ -767,6 +892,41 @@ def _zero_one(p: Tensor, set_to_none: bool) -> None:
         p.grad.zero_()
 
 
+def _limit(opt: Optimizer, group: dict[str, Any], fg: FlatGroup) -> float:
+    """max|g| above which a step of ``fg`` is at risk of overflowing (see overflow_limit)."""
+    from ravine.optim.base import hyperparameter_scale, overflow_limit
+
+    return overflow_limit(fg.p.dtype) / hyperparameter_scale(group, opt._config_keys())
+
+
+def _entries(opt: Optimizer) -> list[tuple[int, int, Tensor, Tensor]]:
+    """(group index, index in group, parameter, gradient) of every parameter with a gradient,
+    for the messages of a refused step."""
+    return [
+        (gi, pi, p, p.grad)
+        for gi, group in enumerate(opt.param_groups)
+        for pi, p in enumerate(group["params"])
+        if p.grad is not None
+    ]
+
+
+def _flat_bounds(grads: list[Tensor]) -> list[float] | None:
+    """max|g| of each flat gradient buffer, or None if one holds NaN or Inf."""
+    if not grads:
+        return []
+    bounds = [n.item() for n in torch._foreach_norm(grads, math.inf)]
+    return bounds if all(map(math.isfinite, bounds)) else None
+
+
+def _first_nonfinite(fg: FlatGroup, flats: list[Tensor]) -> Tensor | None:
+    """The first parameter of ``fg`` whose view of one of ``flats`` holds NaN or Inf."""
+    views = [fg.views(flat) for flat in flats]
+    for i, p in enumerate(fg.params):
+        if not all(bool(torch.isfinite(v[i]).all()) for v in views):
+            return p
+    return None
+
+
 def _hyper(opt: Optimizer, group: dict[str, Any]) -> dict[str, Any]:
     return {k: group[k] for k in opt._update_keys()}
 
@@ -811,7 +971,8 @@ def _configuration(
     opt: Optimizer, group: dict[str, Any], fg: FlatGroup, guard: bool = False
 ) -> tuple[tuple[Any, ...], tuple[tuple[str, Spec], ...], str | None, Any, list[float]]:
     """The kernel cache key, and this step's scalar values, for one flat group (``guard``: the
-    kernel checks the gradients for NaN/Inf and writes nothing if it finds one)."""
+    kernel checks the gradients for NaN/Inf and for the overflow limit, the last slot, and
+    writes nothing if either fails)."""
     slots: list[float] = []
     static = set(opt.static_hyperparameters)
     hyper_specs = tuple(
@@ -824,6 +985,8 @@ def _configuration(
         decay = "decoupled" if decoupled else "l2"
         slots.extend([float(group.get("lr", 0.0)), float(weight_decay)])
         decay_slots = (len(slots) - 1, len(slots))
+    if guard:
+        slots.append(_limit(opt, group, fg))
     key = (
         type(opt),
         fg.names,

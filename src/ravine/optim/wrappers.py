@@ -24,6 +24,8 @@ from torch import Tensor
 
 from ravine.optim.base import (
     GradientTransform,
+    NonFiniteGradientError,
+    NonFiniteUpdateError,
     Optimizer,
     _check_params,
     _group_lists,
@@ -31,6 +33,7 @@ from ravine.optim.base import (
     check_state_tensor,
     checked_count,
     display_name,
+    max_abs,
 )
 from ravine.optim.hyperparameters import (
     NONNEGATIVE,
@@ -700,32 +703,56 @@ class LBFGS(torch.optim.LBFGS):
             _check_lbfgs_state(entry, self._params, who)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """torch's L-BFGS step, all or nothing: the gradients of every closure evaluation are
+        checked (a step can move the parameters to where the gradient is NaN/Inf), and so are
+        the parameters and the L-BFGS state it leaves; on a failure (or any exception from the
+        closure) parameters and state are put back as they were and the error raised:
+        :class:`NonFiniteGradientError` for the first evaluation, :class:`NonFiniteUpdateError`
+        after the step moved. Costs a copy of the parameters and of the few state vectors and
+        one read of the state per step (an L-BFGS iteration reads the whole history anyway).
+        """
         if closure is None:
             self._check_gradients()
             raise RuntimeError(
                 "LBFGS re-evaluates the function several times per step: pass a closure that "
                 "zeroes the gradients, computes the loss, calls backward and returns the loss"
             )
-        first = True
+        params = self._params
+        state = self.state[params[0]]
+        step = state.get("ravine_steps", 0) + 1
+        evaluations = 0
 
         def checked() -> Any:
-            nonlocal first
+            nonlocal evaluations
             loss = closure()
-            if first:
-                first = False
-                self._check_gradients()
+            evaluations += 1
+            self._check_gradients(step, evaluations)
             return loss
 
-        loss = super().step(checked)
+        saved_params = [p.detach().clone() for p in params]
+        # torch replaces the state's lists and tensors, except prev_flat_grad (copied into)
+        # and the lists it appends to: shallow copies of those, clones of the tensors.
+        saved_state = {
+            k: list(v) if isinstance(v, list) else v.clone() if isinstance(v, Tensor) else v
+            for k, v in state.items()
+        }
+        try:
+            loss = super().step(checked)
+            self._check_result(step)
+        except BaseException:
+            with torch.no_grad():
+                torch._foreach_copy_([p.detach() for p in params], saved_params)
+            state.clear()
+            state.update(saved_state)
+            raise
         # Steps (calls), not torch's n_iter (iterations, up to max_iter per step): for messages.
-        state = self.state[self._params[0]]
-        state["ravine_steps"] = state.get("ravine_steps", 0) + 1
+        state["ravine_steps"] = step
         return loss
 
-    def _check_gradients(self) -> None:
-        from ravine.optim.base import NonFiniteGradientError
-
-        step = self.state[self._params[0]].get("ravine_steps", 0) + 1
+    def _check_gradients(self, step: int | None = None, evaluation: int = 1) -> None:
+        """Sparse or non-finite gradients of the closure's ``evaluation``-th call in a step."""
+        if step is None:
+            step = self.state[self._params[0]].get("ravine_steps", 0) + 1
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
@@ -734,12 +761,44 @@ class LBFGS(torch.optim.LBFGS):
                     raise RuntimeError(
                         f"LBFGS does not support sparse gradients (parameter group {gi})"
                     )
-                if not bool(torch.isfinite(p.grad).all()):
+                if bool(torch.isfinite(p.grad).all()):
+                    continue
+                where = f"parameter group {gi}, parameter {pi} (shape {tuple(p.shape)})"
+                if evaluation == 1:
                     raise NonFiniteGradientError(
-                        f"non-finite gradient (NaN or Inf) in parameter group {gi}, parameter "
-                        f"{pi} (shape {tuple(p.shape)}) at step {step}; no parameter or state "
-                        "was updated"
+                        f"non-finite gradient (NaN or Inf) in {where} at step {step}; no "
+                        "parameter or state was updated"
                     )
+                raise NonFiniteUpdateError(
+                    f"non-finite update: the step moved the parameters to where the gradient "
+                    f"is NaN or Inf (evaluation {evaluation} of the closure) in {where} at step "
+                    f"{step}; the step was undone: no parameter or state was updated. A "
+                    "smaller lr or line_search_fn='strong_wolfe' may avoid it"
+                )
+
+    def _check_result(self, step: int) -> None:
+        """NonFiniteUpdateError if the step left a parameter or L-BFGS state vector NaN/Inf."""
+        state = self.state[self._params[0]]
+        vectors = [
+            t
+            for v in state.values()
+            for t in (v if isinstance(v, list) else [v])
+            if isinstance(t, Tensor) and t.is_floating_point()
+        ]
+        params = [p.detach() for p in self._params]
+        if max_abs(params + vectors) is not None:
+            return
+        bad = [i for i, p in enumerate(params) if not bool(torch.isfinite(p).all())]
+        where = (
+            f"parameter {bad[0]} (shape {tuple(params[bad[0]].shape)})"
+            if bad
+            else ("parameter 0 (the L-BFGS state)")
+        )
+        raise NonFiniteUpdateError(
+            f"non-finite update: the step would write NaN or Inf from finite gradients into "
+            f"parameter group 0, {where} at step {step}; the step was undone: no parameter "
+            "or state was updated"
+        )
 
 
 LBFGS_KINDS: dict[str, Kind] = {
