@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -286,7 +286,7 @@ ROWS: tuple[Row, ...] = (
     Row(
         "adamax",
         AdaMax,
-        ADAM_PAPER,
+        replace(ADAM_PAPER, venue="ICLR, section 7.1"),
         "Adamax",
         rosenbrock=_s(lr=0.05),
         mnist1d=MNIST1D_LR,
