@@ -438,6 +438,9 @@ def test_a_valid_state_dict_still_round_trips(name: str) -> None:
     _, opt = _trained(name, steps=1)
     opt.load_state_dict(copy.deepcopy(saved))
     _assert_same(opt.state_dict(), saved)
+    # Again into the same optimizer: torch's loader adds "differentiable" to its defaults.
+    opt.load_state_dict(copy.deepcopy(saved))
+    _assert_same(opt.state_dict(), saved)
 
 
 def test_torch_adams_state_dict_is_refused_naming_the_state() -> None:

@@ -865,7 +865,8 @@ def _validate_state_dict(opt: Optimizer, state_dict: dict[str, Any]) -> dict[str
     )
     new_groups, where_is = [], {}
     for gi, (saved, current) in enumerate(zip(groups, opt.param_groups)):
-        missing = [k for k in opt.defaults if k not in saved]
+        # The hyperparameters the rule reads (torch's loader adds "differentiable" to defaults).
+        missing = [k for k in opt.kinds() if k in opt.defaults and k not in saved]
         if missing:
             raise ValueError(
                 f"group {gi} of the state_dict lacks hyperparameter(s) {', '.join(missing)} "
