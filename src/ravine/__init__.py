@@ -45,7 +45,14 @@ from ravine.optim import (
     create,
 )
 from ravine.tensorlist import TL
-from ravine.train import EarlyStopping, History, NonFiniteLossError, fit
+from ravine.train import (
+    CorruptCheckpointError,
+    EarlyStopping,
+    History,
+    NonFiniteLossError,
+    NonFiniteParametersError,
+    fit,
+)
 
 __all__ = [
     "LBFGS",
@@ -63,6 +70,7 @@ __all__ = [
     "AdamW",
     "Adamax",
     "AggMo",
+    "CorruptCheckpointError",
     "DelayTolerantAdagrad",
     "EarlyStopping",
     "GradcheckResult",
@@ -74,6 +82,7 @@ __all__ = [
     "Nadam",
     "NonFiniteGradientError",
     "NonFiniteLossError",
+    "NonFiniteParametersError",
     "NonFiniteUpdateError",
     "Optimizer",
     "QHAdam",
