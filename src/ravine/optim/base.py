@@ -877,20 +877,23 @@ def _validate_state_dict(opt: Optimizer, state_dict: dict[str, Any]) -> dict[str
         except ValueError as e:
             raise ValueError(f"group {gi} of the state_dict: {e}") from None
         new_groups.append({**checked, "params": saved["params"]})
+        names = opt.state_names_for(checked)
         for pi, (key, p) in enumerate(zip(saved["params"], current["params"])):
-            where_is[key] = (gi, pi, p, checked)
+            where_is[key] = (gi, pi, p, names)
 
     state = state_dict["state"]
     if not isinstance(state, dict):
         raise ValueError(f"Invalid state: {type(state).__name__} (expected a dict)")
     new_state: dict[Any, Any] = {}
+    finite_checks: list[tuple[int, int, str, Tensor]] = []
     for key, entry in state.items():
         if key not in where_is:
             raise ValueError(
                 f"state_dict holds state for parameter {key!r}, which no group of it lists"
             )
-        gi, pi, p, group = where_is[key]
-        new_state[key] = _checked_entry(opt, entry, gi, pi, p, group, who)
+        new_state[key] = _checked_entry(entry, *where_is[key], who, finite_checks)
+    if opt.nonfinite != "ignore":
+        _check_finite(finite_checks)
 
     checked_count("skipped_steps", extra.get("skipped_steps", 0))
     saved_transforms = extra.get("grad_transforms", [])
@@ -907,15 +910,44 @@ def _validate_state_dict(opt: Optimizer, state_dict: dict[str, Any]) -> dict[str
 
 
 def _checked_entry(
-    opt: Optimizer, entry: Any, gi: int, pi: int, p: Tensor, group: dict[str, Any], who: str
+    entry: Any,
+    gi: int,
+    pi: int,
+    p: Tensor,
+    names: tuple[str, ...],
+    who: str,
+    finite_checks: list[tuple[int, int, str, Tensor]],
 ) -> dict[str, Any]:
-    """One parameter's state: exactly ``step`` and the rule's state names, each valid."""
-    where = f"parameter {pi} of group {gi}"
+    """One parameter's state: exactly ``step`` and the rule's state names, each valid (their
+    finiteness is left to :func:`_check_finite`, for every parameter at once)."""
     if not isinstance(entry, dict):
-        raise ValueError(f"Invalid state of {where}: {type(entry).__name__} (expected a dict)")
+        raise ValueError(
+            f"Invalid state of parameter {pi} of group {gi}: {type(entry).__name__} "
+            "(expected a dict)"
+        )
     if not entry:  # a parameter that has not been stepped yet
         return {}
-    names = opt.state_names_for(group)
+    if len(entry) != len(names) + 1 or "step" not in entry or any(n not in entry for n in names):
+        _refuse_state_names(entry, gi, pi, names, who)
+    out = dict(entry)
+    out["step"] = checked_count(f"state 'step' of parameter {pi} of group {gi}", entry["step"])
+    for name in names:
+        value = entry[name]
+        if (
+            not isinstance(value, Tensor)
+            or value.shape != p.shape
+            or value.is_sparse
+            or not (value.is_complex() if p.is_complex() else value.is_floating_point())
+        ):
+            check_state_tensor(f"state {name!r} of parameter {pi} of group {gi}", value, p)
+        finite_checks.append((gi, pi, name, value))
+    return out
+
+
+def _refuse_state_names(
+    entry: dict[str, Any], gi: int, pi: int, names: tuple[str, ...], who: str
+) -> None:
+    where = f"parameter {pi} of group {gi}"
     keeps = ", ".join(names) if names else "no state tensors with these hyperparameters"
     for key in entry:
         if key != "step" and key not in names:
@@ -923,8 +955,22 @@ def _checked_entry(
     for key in ("step", *names):
         if key not in entry:
             raise ValueError(f"missing state {key!r} for {where}; {who} keeps step, {keeps}")
-    out = dict(entry)
-    out["step"] = checked_count(f"state 'step' of {where}", entry["step"])
-    for name in names:
-        check_state_tensor(f"state {name!r} of {where}", entry[name], p, opt.nonfinite != "ignore")
-    return out
+
+
+def _check_finite(checks: list[tuple[int, int, str, Tensor]]) -> None:
+    """No NaN or Inf in the tensors: one max-norm kernel per (device, dtype), then, only if
+    one is not finite, a search for the first such to name it."""
+    by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    for *_, value in checks:
+        real = torch.view_as_real(value) if value.is_complex() else value
+        if real.numel():
+            by_kind.setdefault((real.device, real.dtype), []).append(real)
+    if all(
+        bool(torch.isfinite(torch.stack(torch._foreach_norm(ts, math.inf))).all())
+        for ts in by_kind.values()
+    ):
+        return
+    for gi, pi, name, value in checks:
+        if not bool(torch.isfinite(value).all()):
+            where = f"state {name!r} of parameter {pi} of group {gi}"
+            raise ValueError(f"Invalid {where}: it holds NaN or Inf")
