@@ -26,12 +26,7 @@ from ravine.train import (
 N, D, C = 20, 4, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,12 +18,7 @@ from ravine.train import CHECKPOINT_NAME, History, load_checkpoint
 BASE = ["train", "--dataset", "digits", "--model", "logreg", "--epochs", "1", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ravine(*argv: str) -> int:
