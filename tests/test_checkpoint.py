@@ -209,6 +209,31 @@ def test_resume_with_other_parameter_groups_fails_before_the_model_is_touched(tm
     assert _unchanged(model, opt, before)
 
 
+@pytest.mark.parametrize(
+    ("tamper", "match"),
+    [
+        (lambda o: o["state"][0].update(m=torch.zeros(1)), r"shape"),
+        (lambda o: o["param_groups"][0].update(lr=-5.0), r"lr: -5\.0"),
+        (lambda o: o["state"][0].update(exp_avg=o["state"][0].pop("m")), r"'exp_avg'"),
+    ],
+    ids=["broadcastable-state-shape", "negative-lr", "torch-state-names"],
+)
+def test_resume_with_an_invalid_optimizer_state_fails_before_anything_changes(
+    tmp_path, tamper, match
+):
+    path = _first_run(tmp_path, lambda p: ravine.Adam(p, lr=0.05))
+    ckpt = load_checkpoint(path)
+    tamper(ckpt["optimizer"])
+    save_checkpoint(path, ckpt)
+    model = _model(seed=1)
+    opt = ravine.Adam(model.parameters(), lr=0.05)
+    before = _snapshot(model, opt)
+    with pytest.raises(ValueError, match=match) as info:
+        fit(model, opt, _data(), batch_size=5, epochs=3, checkpoint_dir=tmp_path, resume=True)
+    assert str(path) in str(info.value) and "nothing was loaded" in str(info.value)
+    assert _unchanged(model, opt, before)
+
+
 # ------------------------------------------------------------- defect 9: other hyperparameters
 
 

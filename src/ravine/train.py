@@ -567,6 +567,12 @@ def _check_resume(
             f"checkpoint {path} was written by optimizer {saved_class}, "
             f"got {_class_name(run.optimizer)}; nothing was loaded"
         )
+    validate = getattr(run.optimizer, "validate_state_dict", None)  # ravine's optimizers
+    if validate is not None:
+        try:
+            validate(ckpt["optimizer"])
+        except ValueError as e:
+            raise ValueError(f"checkpoint {path}: {e}; nothing was loaded") from None
     # Wrappers (Lookahead) nest their inner optimizer's dict: their own load_state_dict checks it.
     saved_groups = ckpt["optimizer"].get("param_groups")
     sizes = None if saved_groups is None else [len(g["params"]) for g in saved_groups]
