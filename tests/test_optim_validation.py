@@ -632,3 +632,12 @@ def test_gradient_noise_inside_an_optimizer_is_checked_before_anything_loads() -
 def test_aggmo_exponential_form_checks_its_arguments(kwargs: dict, text: str) -> None:
     with pytest.raises(ValueError, match=re.escape(text)):
         ravine.AggMo.from_exp_form([_param(2)], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "transform", [1, "noise", lambda params, grads: grads], ids=["int", "str", "bare-function"]
+)
+def test_a_gradient_transform_that_is_not_one_is_refused(transform):
+    p = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(TypeError, match=r"Invalid grad_transforms\[0\]"):
+        ravine.Adam([p], grad_transforms=[transform])

@@ -284,12 +284,24 @@ class Optimizer(torch.optim.Optimizer):
             )
         self.impl = impl
         self.nonfinite = nonfinite
-        self.grad_transforms = list(grad_transforms)
+        transforms = list(grad_transforms)
         if grad_noise is not None:
             from ravine.optim.wrappers import GradientNoise  # imports this module
 
             noise = grad_noise if callable(grad_noise) else GradientNoise(eta=grad_noise)
-            self.grad_transforms.append(noise)
+            transforms.append(noise)
+        for i, transform in enumerate(transforms):
+            missing = [
+                m
+                for m in ("__call__", "state_dict", "load_state_dict")
+                if not hasattr(transform, m)
+            ]
+            if missing:
+                raise TypeError(
+                    f"Invalid grad_transforms[{i}]: {transform!r} (expected a GradientTransform: "
+                    f"a callable with state_dict and load_state_dict; missing {', '.join(missing)})"
+                )
+        self.grad_transforms = transforms
         self.skipped_steps = 0
         self._flat: Any = None  # ravine.optim.compiled.FlatEngine, built on the first step
         if not callable(getattr(type(self), "update", None)):
