@@ -308,3 +308,19 @@ def test_lbfgs_step_into_nonfinite_region_is_rolled_back(dtype: torch.dtype, imp
     assert _same(_snapshot(opt, [p]), before)
     opt.step(closure(quadratic))
     assert bool(torch.isfinite(p).all())
+
+
+@pytest.mark.parametrize("impl", ["loop", "foreach"])
+def test_lookahead_synchronisation_of_float16_stays_finite(impl: str) -> None:
+    """The slow weights move by lerp between finite values; in float16 the difference of fast
+    and slow weights (here 80000) exceeds the range, and lerp must not form it in float16.
+    (float32/bfloat16 weights beyond finfo.max / 2 of opposite signs are the documented
+    limit: lerp computes in float32 there.)"""
+    p = torch.nn.Parameter(torch.full((4,), -40000.0, dtype=torch.float16))
+    opt = ravine.Lookahead(ravine.SGD([p], lr=1.0, impl=impl), k=2, alpha=0.5)
+    for _ in range(2):  # the fast weights go to 0, then +40000: finite, so both steps go in
+        _set_grads([p], -40000.0)
+        opt.step()
+    assert opt.optimizer.skipped_steps == 0 and opt.lookahead_steps == 2
+    assert bool(torch.isfinite(p).all()) and bool(torch.isfinite(opt.state[p]["slow_param"]).all())
+    assert p.tolist() == [0.0] * 4

@@ -154,8 +154,10 @@ def hyperparameter_scale(group: dict[str, Any], keys: Iterable[str]) -> float:
 def max_abs(tensors: Iterable[Tensor]) -> dict[tuple[torch.device, torch.dtype], float] | None:
     """max|x| over ``tensors`` per (device, real dtype), or None if any holds NaN or Inf.
 
-    One ``torch._foreach_norm(inf)`` and one sync per (device, dtype); sparse tensors count by
-    their (coalesced) values, complex ones by their real view.
+    One pass over the tensors and one sync per (device, dtype): ``torch._foreach_norm(inf)``
+    (one fused launch on accelerators), ``torch.aminmax`` per tensor on CPU, where it is 4-7
+    times faster than the inf-norm (10M floats: 16 vs 69 ms, benchmarks/step_speed.py's
+    machine). Sparse tensors count by their (coalesced) values, complex ones by their real view.
     """
     by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
     for x in tensors:
@@ -164,7 +166,12 @@ def max_abs(tensors: Iterable[Tensor]) -> dict[tuple[torch.device, torch.dtype],
         by_kind.setdefault((x.device, x.dtype), []).append(x)
     bounds = {}
     for kind, xs in by_kind.items():
-        bound = torch.stack(torch._foreach_norm(xs, math.inf)).max().item()
+        if kind[0].type == "cpu":
+            ranges = [torch.aminmax(x) for x in xs if x.numel()]  # NaN propagates into both
+            ends = [e for r in ranges for e in (r.max, r.min.neg())]
+            bound = torch.stack(ends).max().item() if ends else 0.0
+        else:
+            bound = torch.stack(torch._foreach_norm(xs, math.inf)).max().item()
         if not math.isfinite(bound):  # NaN and Inf both make the max non-finite
             return None
         bounds[kind] = bound
@@ -578,10 +585,10 @@ class Optimizer(torch.optim.Optimizer):
         gi, pi = next((gi, pi) for gi, pi, p, _ in entries if p is culprit)
         step = int(self.state.get(culprit, {}).get("step", 0)) + 1
         return (
-            f"non-finite update: {what} NaN or Inf from finite gradients (an overflow of "
-            f"{culprit.dtype}?) in parameter group {gi}, parameter {pi} (shape "
-            f"{tuple(culprit.shape)}) or its state at step {step}; no parameter or state was "
-            "updated. Pass nonfinite='skip' to skip such steps."
+            f"non-finite update: {what} NaN or Inf from finite gradients (an overflow in "
+            f"{culprit.dtype}, or a division by a state or eps that is 0 in it?) in parameter "
+            f"group {gi}, parameter {pi} (shape {tuple(culprit.shape)}) or its state at step "
+            f"{step}; no parameter or state was updated. Pass nonfinite='skip' to skip such steps."
         )
 
     def _batches(
