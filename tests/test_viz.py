@@ -293,6 +293,22 @@ def test_png_views_are_valid_images_of_the_requested_size(
     assert colours > 50  # contours, paths and text were drawn, not a blank canvas
 
 
+@pytest.mark.parametrize("view", ["contour", "3d", "loss"])
+def test_surfaces_undefined_in_part_of_the_window_still_draw(tmp_path: Path, view: str) -> None:
+    # log(x) is NaN for x < 0: the 3-D view's floor and lift came out NaN and matplotlib
+    # failed while drawing ("operands could not be broadcast ...")
+    trajs = run("expr:log(x) + y**2", "sgd:lr=0.01", steps=5, start=(2.0, 1.0))
+    path = plot(trajs, tmp_path / "hole.png", view=view, size=(320, 240))
+    with Image.open(path) as im:
+        assert im.size == (320, 240)
+
+
+def test_3d_view_of_a_surface_undefined_everywhere_says_so(tmp_path: Path) -> None:
+    trajs = run("expr:log(-1 - abs(x)) + y", "sgd:lr=0.01", steps=2)
+    with pytest.raises(ValueError, match="has no finite value in the window"):
+        plot(trajs, tmp_path / "none.png", view="3d")
+
+
 def test_svg_is_a_valid_svg_of_the_requested_size(tmp_path: Path, beale_trajs) -> None:
     path = plot(beale_trajs, tmp_path / "beale.svg", size=(640, 480))
     root = ET.parse(path).getroot()

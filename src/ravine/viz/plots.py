@@ -99,7 +99,10 @@ BACKGROUND = _background()
 
 
 def _shift(surface: Surface, Z: np.ndarray) -> float:
-    return float(surface.min_value) if surface.min_value is not None else float(np.nanmin(Z))
+    if surface.min_value is not None:
+        return float(surface.min_value)
+    finite = Z[np.isfinite(Z)]
+    return float(finite.min()) if finite.size else 0.0  # nothing finite: no shift to find
 
 
 def draw_contours(
@@ -314,12 +317,21 @@ def surface3d_figure(
     X, Y, Z = (t.numpy() for t in surface.grid(100, window))
     shift = _shift(surface, Z)
     H = _height(surface, Z, shift)
+    # Where the surface is undefined (log(x) for x < 0) leave a hole: a NaN floor offset or
+    # lift would make matplotlib fail while drawing.
+    finite = np.isfinite(H)
+    if not finite.any():
+        raise ValueError(
+            f"surface {surface.name!r} has no finite value in the window {window}: nothing to draw"
+        )
+    H = np.where(finite, H, np.nan)
+    low, high = float(H[finite].min()), float(H[finite].max())
     ax.plot_surface(
         X, Y, H, cmap=BACKGROUND, alpha=0.8, linewidth=0, antialiased=True, rcount=80, ccount=80
     )
-    ax.contour(X, Y, H, levels=18, zdir="z", offset=float(H.min()), colors="0.5", linewidths=0.4)
+    ax.contour(X, Y, H, levels=18, zdir="z", offset=low, colors="0.5", linewidths=0.4)
     xmin, xmax, ymin, ymax = window
-    lift = 0.01 * float(H.max() - H.min())
+    lift = 0.01 * (high - low)
     for traj, (color, ls) in zip(trajectories, style or styles(len(trajectories))):
         pts = traj.points.copy()
         outside = (pts[:, 0] < xmin) | (pts[:, 0] > xmax) | (pts[:, 1] < ymin) | (pts[:, 1] > ymax)
