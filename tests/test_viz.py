@@ -478,6 +478,11 @@ CLI_ERRORS = [
     ("billion-steps", ["--steps", str(10**9)], "steps=1000000000: expected an integer from 1"),
     ("2**63-steps", ["--steps", str(2**63)], "steps=9223372036854775808: expected an integer"),
     ("nan-start", ["--start=nan,1"], "start=(nan, 1.0): expected a finite point"),
+    (
+        "lbfgs-max-iter-huge",  # ran 10**8 inner iterations per step
+        ["--optimizers", "lbfgs:max_iter=100000000,tolerance_grad=0,tolerance_change=0"],
+        "runs up to 1000000000 inner iterations; expected at most 2000000",
+    ),
     ("svg-into-png", ["--format", "svg", "--out", "{tmp}/x.png"], "SVG into a .png file"),
     ("gif-into-png", ["--format", "gif", "--out", "{tmp}/x.png"], "GIF into a .png file"),
     ("unknown-suffix", ["--out", "{tmp}/x.txt"], "suffix '.txt' is not one of .png, .svg"),

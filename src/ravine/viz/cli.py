@@ -33,7 +33,7 @@ from ravine.viz.animation import (
 from ravine.viz.gallery import CLASSIC
 from ravine.viz.plots import DEFAULT_SIZE, STATIC_FORMATS, VIEWS, check_size, output_format, plot
 from ravine.viz.specs import optimizer_names, parse_specs
-from ravine.viz.trajectory import MAX_STEPS, check_start, check_steps
+from ravine.viz.trajectory import MAX_STEPS, check_start, check_steps, check_work
 from ravine.viz.trajectory import run as run_trajectories
 
 FORMATS = STATIC_FORMATS + ANIMATION_FORMATS
@@ -164,6 +164,7 @@ def _render(args: argparse.Namespace) -> int:
     surface = surfaces.get(args.surface)
     specs = parse_specs(args.optimizers)
     steps = check_steps(args.steps)
+    check_work(specs, steps)
     start = None if args.start is None else check_start(args.start)
     out, fmt = _output(args, surface)
     view = args.view

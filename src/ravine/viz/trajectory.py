@@ -82,6 +82,28 @@ def check_steps(steps: int) -> int:
     return steps
 
 
+#: Closure optimizers (L-BFGS) iterate up to ``max_iter`` times within one step: bound the total
+#: (MAX_STEPS steps at L-BFGS's default of 20), so ``max_iter=10**8`` cannot hang a picture.
+MAX_INNER_ITERATIONS = 2_000_000
+
+
+def check_work(specs: Sequence[OptimizerSpec], steps: int) -> None:
+    """Refuse a spec whose ``max_iter`` (capped by ``max_eval``) times ``steps`` is too large."""
+    for spec in specs:
+        kwargs = spec.kwargs
+        inner = [
+            v
+            for v in (kwargs.get("max_iter"), kwargs.get("max_eval"))
+            if isinstance(v, int) and not isinstance(v, bool)
+        ]
+        if "max_iter" in kwargs and inner and steps * min(inner) > MAX_INNER_ITERATIONS:
+            raise ValueError(
+                f"optimizer spec {str(spec)!r} with steps={steps} runs up to "
+                f"{steps * min(inner)} inner iterations; expected at most "
+                f"{MAX_INNER_ITERATIONS} (lower max_iter or steps)"
+            )
+
+
 def check_start(start: Sequence[float]) -> tuple[float, float]:
     """A start point as two finite floats, or a ValueError."""
     try:
@@ -256,4 +278,5 @@ def run(
     surface = get(surface)
     specs = parse_specs(optimizers)
     start_xy = _check(steps, surface.start if start is None else start)
+    check_work(specs, steps)
     return _simulate(surface, specs, steps=steps, start=start_xy, dtype=dtype)
