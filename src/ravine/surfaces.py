@@ -486,7 +486,9 @@ def from_expression(
     """A surface from a formula in ``x`` and ``y``, e.g. ``"x**2 + 3*sin(y)"`` (``^`` means power).
 
     The minimum value is unknown, so loss plots show the raw value. Not registered; pass the result
-    to :func:`register` to look it up by name.
+    to :func:`register` to look it up by name. Formulas are bounded (``MAX_FORMULA_CHARS``,
+    ``MAX_FORMULA_NODES``, ``MAX_FORMULA_DEPTH``; constant exponents up to ``MAX_EXPONENT``,
+    constants up to ``MAX_CONSTANT``); anything else is a ValueError naming the part at fault.
     """
     fn = _compile_formula(expr)
     window_t = _window(window)
