@@ -573,6 +573,19 @@ def test_cli_refuses_an_unwritable_folder(tmp_path: Path, capsys, monkeypatch) -
     assert f"the folder {locked} is not writable" in capsys.readouterr().err
 
 
+def test_cli_write_failure_is_one_clear_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    import ravine.viz.cli as viz_cli
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "x.png"))
+
+    monkeypatch.setattr(viz_cli, "plot", full_disk)
+    argv = ["--surface", "quadratic", "--optimizers", "sgd:lr=0.01", "--steps", "3"]
+    assert viz_main([*argv, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ravine viz: error: [Errno 28] No space left") and err.count("\n") == 1
+
+
 def test_cli_makes_missing_folders_for_out(tmp_path: Path) -> None:
     out = tmp_path / "some" / "missing" / "dir" / "x.png"
     args = ["--surface", "quadratic", "--optimizers", "sgd:lr=0.01", "--steps", "5"]

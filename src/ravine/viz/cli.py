@@ -210,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {len(paths)} files to {out}/ in {time.perf_counter() - t0:.1f} s")
             return 0
         return _render(args)
-    except (ValueError, MissingFFmpegError) as err:
+    except (ValueError, MissingFFmpegError, OSError) as err:
+        # OSError: writing failed after the checks (a full disk, a folder removed meanwhile)
         print(f"ravine viz: error: {err}", file=sys.stderr)
         return 2
 
