@@ -211,7 +211,20 @@ def _hostile_batches(marker: Path) -> dict[str, object]:
         "eval-via-builtins": {b"data": _Eval(f"__import__('os').system({touch!r})"), b"labels": []},
         "object-array": {b"data": np.array([None, 1], dtype=object), b"labels": [0, 1]},
         "foreign-class": {b"data": _Opaque(), b"labels": []},
+        "codec-other-than-latin1": {b"data": _Rot13("abc"), b"labels": []},
     }
+
+
+class _Rot13:
+    """Pickled as _codecs.encode(text, "rot13"): protocol 2's bytes call, with another codec."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __reduce__(self):
+        import codecs
+
+        return (codecs.encode, (self.text, "rot13"))
 
 
 class _Eval:
@@ -230,6 +243,7 @@ class _Eval:
         "eval-via-builtins",
         "object-array",
         "foreign-class",
+        "codec-other-than-latin1",
     ],
 )
 @pytest.mark.parametrize("protocol", [2, 5], ids=lambda p: f"protocol{p}")

@@ -109,8 +109,10 @@ def load(
     name = source or getattr(file, "name", "<stream>")
     try:
         obj = _Unpickler(file, encoding=encoding, source=str(name)).load()
-    except UnsafePickleError:
-        raise
+    except UnsafePickleError as err:
+        if str(name) in str(err):
+            raise
+        raise UnsafePickleError(f"the data loader refuses to load {err} from {name}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
         # What a truncated or garbled pickle raises; AttributeError/ImportError cannot occur
         # (find_class never imports), MemoryError is left alone.
