@@ -7,6 +7,11 @@ checkpoints move between impls; and whatever cannot be compiled still runs, with
 Compiling is slow, so the fast tests use one or two settings per optimizer and small tensors; a
 kernel compiled for one test is reused by the others (the cache is per process). Every setting of
 every spec runs under ``-m slow``.
+
+Every test runs twice: with the direct call of the compiled graph (the default) and with it
+switched off (``compiled.DIRECT_CALL = False``, as ``RAVINE_COMPILED_DIRECT=0`` sets it), where
+each step goes through dynamo and its guards; the kernels are shared, so the second mode costs
+no compile.
 """
 
 from __future__ import annotations
@@ -20,11 +25,19 @@ import torch
 from torch import Tensor
 
 import ravine.optim as O
-from optim_specs import SPECS_BY_NAME
+from optim_specs import SPECS, SPECS_BY_NAME
 from ravine.optim import compiled
 from ravine.optim.base import NonFiniteGradientError
 
 SHAPES = [(4, 3), (5,), (2, 3, 2), (1,)]
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["direct-call", "through-dynamo"])
+def direct_call(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setattr(compiled, "DIRECT_CALL", request.param)
+    return request.param
+
+
 STEPS = 6
 TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 
@@ -45,18 +58,8 @@ def _settings(name: str) -> list[dict[str, Any]]:
     return out
 
 
-def _takes_compiled(name: str) -> bool:
-    """Whether the registry entry accepts impl="compiled" (torch-based ones such as LBFGS don't)."""
-    try:
-        O.create(name, [torch.zeros(1, requires_grad=True)], impl="compiled")
-    except ValueError as exc:
-        if "impl" in str(exc):
-            return False
-        raise
-    return True
-
-
-COMPILED_NAMES = [n for n in O.names() if _takes_compiled(n)]
+# Declared by the specs (tests/test_optim_registry.py checks every registered name has one).
+COMPILED_NAMES = [s.name for s in SPECS if "compiled" in s.impls]
 
 
 def _params(dtype: torch.dtype) -> list[Tensor]:
@@ -533,3 +536,20 @@ def test_check_layout_after_surgery_the_cheap_signs_cannot_see() -> None:
     for a, b in zip(model.parameters(), twin.parameters()):
         _assert_close(a.detach(), b.detach(), torch.float32, "after check_layout()")
     assert opt._flat.rebuilds == 2
+
+
+def test_direct_call_switch(direct_call: bool) -> None:
+    """Switched off, no flat group calls its compiled graph directly; the results are the
+    same either way (the other tests of this module run in both modes)."""
+    _, opt = _run("adam", {"lr": 0.01}, "compiled", torch.float32)
+    (fg,) = opt._flat.groups
+    assert (fg.direct is not None) == direct_call
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({"RAVINE_COMPILED_DIRECT": "0"}, False), ({"RAVINE_COMPILED_DIRECT": "1"}, True), ({}, True)],
+    ids=["0", "1", "unset"],
+)
+def test_direct_call_environment_variable(environ: dict[str, str], expected: bool) -> None:
+    assert compiled.direct_call_from(environ) is expected
