@@ -58,8 +58,16 @@ def train(
     opt: Any = None,
     start: int = 0,
     data: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    set_to_none: bool = True,
+    on_step: Callable[[int, TinyNet, Any], None] | None = None,
 ) -> tuple[TinyNet, Any]:
-    """Run steps ``start..steps-1``; at ``freeze_at`` the head's bias stops receiving gradients."""
+    """Run steps ``start..steps-1``; at ``freeze_at`` the head's bias stops receiving gradients.
+
+    ``set_to_none`` goes to ``opt.zero_grad``: impl="compiled" zeroes its flat gradients in
+    place whatever it says, so a frozen parameter keeps taking zero-gradient steps, as in
+    torch with ``set_to_none=False`` (compare it with runs that pass False). ``on_step(i, model,
+    opt)`` runs after step ``i`` (a scheduler, a recorder).
+    """
     model = model if model is not None else make_model(dtype, device)
     opt = opt if opt is not None else make_opt(list(model.parameters()))
     data = data if data is not None else batches(steps, dtype, device)
@@ -69,12 +77,14 @@ def train(
         x, y = data[i]
 
         def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=set_to_none)
             loss = nn.functional.mse_loss(model(x), y)
             loss.backward()
             return loss
 
         opt.step(closure)
+        if on_step is not None:
+            on_step(i, model, opt)
     return model, opt
 
 

@@ -17,6 +17,8 @@ import torch
 from reference import classic as ref
 from reference import later
 
+IMPLS = ("foreach", "loop", "compiled")
+
 
 @dataclass
 class Convergence:
@@ -43,11 +45,38 @@ class Spec:
     rosenbrock: Convergence | None = None
     # (hyperparameters, text the ValueError must contain: the argument's name and value).
     invalid: list[tuple[dict[str, Any], str]] = field(default_factory=list)
-    needs_closure: bool = False
-    sparse: bool = False
+    # Capabilities: the checks a spec does not declare are skipped, not discovered failing.
+    needs_closure: bool = False  # closure-only (a line search re-evaluates the loss)
+    sparse: bool = False  # takes sparse gradients
+    complex: bool = True  # updates complex parameters as pairs of reals
+    impls: tuple[str, ...] = IMPLS  # the impl= values it accepts
 
     def __str__(self) -> str:
         return self.name
+
+    def case_id(self, hp: dict[str, Any], *rest: str) -> str:
+        """A test id that reads like the case: ``adam-amsgrad-compiled``."""
+        return "-".join([self.name, describe(hp), *rest])
+
+
+def describe(hp: dict[str, Any]) -> str:
+    """Hyperparameters as words: flags by name, numbers as name=value; lr is left out (it is
+    in nearly every setting), and a setting of lr alone reads ``default``."""
+    parts = []
+    for key, value in hp.items():
+        if key == "lr":
+            continue
+        if value is True:
+            parts.append(key)
+        elif value is False:
+            parts.append(f"no_{key}")
+        elif isinstance(value, (tuple, list)):
+            parts.append(f"{key}=" + ",".join(f"{v:g}" for v in value))
+        elif isinstance(value, float):
+            parts.append(f"{key}={value:g}")
+        else:
+            parts.append(f"{key}={value}")
+    return "-".join(parts) or "default"
 
 
 LR_NEG = ({"lr": -0.1}, "lr: -0.1")
@@ -699,6 +728,8 @@ LATER_SPECS: list[Spec] = [
             ({"line_search_fn": "armijo"}, "line_search_fn: 'armijo'"),
         ],
         needs_closure=True,
+        complex=False,
+        impls=("foreach", "loop"),  # torch.optim.LBFGS itself: one flat vector already
     ),
 ]
 
@@ -707,3 +738,8 @@ SPECS_BY_NAME = {s.name: s for s in SPECS}
 # Rules that update each element from its own gradient and state (every one but L-BFGS, whose
 # closure-driven line search and single parameter group the elementwise checks do not fit).
 ELEMENTWISE_SPECS: list[Spec] = [s for s in SPECS if not s.needs_closure]
+
+
+def impl_cases(spec: Spec, impls: tuple[str, ...] = IMPLS) -> list[str]:
+    """The impls of ``impls`` that ``spec`` declares."""
+    return [impl for impl in impls if impl in spec.impls]
