@@ -146,6 +146,27 @@ def test_replaced_state_entries_are_followed(replace: str) -> None:
     assert max_rel_diff(want, _params(untouched)) > 1e-6  # the replacement mattered
 
 
+def test_replaced_state_kept_alive_is_found_by_check_layout() -> None:
+    """The old state dict held elsewhere keeps its views alive (the use counts do not move):
+    opt.check_layout(), as documented, finds the replacement."""
+    results = []
+    for impl in ("foreach", "compiled"):
+        model = _model()
+        opt = ravine.Adam(model.parameters(), lr=0.01, impl=impl)
+        target = list(model.parameters())[2]
+        held = []
+        for i, x in enumerate(_data(6)):
+            if i == 3:
+                held.append(opt.state[target])
+                opt.state[target] = {**copy.deepcopy(dict(held[0])), "step": 1}
+                opt.check_layout()
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+        results.append(_params(model))
+    assert max_rel_diff(results[1], results[0]) <= TOL
+
+
 @pytest.fixture
 def single_process_group():
     """A gloo group of one process, in this process (ZeRO needs a default group)."""

@@ -526,6 +526,8 @@ class FlatEngine:
         the flat state and step buffers (the engine keeps no reference to the dicts), so a
         client that replaces a state dict (ZeRO's ``load_state_dict``) or one of its tensors
         (``opt.state[p]["m"] = t``) lowers a use count, and the rebuild copies its values in.
+        Unless the replaced dict or tensor is kept alive elsewhere (its views with it): call
+        ``opt.check_layout()`` after such a replacement.
         """
         if self._signature(opt) != self.signature:
             return False
