@@ -34,12 +34,20 @@ from ravine.viz.trajectory import run, run_one
         ("sgd:lr=1e-3, momentum=0.5", "sgd", (("lr", 1e-3), ("momentum", 0.5))),
         ("rmsprop:centered=true", "rmsprop", (("centered", True),)),
         ("nag:form=lookahead", "nag", (("form", "lookahead"),)),
+        # "no" was the string 'no', which is true: maximize=no maximized
+        ("sgd:lr=0.01,maximize=no", "sgd", (("lr", 0.01), ("maximize", False))),
+        ("adam:amsgrad=YES", "adam", (("amsgrad", True),)),
     ],
 )
 def test_parse_spec(text: str, name: str, hparams: tuple) -> None:
     spec = parse_spec(text)
     assert (spec.name, spec.hparams) == (name, hparams)
     assert parse_spec(str(spec)) == spec  # the canonical form parses back
+
+
+def test_maximize_no_minimizes() -> None:
+    plain, no = run("quadratic", ["sgd:lr=0.01", "sgd:lr=0.01,maximize=no"], steps=5)
+    assert np.array_equal(plain.points, no.points) and no.losses[-1] < no.losses[0]
 
 
 def test_parse_specs_groups_key_values_with_the_spec_before_them() -> None:

@@ -5,7 +5,8 @@ Syntax (what ``ravine viz --optimizers`` takes)::
     adam                              registry defaults
     adam:lr=0.1                       one hyperparameter
     adam:lr=0.1,betas=(0.9,0.99)      values are Python literals (numbers, tuples, True/False/None);
-                                      a bare word such as impl=loop is taken as a string
+                                      true/false/yes/no (any case) are booleans; another bare
+                                      word such as impl=loop is taken as a string
     sgd,momentum:lr=0.01,adam:lr=0.1  several specs in one string: an item of the form
                                       key=value belongs to the spec before it; any other item
                                       starts a new spec
@@ -112,14 +113,17 @@ def _split_top_level(text: str, what: str) -> list[str]:
     return parts
 
 
+# Boolean words, as ``ravine train --hp`` reads them: maximize=no must not be the (true) string.
+_BOOLEANS = {"true": True, "false": False, "yes": True, "no": False}
+
+
 def _parse_value(key: str, raw: str, spec: str) -> Any:
+    if raw.lower() in _BOOLEANS:
+        return _BOOLEANS[raw.lower()]
     try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+        return ast.literal_eval(raw)  # literals only: never evaluates code
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         pass
-    lowered = raw.lower()
-    if lowered in {"true", "false"}:
-        return lowered == "true"
     if _KEY.match(raw):
         return raw
     raise ValueError(
