@@ -494,9 +494,9 @@ CLI_ERRORS = [
     ("svg-into-png", ["--format", "svg", "--out", "{tmp}/x.png"], "SVG into a .png file"),
     ("gif-into-png", ["--format", "gif", "--out", "{tmp}/x.png"], "GIF into a .png file"),
     ("unknown-suffix", ["--out", "{tmp}/x.txt"], "suffix '.txt' is not one of .png, .svg"),
-    ("out-under-a-file", ["--out", "{tmp}/afile/x.png"], "afile is a file, so the folder"),
-    ("out-is-a-folder", ["--format", "png", "--out", "{tmp}"], "is a folder; expected a file"),
-    ("out-folder-named-png", ["--out", "{tmp}/adir.png"], "adir.png' is a folder"),
+    ("out-under-a-file", ["--out", "{tmp}/afile/x.png"], "afile' is not a directory"),
+    ("out-is-a-folder", ["--format", "png", "--out", "{tmp}"], "is a directory, expected a file"),
+    ("out-folder-named-png", ["--out", "{tmp}/adir.png"], "adir.png' is a directory"),
     ("view-for-animation", ["--format", "gif", "--view", "3d"], "--view=3d is for png/svg"),
     ("zero-stride", ["--format", "gif", "--stride", "0"], "stride=0: expected a positive"),
     ("zero-fps", ["--format", "gif", "--fps", "0"], "fps=0: expected an integer from 1 to 100"),
@@ -507,8 +507,8 @@ CLI_ERRORS = [
         "makes 100000 frames of 900x640; expected at most 621",
     ),
     ("tiny-size", ["--size", "10x10"], "size=(10, 10): expected (width, height)"),
-    ("gallery-into-a-file", ["--gallery", "--out", "{tmp}/afile"], "is a file; the gallery"),
-    ("gallery-under-a-file", ["--gallery", "--out", "{tmp}/afile/g"], "afile is a file"),
+    ("gallery-into-a-file", ["--gallery", "--out", "{tmp}/afile"], "afile' is not a directory"),
+    ("gallery-under-a-file", ["--gallery", "--out", "{tmp}/afile/g"], "afile' is not a directory"),
 ]
 
 
@@ -578,7 +578,7 @@ def test_cli_refuses_an_unwritable_folder(tmp_path: Path, capsys, monkeypatch) -
         real = os.access
         monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and real(p, mode))
     assert viz_main(["--out", str(locked / "sub" / "x.png")]) == 2
-    assert f"the folder {locked} is not writable" in capsys.readouterr().err
+    assert f"directory '{locked}' is not writable" in capsys.readouterr().err
 
 
 def test_cli_write_failure_is_one_clear_line(tmp_path: Path, capsys, monkeypatch) -> None:

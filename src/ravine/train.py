@@ -36,6 +36,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from ravine.data.order import STRATEGIES, curriculum_order, loss_difficulty, shuffled
+from ravine.paths import check_output_path
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -46,7 +47,6 @@ __all__ = [
     "NonFiniteParametersError",
     "RunState",
     "check_checkpoint_dir",
-    "check_output_path",
     "evaluate",
     "fit",
     "load_checkpoint",
@@ -376,32 +376,6 @@ def load_checkpoint(
             f"(format {found!r}; expected 1 or {_FORMAT})"
         )
     return checkpoint
-
-
-def check_output_path(path: str | os.PathLike[str], what: str, *, directory: bool = False) -> Path:
-    """Fail early (ValueError) unless ``path`` can be written later as a file (or a folder).
-
-    Nothing is created: the path, or else its nearest existing ancestor, must be a writable
-    folder (for a file: the path must not be a folder).
-    """
-    path = Path(path)
-    try:
-        if path.exists():
-            if directory != path.is_dir():
-                kind = "is not a directory" if directory else "is a directory, expected a file"
-                raise ValueError(f"{what}={str(path)!r} {kind}")
-            folder = path if directory else path.parent
-        else:
-            folder = path.parent
-            while not folder.exists():
-                folder = folder.parent
-            if not folder.is_dir():
-                raise ValueError(f"{what}={str(path)!r}: {str(folder)!r} is not a directory")
-    except OSError as e:  # e.g. a name too long for the file system
-        raise ValueError(f"{what}={str(path)!r} cannot be used: {e.strerror or e}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{what}={str(path)!r}: directory {str(folder)!r} is not writable")
-    return path
 
 
 # ------------------------------------------------------------------------- run state

@@ -204,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Every output path, before any work: a bad one would lose a finished run."""
-    from ravine.train import check_checkpoint_dir, check_output_path
+    from ravine.paths import check_output_path
+    from ravine.train import check_checkpoint_dir
 
     if args.history:
         check_output_path(args.history, "--history")

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 from ravine import surfaces
+from ravine.paths import check_output_path
 from ravine.viz.animation import (
     ANIMATION_FORMATS,
     MissingFFmpegError,
@@ -61,32 +61,6 @@ def _size(text: str) -> tuple[int, int]:
     if not (math.isfinite(w) and math.isfinite(h) and w == int(w) and h == int(h)):
         raise argparse.ArgumentTypeError(f"--size={text!r}: expected whole pixels, e.g. 900x640")
     return int(w), int(h)
-
-
-def _nearest_existing(path: Path) -> Path:
-    """``path`` or its closest ancestor that exists (the folder mkdir would start from)."""
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def check_output(path: Path, *, folder: bool = False) -> None:
-    """Refuse, before any work, an --out that cannot be written: a file where a folder is
-    wanted or the reverse, or a parent that is a file or not writable. Missing folders are
-    fine (they are created when writing)."""
-    shown = f"--out={str(path)!r}"
-    if folder and path.exists() and not path.is_dir():
-        raise ValueError(f"{shown} is a file; the gallery needs a folder")
-    if not folder and path.is_dir():
-        raise ValueError(f"{shown} is a folder; expected a file name such as {path / 'plot.png'}")
-    base = _nearest_existing(path if folder else path.parent)
-    if not base.is_dir():
-        raise ValueError(f"{shown}: {base} is a file, so the folder {path.parent} cannot be made")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise ValueError(f"{shown}: the folder {base} is not writable")
-    if not folder and path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"{shown}: the file exists and is not writable")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +129,7 @@ def _output(args: argparse.Namespace, surface: surfaces.Surface) -> tuple[Path, 
                 f"{', '.join('.' + f for f in FORMATS)}; name the file so or give --format"
             )
         fmt = output_format(out, args.format, FORMATS)
-    check_output(out)
+    check_output_path(out, "--out")
     return out, fmt
 
 
@@ -204,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             from ravine.viz.gallery import make_gallery
 
             out = args.out or Path("gallery")
-            check_output(out, folder=True)
+            check_output_path(out, "--out", directory=True)
             t0 = time.perf_counter()
             paths = make_gallery(out, quick=args.quick, verbose=True)
             print(f"wrote {len(paths)} files to {out}/ in {time.perf_counter() - t0:.1f} s")
