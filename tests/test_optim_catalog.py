@@ -13,8 +13,6 @@ import torch
 
 from optim_harness import make_model, max_rel_diff, params_of, train
 from ravine.optim import catalog, registry
-from ravine.viz import gallery
-from ravine.viz.specs import parse_spec
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NAMES = catalog.names()
@@ -63,29 +61,6 @@ def test_tested_settings_are_accepted(name: str) -> None:
     settings = [row.rosenbrock, *([row.mnist1d] if row.mnist1d else []), *row.surfaces.values()]
     for setting in settings:
         registry.create(name, [torch.nn.Parameter(torch.zeros(2))], **setting.hp)
-
-
-def _gallery_settings() -> list[tuple[str, str, str, dict]]:
-    """(scene, surface, optimizer, hyperparameters) for each optimizer shown once in a scene."""
-    out = []
-    for scene in gallery.SCENES:
-        specs = [parse_spec(s) for s in scene.optimizers]
-        shown = [s.name for s in specs]
-        out += [
-            (scene.name, scene.surface, s.name, s.kwargs) for s in specs if shown.count(s.name) == 1
-        ]
-    return out
-
-
-GALLERY = _gallery_settings()
-
-
-@pytest.mark.parametrize(
-    ("scene", "surface", "name", "hp"), GALLERY, ids=[f"{sc}-{n}" for sc, _, n, _ in GALLERY]
-)
-def test_gallery_uses_the_catalogs_settings(scene: str, surface: str, name: str, hp: dict) -> None:
-    # Scenes that sweep one optimizer over several settings are left out: they show the sweep.
-    assert dict(catalog.get(name).surfaces[surface].hp) == hp
 
 
 @pytest.mark.parametrize("name", [r.name for r in catalog.ROWS if r.torch_rule])

@@ -27,15 +27,22 @@ from ravine.viz.plots import colors, contour_figure, loss_figure, save, surface3
 from ravine.viz.specs import optimizer_names, parse_specs
 from ravine.viz.trajectory import run
 
-CLASSIC = (
-    "sgd:lr=0.001",
-    "momentum:lr=0.001,momentum=0.9",
-    "nag:lr=0.001,momentum=0.9",
-    "adagrad:lr=0.5",
-    "adadelta:lr=5",
-    "rmsprop:lr=0.02",
-    "adam:lr=0.1",
-)
+CLASSIC_NAMES = ("sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam")
+LATER_NAMES = ("amsgrad", "adamw", "qhadam", "aggmo", "adabound", "radam", "ranger")
+
+
+def tuned(surface: str, names: Sequence[str]) -> tuple[str, ...]:
+    """Optimizer specs with the hyperparameters ravine.optim.catalog gives for ``surface``."""
+    from ravine.optim import catalog
+
+    def spec(name: str) -> str:
+        hp = catalog.get(name).surfaces[surface].hp
+        return name + (":" + ",".join(f"{k}={v!r}" for k, v in hp.items()) if hp else "")
+
+    return tuple(spec(n) for n in names)
+
+
+CLASSIC = tuned("beale", CLASSIC_NAMES)
 
 
 @dataclass(frozen=True)
@@ -68,15 +75,7 @@ SCENES: tuple[Scene, ...] = (
     Scene(
         "saddle",
         "saddle",
-        (
-            "sgd:lr=0.01",
-            "momentum:lr=0.01,momentum=0.9",
-            "nag:lr=0.01,momentum=0.9",
-            "adagrad:lr=0.5",
-            "adadelta:lr=5",
-            "rmsprop:lr=0.05",
-            "adam:lr=0.1",
-        ),
+        tuned("saddle", CLASSIC_NAMES),
         steps=150,
         title="Saddle point from (7, 0.001) (survey, Image 6)",
         views=("contour", "gif", "3d", "loss"),
@@ -108,24 +107,14 @@ SCENES: tuple[Scene, ...] = (
     Scene(
         "quadratic-adaptive",
         "quadratic",
-        ("adagrad:lr=1", "adadelta:lr=50", "rmsprop:lr=0.1", "adam:lr=0.5"),
+        tuned("quadratic", ("adagrad", "adadelta", "rmsprop", "adam")),
         steps=100,
         title="Adaptive learning rates (comparison, Figure 4)",
     ),
     Scene(
         "later",
         "beale",
-        (
-            "amsgrad:lr=0.05",
-            "adamw:lr=0.05",
-            "qhadam:lr=0.05",
-            "aggmo:lr=0.0002",
-            "adabound:lr=0.1",
-            # RAdam's first steps (before the variance is rectifiable) are plain momentum-SGD
-            # steps of size lr * gradient: a larger lr throws it off Beale's steep start.
-            "radam:lr=0.01",
-            "ranger:lr=0.01",
-        ),
+        tuned("beale", LATER_NAMES),
         steps=500,
         title="Later optimizers on Beale (RAdam, Ranger: momentum-SGD warm-up steps first)",
         window=(-0.5, 4.5, -1.5, 3.5),
