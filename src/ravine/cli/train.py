@@ -14,7 +14,6 @@ case) are booleans; a bare word is a string. Output paths are checked before any
 from __future__ import annotations
 
 import argparse
-import ast
 import inspect
 import math
 import sys
@@ -23,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ravine.data.order import STRATEGIES
+from ravine.optim.hyperparameters import parse_literal
 
 # Bounds for the integer flags: far beyond any real run, small enough that nothing overflows.
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 2**31 - 1
 MAX_SEED = 2**32 - 1
-_BOOLEANS = {"true": True, "false": False, "yes": True, "no": False}
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -61,12 +60,9 @@ def _finite_float(lo: float) -> Callable[[str], float]:
 
 def parse_value(raw: str) -> Any:
     """A --hp / --schedule-arg value: a Python literal, a boolean word, or else the string."""
-    word = raw.strip().lower()
-    if word in _BOOLEANS:
-        return _BOOLEANS[word]
     try:
-        return ast.literal_eval(raw)  # literals only: never evaluates code
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return parse_literal(raw)
+    except ValueError:
         return raw
 
 

@@ -213,3 +213,25 @@ def check_hyperparameters(values: dict[str, Any], kinds: dict[str, Kind]) -> dic
         if name in out:
             out[name] = kinds[name].check(name, out[name])
     return out
+
+
+# Boolean words as the command lines write flags: maximize=no must not be the (true) string "no".
+BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False}
+
+
+def parse_literal(text: str) -> Any:
+    """A hyperparameter written as text (``ravine train --hp``, ``ravine viz`` specs).
+
+    true/false/yes/no (any case) are booleans; anything else must be a Python literal (number,
+    tuple, list, string, True/False/None), read with ``ast.literal_eval``, which never runs
+    code. Raises ValueError when ``text`` is neither.
+    """
+    import ast
+
+    word = text.strip().lower()
+    if word in BOOLEAN_WORDS:
+        return BOOLEAN_WORDS[word]
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ValueError(f"{text!r} is not a Python literal or a boolean word") from None

@@ -14,7 +14,6 @@ Syntax (what ``ravine viz --optimizers`` takes)::
 
 from __future__ import annotations
 
-import ast
 import difflib
 import re
 from collections.abc import Iterable, Sequence
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ravine.optim.hyperparameters import parse_literal
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -113,16 +114,10 @@ def _split_top_level(text: str, what: str) -> list[str]:
     return parts
 
 
-# Boolean words, as ``ravine train --hp`` reads them: maximize=no must not be the (true) string.
-_BOOLEANS = {"true": True, "false": False, "yes": True, "no": False}
-
-
 def _parse_value(key: str, raw: str, spec: str) -> Any:
-    if raw.lower() in _BOOLEANS:
-        return _BOOLEANS[raw.lower()]
     try:
-        return ast.literal_eval(raw)  # literals only: never evaluates code
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return parse_literal(raw)
+    except ValueError:
         pass
     if _KEY.match(raw):
         return raw
