@@ -14,9 +14,9 @@ from PIL import Image
 
 import ravine
 from ravine import surfaces
+from ravine.cli.viz import main as viz_main
 from ravine.viz import animation as animate_mod
 from ravine.viz.animation import MissingFFmpegError, animate, frame_steps, render_frames
-from ravine.viz.cli import main as viz_main
 from ravine.viz.gallery import SCENES, make_gallery
 from ravine.viz.plots import clip_diverged, contour_figure, exit_point, plot
 from ravine.viz.specs import parse_spec, parse_specs
@@ -445,7 +445,7 @@ def test_mp4_with_ffmpeg(tmp_path: Path) -> None:
 def test_viz_is_a_ravine_subcommand() -> None:
     from ravine.cli import SUBCOMMANDS
 
-    assert ("viz", "ravine.viz.cli") in [(n, m) for n, m, _ in SUBCOMMANDS]
+    assert ("viz", "ravine.cli.viz") in [(n, m) for n, m, _ in SUBCOMMANDS]
 
 
 def test_cli_writes_the_requested_file(tmp_path: Path, capsys) -> None:
@@ -519,7 +519,7 @@ CLI_ERRORS = [
 def test_cli_errors_are_one_clear_line_before_any_work(
     tmp_path: Path, capsys, monkeypatch, argv: list[str], message: str
 ) -> None:
-    import ravine.viz.cli as viz_cli
+    import ravine.cli.viz as viz_cli
     import ravine.viz.gallery as gallery
 
     monkeypatch.setattr(viz_cli, "run_trajectories", _must_not_be_called)
@@ -569,7 +569,7 @@ def test_cli_argument_errors_exit_2_without_traceback(capsys, argv, message) -> 
 
 
 def test_cli_refuses_an_unwritable_folder(tmp_path: Path, capsys, monkeypatch) -> None:
-    import ravine.viz.cli as viz_cli
+    import ravine.cli.viz as viz_cli
 
     monkeypatch.setattr(viz_cli, "run_trajectories", _must_not_be_called)
     locked = tmp_path / "locked"
@@ -582,7 +582,7 @@ def test_cli_refuses_an_unwritable_folder(tmp_path: Path, capsys, monkeypatch) -
 
 
 def test_cli_write_failure_is_one_clear_line(tmp_path: Path, capsys, monkeypatch) -> None:
-    import ravine.viz.cli as viz_cli
+    import ravine.cli.viz as viz_cli
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "x.png"))

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 
 # (name, module path, help): each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
 SUBCOMMANDS: list[tuple[str, str, str]] = [
-    ("demo", "ravine.demo", "run the main demo (what `make demo` runs)"),
-    ("viz", "ravine.viz.cli", "optimizers on 2-D loss surfaces: contours, 3-D, loss, GIF/MP4"),
+    ("demo", "ravine.cli.demo", "run the main demo (what `make demo` runs)"),
+    ("viz", "ravine.cli.viz", "optimizers on 2-D loss surfaces: contours, 3-D, loss, GIF/MP4"),
     ("train", "ravine.cli.train", "train a model on an offline dataset with fit()"),
 ]
 

@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ravine.viz.cli ...``: the same as ``ravine viz ...``."""
+    """``python -m ravine.cli.viz ...``: the same as ``ravine viz ...``."""
     parser = argparse.ArgumentParser(prog="ravine viz", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
