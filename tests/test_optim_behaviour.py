@@ -301,6 +301,47 @@ def test_step_hooks_and_zero_grad_come_from_torch(name: str) -> None:
     assert p.grad is None
 
 
+def test_a_user_subclass_overriding_step_runs_hooks_once_and_is_wrapped_once() -> None:
+    # Optimizer.__init_subclass__ wraps a step the subclass defines (no decorator to forget);
+    # a step already wrapped, or an inherited one, is not wrapped again
+    seen: list[bool] = []
+
+    class Counted(ravine.Adam):
+        def step(self, closure=None):
+            seen.append(torch.is_grad_enabled())
+            return super().step(closure)
+
+    class Inherits(Counted):
+        pass
+
+    class Lookahead2(ravine.Lookahead):
+        def step(self, closure=None):
+            seen.append(torch.is_grad_enabled())
+            return super().step(closure)
+
+    assert Counted.step.hooked and Inherits.step is Counted.step
+    assert Counted.step.__wrapped__.__qualname__.endswith("Counted.step")  # one layer
+    assert not hasattr(Counted.step.__wrapped__, "hooked")
+    rewrapped = type("Again", (Counted,), {"step": Counted.step})
+    assert rewrapped.step is Counted.step
+    for make in (
+        lambda p: Counted([p]),
+        lambda p: Inherits([p]),
+        lambda p: Lookahead2(ravine.Adam([p])),
+    ):
+        seen.clear()
+        p = torch.nn.Parameter(torch.ones(2))
+        opt = make(p)
+        calls: list[str] = []
+        opt.register_step_pre_hook(lambda o, a, k, calls=calls: calls.append("pre"))
+        opt.register_step_post_hook(lambda o, a, k, calls=calls: calls.append("post"))
+        p.grad = torch.ones(2)
+        opt.step()
+        opt.step()
+        assert calls == ["pre", "post", "pre", "post"] and seen == [False, False]
+        assert torch.is_grad_enabled()
+
+
 @pytest.mark.parametrize("impl", ["foreach", "compiled"])
 def test_step_runs_without_grad_and_shows_in_the_profiler(impl: str) -> None:
     # step() skips torch's record_function when nobody profiles (see base._step_wrapper)

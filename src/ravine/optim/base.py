@@ -58,7 +58,8 @@ def _step_wrapper(step: Callable[..., Any]) -> Callable[..., Any]:
     after a backward pass that evicted the optimizer from the caches (measured on the 1000 x 1k
     layout of benchmarks/step_speed.py). So torch's wrapper only runs when a hook is registered
     or a profiler is on; the ``hooked`` flag tells torch.optim not to wrap ``step`` again. A
-    subclass that overrides ``step`` decorates it too; its ``super().step()`` then runs bare.
+    subclass that overrides ``step`` gets it wrapped too (:func:`wrap_step`, from
+    ``__init_subclass__``); its ``super().step()`` then runs bare.
     """
     hooked = torch.optim.Optimizer.profile_hook_step(step)
     registries = _hook_registries()
@@ -92,6 +93,15 @@ def _step_wrapper(step: Callable[..., Any]) -> Callable[..., Any]:
 
     wrapper.hooked = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def wrap_step(cls: type) -> None:
+    """Wrap the ``step`` that ``cls`` defines itself (not one it inherits) with
+    :func:`_step_wrapper`, unless it is wrapped already: called by ``__init_subclass__`` of
+    :class:`Optimizer` and of the wrappers, so that no subclass has to remember the decorator."""
+    step = cls.__dict__.get("step")
+    if callable(step) and not getattr(step, "hooked", False):
+        cls.step = _step_wrapper(step)  # type: ignore[attr-defined]
 
 
 def _hook_registries() -> tuple[dict[Any, Any], ...] | None:
@@ -267,6 +277,10 @@ class Optimizer(torch.optim.Optimizer):
     # makes them compile-time constants instead of tensors (booleans and None always are).
     static_hyperparameters: ClassVar[tuple[str, ...]] = ()
     paper: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_step(cls)
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ravine.optim.base import Optimizer, _step_wrapper
+from ravine.optim.base import Optimizer
 from ravine.optim.hyperparameters import NONNEGATIVE, POSITIVE, Integer, Kind
 from ravine.tensorlist import TL
 
@@ -129,7 +129,6 @@ class DelayTolerantAdagrad(Optimizer):
                 state[name].fill_(value)
         return state
 
-    @_step_wrapper
     def step(self, closure: Callable[[], Any] | None = None, delay: int = 0) -> Any:
         """One step with the gradients in ``.grad``, computed ``delay`` steps ago."""
         _check_delay_count("delay", delay)

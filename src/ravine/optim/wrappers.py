@@ -29,11 +29,11 @@ from ravine.optim.base import (
     Optimizer,
     _check_params,
     _group_lists,
-    _step_wrapper,
     check_state_tensor,
     checked_count,
     display_name,
     max_abs,
+    wrap_step,
 )
 from ravine.optim.hyperparameters import (
     NONNEGATIVE,
@@ -61,7 +61,13 @@ NOISE_PAPER = (
 
 class _Wrapper(torch.optim.Optimizer):
     """Delegates ``param_groups``, ``defaults``, ``zero_grad`` and ``add_param_group`` to the
-    inner optimizer; subclasses keep their own per-parameter ``state``."""
+    inner optimizer; subclasses keep their own per-parameter ``state``. A subclass's ``step``
+    is wrapped as :class:`ravine.optim.base.Optimizer`'s (:func:`ravine.optim.base.wrap_step`).
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_step(cls)
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -265,7 +271,6 @@ class Lookahead(_Wrapper):
         torch._foreach_lerp_(slow_list, fast_list, self.alpha)
         torch._foreach_copy_(fast_list, slow_list)
 
-    @_step_wrapper
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         self._start_slow_weights()
         skipped = getattr(self.optimizer, "skipped_steps", None)
