@@ -26,7 +26,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -43,7 +43,9 @@ from ravine.optim.hyperparameters import (  # noqa: F401
     Kind,
     check_hyperparameter,
     check_hyperparameters,
+    checked_count,
 )
+from ravine.optim.transforms import GradientNoise, GradientTransform  # GradientTransform: re-export
 from ravine.tensorlist import TL
 
 IMPLS = ("foreach", "loop", "compiled")
@@ -188,22 +190,6 @@ def max_abs(tensors: Iterable[Tensor]) -> dict[tuple[torch.device, torch.dtype],
     return bounds
 
 
-class GradientTransform(Protocol):
-    """Maps the step's gradients to the gradients the rule sees (noise, clipping...).
-
-    Called once per step with every parameter that has a gradient, across all groups, before
-    ``maximize`` and weight decay. Must not modify ``grads`` in place (they may be the user's
-    ``.grad``); returns a list of the same length. Its state (e.g. a generator, a counter) is
-    saved and restored with the optimizer's ``state_dict``.
-    """
-
-    def __call__(self, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
-
-
 def _check_params(params: list[Any], group_index: int, groups: list[dict[str, Any]]) -> None:
     """Refuse, naming group and index, what torch.optim would accept and then fail on or warn
     about: a non-tensor, an integer or bool tensor (no gradient descent on those), and a
@@ -262,7 +248,7 @@ class Optimizer(torch.optim.Optimizer):
       read (see ``_guarded_step`` and :func:`overflow_limit`).
     - ``grad_transforms``: a sequence of :class:`GradientTransform` applied in order.
     - ``grad_noise``: annealed Gaussian gradient noise, shorthand for appending
-      ``ravine.optim.wrappers.GradientNoise(eta=grad_noise)`` (or the transform given) to
+      ``ravine.optim.transforms.GradientNoise(eta=grad_noise)`` (or the transform given) to
       ``grad_transforms``.
     """
 
@@ -307,8 +293,6 @@ class Optimizer(torch.optim.Optimizer):
         self.nonfinite = nonfinite
         transforms = list(grad_transforms)
         if grad_noise is not None:
-            from ravine.optim.wrappers import GradientNoise  # imports this module
-
             noise = grad_noise if callable(grad_noise) else GradientNoise(eta=grad_noise)
             transforms.append(noise)
         for i, transform in enumerate(transforms):
@@ -825,16 +809,6 @@ class Optimizer(torch.optim.Optimizer):
 def display_name(cls: type) -> str:
     """``ravine.Adam`` for ravine's classes, the bare class name for others (messages)."""
     return f"ravine.{cls.__name__}" if cls.__module__.startswith("ravine.") else cls.__name__
-
-
-def checked_count(where: str, value: Any) -> int:
-    """A step count: an int >= 0 (or a one-element tensor holding one, torch's form)."""
-    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
-        number = value.item()
-        value = int(number) if float(number).is_integer() else number
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"Invalid {where}: {value!r} (expected an integer >= 0)")
-    return value
 
 
 def check_state_tensor(where: str, value: Any, p: Tensor, finite: bool = True) -> None:

@@ -235,3 +235,13 @@ def parse_literal(text: str) -> Any:
         return ast.literal_eval(text.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         raise ValueError(f"{text!r} is not a Python literal or a boolean word") from None
+
+
+def checked_count(where: str, value: Any) -> int:
+    """A step count: an int >= 0 (or a one-element tensor holding one, torch's form)."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        number = value.item()
+        value = int(number) if float(number).is_integer() else number
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"Invalid {where}: {value!r} (expected an integer >= 0)")
+    return value
