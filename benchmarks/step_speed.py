@@ -354,7 +354,7 @@ def compile_table(args: argparse.Namespace, names: list[str]) -> None:
         if opt is None:
             continue
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.schedule_steps)
-        groups = core(opt)._flat.groups
+        groups = core(opt).engine.groups
         kernels = {id(fg.kernel): fg.kernel for fg in groups if fg.kernel is not None}
         after_first = sum(k.compiles for k in kernels.values())
         for _ in range(args.schedule_steps - 1):

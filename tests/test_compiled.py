@@ -147,14 +147,14 @@ def test_compiled_options_match_foreach(hp: dict[str, Any]) -> None:
 
 def test_params_grads_and_state_are_views_into_flat_buffers() -> None:
     params, opt = _run("adam", {"lr": 0.01}, "compiled", torch.float32, steps=2)
-    (fg,) = opt._flat.groups
+    (fg,) = opt.engine.groups
     base = fg.p.untyped_storage().data_ptr()
     for p in params:
         assert p.untyped_storage().data_ptr() == base
         assert p.grad.untyped_storage().data_ptr() == fg.g.untyped_storage().data_ptr()
         assert opt.state[p]["m"].untyped_storage().data_ptr() == fg.state[0].data_ptr()
         assert opt.state[p]["step"] == 2
-    assert opt._flat.rebuilds == 1 and opt._flat.resyncs == 0
+    assert opt.engine.rebuilds == 1 and opt.engine.resyncs == 0
     grads = [p.grad for p in params]
     opt.zero_grad()  # in place: the views stay
     assert all(p.grad is g for p, g in zip(params, grads))
@@ -176,7 +176,7 @@ def test_no_recompile_over_a_cosine_schedule_and_across_instances() -> None:
         _loss(params).backward()
         opt.step()
         sched.step()
-    kernel = opt._flat.groups[0].kernel
+    kernel = opt.engine.groups[0].kernel
     assert kernel is compiled.kernels()[kernel.key]
     after_schedule = kernel.compiles
     assert after_schedule == 1, f"{after_schedule} compiles for one configuration"
@@ -217,8 +217,8 @@ def test_load_state_dict_into_a_running_compiled_optimizer_rebuilds() -> None:
     opt.zero_grad()
     _loss(params).backward()
     opt.step()
-    assert opt._flat.rebuilds == 2
-    (fg,) = opt._flat.groups
+    assert opt.engine.rebuilds == 2
+    (fg,) = opt.engine.groups
     assert all(s["step"] == 4 for s in fg.state_dicts(opt))
     assert opt.state[params[0]]["m"].untyped_storage().data_ptr() == fg.state[0].data_ptr()
 
@@ -237,7 +237,7 @@ def test_model_zero_grad_set_to_none_is_resynced() -> None:
             o.step()
     for a, b in zip(model.parameters(), twin.parameters()):
         _assert_close(a.detach(), b.detach(), torch.float32, "model.zero_grad()")
-    assert opt._flat.rebuilds == 1 and opt._flat.resyncs == 3
+    assert opt.engine.rebuilds == 1 and opt.engine.resyncs == 3
 
 
 def _twin_models() -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -303,8 +303,8 @@ def test_layout_changes_between_steps_are_seen(change: str) -> None:
         _assert_close(a.detach(), b.detach(), torch.float32, change)
     if change in ("plain loop", "state_dict views held"):
         # no per-parameter check on the plain path; a held view costs one check, then it is known
-        assert opt._flat.verifications <= (1 if change == "state_dict views held" else 0)
-        assert opt._flat.rebuilds == 1 and opt._flat.resyncs == 0
+        assert opt.engine.verifications <= (1 if change == "state_dict views held" else 0)
+        assert opt.engine.rebuilds == 1 and opt.engine.resyncs == 0
 
 
 def test_a_repeated_step_on_the_same_gradients() -> None:
@@ -331,7 +331,7 @@ def test_frozen_and_late_parameters() -> None:
     ((a**2).sum() + (b**2).sum()).backward()  # b joins: a new flat group (its own step count)
     opt.step()
     assert opt.state[b]["step"] == 1 and opt.state[a]["step"] == 2
-    assert len(opt._flat.groups) == 2
+    assert len(opt.engine.groups) == 2
 
 
 def test_param_groups_dtypes_complex_and_sparse() -> None:
@@ -358,7 +358,7 @@ def test_param_groups_dtypes_complex_and_sparse() -> None:
             opt.step()
         results.append([*ps, e.weight])
         if impl == "compiled":
-            assert len(opt._flat.groups) == 2  # float32 and float64; complex/sparse stay out
+            assert len(opt.engine.groups) == 2  # float32 and float64; complex/sparse stay out
     for x, y in zip(*results):
         assert torch.allclose(x.detach(), y.detach(), rtol=1e-6, atol=1e-7)
 
@@ -376,7 +376,7 @@ def test_shared_memory_parameters_keep_their_storage() -> None:
             _loss(params).backward()
             o.step()
     assert shared.data_ptr() == ptr and shared.is_shared()
-    (fg,) = opt._flat.groups
+    (fg,) = opt.engine.groups
     assert len(fg.params) == 1 and fg.params[0] is plain
     for a, b in zip([shared, plain], ref):
         _assert_close(a.detach(), b.detach(), torch.float32, "shared memory")
@@ -393,7 +393,7 @@ def test_nonfinite_gradient_refused_before_any_write(groups: int) -> None:
         opt.zero_grad()
         _loss(params).backward()
         opt.step()
-    assert len(opt._flat.groups) == groups
+    assert len(opt.engine.groups) == groups
     before = [p.detach().clone() for p in params]
     m_before = opt.state[params[0]]["m"].clone()
     opt.zero_grad()
@@ -502,7 +502,7 @@ def test_lookahead_keeps_flat_slow_weights_around_a_compiled_optimizer() -> None
             _loss(params).backward()
             opt.step()
         if impl == "compiled":
-            (fg,) = opt.optimizer._flat.groups
+            (fg,) = opt.optimizer.engine.groups
             (pair,) = opt._slow_flats
             assert pair[0] is fg.p
             slow = opt.state[params[1]]["slow_param"]
@@ -535,14 +535,14 @@ def test_check_layout_after_surgery_the_cheap_signs_cannot_see() -> None:
             o.step()
     for a, b in zip(model.parameters(), twin.parameters()):
         _assert_close(a.detach(), b.detach(), torch.float32, "after check_layout()")
-    assert opt._flat.rebuilds == 2
+    assert opt.engine.rebuilds == 2
 
 
 def test_direct_call_switch(direct_call: bool) -> None:
     """Switched off, no flat group calls its compiled graph directly; the results are the
     same either way (the other tests of this module run in both modes)."""
     _, opt = _run("adam", {"lr": 0.01}, "compiled", torch.float32)
-    (fg,) = opt._flat.groups
+    (fg,) = opt.engine.groups
     assert (fg.direct is not None) == direct_call
 
 

@@ -76,7 +76,7 @@ def test_compiled_impl_inside_a_torch_compiled_training_step() -> None:
     torch.optim.Adam (eager here; in the same compiled step below, under -m slow)."""
     ours, opt = _compiled_training(lambda ps: ravine.Adam(ps, lr=0.01, impl="compiled"))
     theirs = _eager_training(lambda ps: torch.optim.Adam(ps, lr=0.01))
-    assert len(opt._flat.groups) == 1  # the flat path ran, not a fallback
+    assert len(opt.engine.groups) == 1  # the flat path ran, not a fallback
     assert max_rel_diff(ours, theirs) <= TOL
     assert max_rel_diff(theirs, _params(_model())) > 1e-3  # the runs moved
 
@@ -86,7 +86,7 @@ def test_compiled_impl_inside_a_torch_compiled_training_step() -> None:
 def test_compiled_impl_matches_torch_adam_in_the_same_compiled_step() -> None:
     theirs, _ = _compiled_training(lambda ps: torch.optim.Adam(ps, lr=0.01))
     ours, opt = _compiled_training(lambda ps: ravine.Adam(ps, lr=0.01, impl="compiled"))
-    assert len(opt._flat.groups) == 1
+    assert len(opt.engine.groups) == 1
     assert max_rel_diff(ours, theirs) <= TOL
 
 
@@ -135,7 +135,7 @@ def test_replaced_state_entries_are_followed(replace: str) -> None:
             opt.step()
         results.append((_params(model), opt))
     (want, _), (got, opt) = results
-    assert opt._flat.groups  # the flat path ran
+    assert opt.engine.groups  # the flat path ran
     assert max_rel_diff(got, want) <= TOL
     untouched = _model()
     opt = ravine.Adam(untouched.parameters(), lr=0.01)
@@ -204,7 +204,7 @@ def test_zero_load_state_dict_is_followed() -> None:
             zero.step()
         results.append((_params(model), zero.optim))
     (want, _), (got, inner) = results
-    assert inner._flat.groups  # the flat path ran
+    assert inner.engine.groups  # the flat path ran
     assert max_rel_diff(got, want) <= TOL
 
 
@@ -244,7 +244,7 @@ def test_parameters_not_owning_their_storage_keep_it(case: str) -> None:
         assert [(p.untyped_storage().data_ptr(), p.stride()) for p in kept] == layout
         results.append([p.detach().clone() for p in (*kept, own)])
     assert max_rel_diff(results[1], results[0]) <= TOL
-    assert [fg.params for fg in opt._flat.groups] == [[own]]
+    assert [fg.params for fg in opt.engine.groups] == [[own]]
 
 
 @pytest.mark.usefixtures("single_process_group", "float64_default")

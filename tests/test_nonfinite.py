@@ -25,10 +25,10 @@ from ravine.optim import registry
 from ravine.optim.base import (
     NonFiniteGradientError,
     NonFiniteUpdateError,
-    Optimizer,
     overflow_limit,
 )
 from ravine.optim.compiled import FlatEngine
+from ravine.optim.engines import EagerEngine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -252,7 +252,7 @@ def test_ordinary_steps_take_the_unchecked_path(
     def refuse(*args: Any) -> None:
         raise AssertionError("an ordinary step ran the checked (copying) path")
 
-    monkeypatch.setattr(Optimizer, "_apply_checked", refuse)
+    monkeypatch.setattr(EagerEngine, "apply_checked", refuse)
     monkeypatch.setattr(FlatEngine, "_checked", refuse)
     params = _params(dtype)
     opt = ravine.Adam(params, impl=impl, lr=0.1, weight_decay=1e-2)

@@ -7,12 +7,13 @@ one ``update`` over :class:`~ravine.tensorlist.TL` lists that mirrors the paper:
         state_names = ("m", "v")
         def update(self, p, g, m, v, *, t, lr, betas, eps): ...
 
-Everything else lives here: the closure, ``maximize``, L2 or decoupled weight decay, gradient
-transforms (noise, clipping), lazy state, the per-parameter step count, grouping of parameters
-by (device, dtype, step) so one call updates a whole group, the non-finite guard, complex
-parameters (viewed as pairs of reals, as torch.optim does), sparse gradients where the rule
-defines them, state_dict extras, and the implementation switch (``impl="foreach" | "loop" |
-"compiled"``; the compiled path and its flat buffers live in :mod:`ravine.optim.compiled`).
+Everything else is the base class's or its engine's, written once: the closure, ``maximize``,
+L2 or decoupled weight decay (``_rule``, the body every engine runs), validation, state_dict
+extras, hooks; and, in the engine ``impl`` picks (:mod:`ravine.optim.engines`: eager foreach or
+loop; :mod:`ravine.optim.compiled`: flat buffers and one compiled kernel), gradient transforms,
+lazy state, the per-parameter step count, grouping of parameters by (device, dtype, step) so
+one call updates a whole group, the non-finite guard, complex parameters (viewed as pairs of
+reals, as torch.optim does) and sparse gradients where the rule defines them.
 
 ``update`` contract: ``p`` and the state lists are updated in place; ``g`` is read-only (it may
 be the user's ``.grad``); ``t`` is the 1-based step count of every parameter in the call; the
@@ -25,13 +26,21 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 # Re-exported: optimizer files and user code import the range constants from here.
+from ravine.optim.compiled import FlatEngine
+from ravine.optim.engines import EagerEngine, Engine
+from ravine.optim.guard import (  # noqa: F401
+    NonFiniteGradientError,
+    NonFiniteUpdateError,
+    hyperparameter_scale,
+    max_abs,
+    overflow_limit,
+)
 from ravine.optim.hyperparameters import (  # noqa: F401
     FLAG,
     NONNEGATIVE,
@@ -48,7 +57,13 @@ from ravine.optim.hyperparameters import (  # noqa: F401
 from ravine.optim.transforms import GradientNoise, GradientTransform  # GradientTransform: re-export
 from ravine.tensorlist import TL
 
-IMPLS = ("foreach", "loop", "compiled")
+# impl -> a new engine for one optimizer; the compiled one flattens on its first step.
+ENGINES: dict[str, Callable[[], Engine]] = {
+    "foreach": lambda: EagerEngine(foreach=True),
+    "loop": lambda: EagerEngine(foreach=False),
+    "compiled": FlatEngine,
+}
+IMPLS = tuple(ENGINES)
 NONFINITE_POLICIES = ("raise", "skip", "ignore")
 
 
@@ -116,80 +131,6 @@ def _hook_registries() -> tuple[dict[Any, Any], ...] | None:
     return None if pre is None or post is None else (pre, post)
 
 
-class NonFiniteGradientError(FloatingPointError):
-    """A gradient held NaN or Inf; raised before any parameter or state was written."""
-
-
-class NonFiniteUpdateError(NonFiniteGradientError):
-    """Finite gradients whose update would write NaN or Inf (e.g. a float16 overflow).
-
-    Raised under ``nonfinite="raise"`` before any parameter or state was written; under
-    ``"skip"`` such a step is skipped and counted in ``skipped_steps``, as a non-finite gradient.
-    """
-
-
-# -- the update guard's cheap test (see Optimizer._guarded_step) ---------------------------------
-@functools.cache
-def overflow_limit(dtype: torch.dtype) -> float:
-    """The largest max|g| (times :func:`hyperparameter_scale`) whose step in ``dtype`` runs
-    unchecked under the non-finite guard: sqrt(finfo.max) / 1e3, so that g*g stays below
-    finfo.max / 1e6 and a million such squares still sum to a finite number. -inf (every step
-    checked) for float16 and narrower formats, whose range one ordinary update can leave.
-
-    The honest limit of the unchecked path: it looks at the gradients and hyperparameters, not
-    at the values already held, so a parameter or accumulator within a factor ~1e3 of
-    finfo.max (or an Adagrad sum of more than ~1e6 squares at the limit) can still overflow
-    there. bfloat16 has float32's range and follows the same rule.
-    """
-    info = torch.finfo(dtype)
-    if info.max < 2.0**32:
-        return -math.inf
-    return math.sqrt(info.max) / 1e3
-
-
-def hyperparameter_scale(group: dict[str, Any], keys: Iterable[str]) -> float:
-    """max(1, |x|) over the numbers among ``group[k]`` for ``k`` in ``keys`` (sequences such as
-    betas included): how much a hyperparameter (a large lr or weight decay) may scale g."""
-    scale = 1.0
-    todo = [group.get(k) for k in keys]
-    while todo:
-        x = todo.pop()
-        if isinstance(x, (tuple, list)):
-            todo.extend(x)
-        elif isinstance(x, Tensor) and x.numel() == 1:
-            scale = max(scale, abs(float(x)))
-        elif isinstance(x, (int, float)) and not isinstance(x, bool):
-            scale = max(scale, abs(x))
-    return scale
-
-
-def max_abs(tensors: Iterable[Tensor]) -> dict[tuple[torch.device, torch.dtype], float] | None:
-    """max|x| over ``tensors`` per (device, real dtype), or None if any holds NaN or Inf.
-
-    One pass over the tensors and one sync per (device, dtype): ``torch._foreach_norm(inf)``
-    (one fused launch on accelerators), ``torch.aminmax`` per tensor on CPU, where it is 4-7
-    times faster than the inf-norm (10M floats: 16 vs 69 ms, benchmarks/step_speed.py's
-    machine). Sparse tensors count by their (coalesced) values, complex ones by their real view.
-    """
-    by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-    for x in tensors:
-        x = x.coalesce().values() if x.is_sparse else x
-        x = torch.view_as_real(x) if x.is_complex() else x
-        by_kind.setdefault((x.device, x.dtype), []).append(x)
-    bounds = {}
-    for kind, xs in by_kind.items():
-        if kind[0].type == "cpu":
-            ranges = [torch.aminmax(x) for x in xs if x.numel()]  # NaN propagates into both
-            ends = [e for r in ranges for e in (r.max, r.min.neg())]
-            bound = torch.stack(ends).max().item() if ends else 0.0
-        else:
-            bound = torch.stack(torch._foreach_norm(xs, math.inf)).max().item()
-        if not math.isfinite(bound):  # NaN and Inf both make the max non-finite
-            return None
-        bounds[kind] = bound
-    return bounds
-
-
 def _check_params(params: list[Any], group_index: int, groups: list[dict[str, Any]]) -> None:
     """Refuse, naming group and index, what torch.optim would accept and then fail on or warn
     about: a non-tensor, an integer or bool tensor (no gradient descent on those), and a
@@ -217,17 +158,6 @@ def _check_params(params: list[Any], group_index: int, groups: list[dict[str, An
         seen[id(p)] = where
 
 
-@dataclass
-class _Batch:
-    """Parameters of one group sharing device, dtype and step count: one ``update`` call."""
-
-    group_index: int
-    params: list[Tensor]
-    grads: list[Tensor]
-    states: list[dict[str, Any]]
-    sparse: bool
-
-
 class Optimizer(torch.optim.Optimizer):
     """Base class of ravine's optimizers; a drop-in ``torch.optim.Optimizer``.
 
@@ -245,7 +175,7 @@ class Optimizer(torch.optim.Optimizer):
       :class:`NonFiniteUpdateError`, nothing changed either; ``"skip"`` skips such steps
       (counted in ``skipped_steps``); ``"ignore"`` does not check (saves one read of the
       gradients per step). Only float16 steps and steps with huge gradients pay more than that
-      read (see ``_guarded_step`` and :func:`overflow_limit`).
+      read (see ``EagerEngine.guarded_step`` and :func:`overflow_limit`).
     - ``grad_transforms``: a sequence of :class:`GradientTransform` applied in order.
     - ``grad_noise``: annealed Gaussian gradient noise, shorthand for appending
       ``ravine.optim.transforms.GradientNoise(eta=grad_noise)`` (or the transform given) to
@@ -267,6 +197,19 @@ class Optimizer(torch.optim.Optimizer):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         wrap_step(cls)
+
+    @property
+    def impl(self) -> str:
+        """``"foreach"``, ``"loop"`` or ``"compiled"``; setting it picks the engine that applies
+        the updates (:attr:`engine`, see :mod:`ravine.optim.engines`)."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, impl: str) -> None:
+        if impl not in ENGINES:
+            raise ValueError(f"Invalid impl: {impl!r} (expected one of {', '.join(IMPLS)})")
+        self._impl = impl
+        self.engine: Engine = ENGINES[impl]()
 
     def __init__(
         self,
@@ -308,7 +251,6 @@ class Optimizer(torch.optim.Optimizer):
                 )
         self.grad_transforms = transforms
         self.skipped_steps = 0
-        self._flat: Any = None  # ravine.optim.compiled.FlatEngine, built on the first step
         if not callable(getattr(type(self), "update", None)):
             raise TypeError(f"{type(self).__name__} must define update()")
         # The defaults are checked even where every group overrides them: a group added later
@@ -418,290 +360,8 @@ class Optimizer(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = self._evaluate_closure(closure)
-        if self.impl == "compiled":
-            if self._flat is None:
-                from ravine.optim.compiled import FlatEngine  # imports this module
-
-                self._flat = FlatEngine(self)
-            self._flat.step(self)
-            return loss
-
-        entries: list[tuple[int, int, Tensor, Tensor]] = []
-        for gi, group in enumerate(self.param_groups):
-            for pi, p in enumerate(group["params"]):
-                if p.grad is not None:
-                    entries.append((gi, pi, p, p.grad))
-        if not entries:
-            return loss
-        if self.nonfinite == "ignore":
-            grads = self._transformed(entries, [e[3] for e in entries])
-            for batch in self._batches(entries, grads):
-                self._apply(batch)
-        else:
-            self._guarded_step(entries)
+        self.engine.step(self)
         return loss
-
-    def _guarded_step(self, entries: list[tuple[int, int, Tensor, Tensor]]) -> None:
-        """A step under ``nonfinite="raise"``/``"skip"``: nothing non-finite is written.
-
-        1. max|g| per (device, dtype): one ``torch._foreach_norm(inf)`` and one sync each (the
-           read of the gradients the guard always cost). NaN or Inf refuses the step with
-           :class:`NonFiniteGradientError` before anything is written.
-        2. The gradient transforms run; with any, the bound is taken again on their output (a
-           transform that makes a gradient non-finite refuses the step, its state restored).
-        3. Finite gradients can still overflow (float16's range is 65504: Adam's g*g for
-           g = 300, SGD pushing p past the range; float32 with |g| ~ 1e20). A batch is *at
-           risk* (:meth:`_at_risk`) when its dtype is that narrow or max|g| is large; only
-           at-risk batches run checked (:meth:`_apply_checked`, which rolls them back and
-           refuses the step with :class:`NonFiniteUpdateError` if a result is not finite),
-           the others as under ``"ignore"``: the default float32 step costs no extra pass.
-        """
-        grads = [e[3] for e in entries]
-        bounds = max_abs(grads)
-        if bounds is None:
-            self._refuse(lambda: NonFiniteGradientError(self._nonfinite_message(entries)))
-            return
-        saved = [tr.state_dict() for tr in self.grad_transforms]
-        if saved:
-            grads = self._transformed(entries, grads)
-            bounds = max_abs(grads)
-            if bounds is None:
-                self._restore_transforms(saved)
-                self._refuse(lambda: NonFiniteUpdateError(self._transform_message(entries, grads)))
-                return
-        fresh: list[Tensor] = []
-        safe, risky = [], []
-        for batch in self._batches(entries, grads, fresh):
-            (risky if self._at_risk(batch, bounds) else safe).append(batch)
-        culprit = self._apply_checked(risky) if risky else None
-        if culprit is not None:
-            for p in fresh:  # lazily created state: as if the step never began
-                del self.state[p]
-            self._restore_transforms(saved)
-            self._refuse(lambda: NonFiniteUpdateError(self._update_message(entries, culprit)))
-            return
-        for batch in safe:
-            self._apply(batch)
-
-    def _transformed(
-        self, entries: list[tuple[int, int, Tensor, Tensor]], grads: list[Tensor]
-    ) -> list[Tensor]:
-        for transform in self.grad_transforms:
-            grads = transform([e[2] for e in entries], grads)
-        return grads
-
-    def _restore_transforms(self, saved: list[dict[str, Any]]) -> None:
-        """Put the transforms' state back (a refused step must not advance, e.g., the noise)."""
-        for transform, state in zip(self.grad_transforms, saved):
-            transform.load_state_dict(state)
-
-    def _refuse(self, error: Callable[[], NonFiniteGradientError]) -> None:
-        """A refused step, nothing written: counted under "skip", raised under "raise"."""
-        if self.nonfinite == "skip":
-            self.skipped_steps += 1
-            return
-        raise error()
-
-    def _at_risk(self, batch: _Batch, bounds: dict[tuple[Any, Any], float]) -> bool:
-        """Whether the update of ``batch`` might overflow, judged from max|g| (``bounds``, per
-        (device, real dtype)) times the group's hyperparameter scale, against
-        :func:`overflow_limit` of the dtype. Always true for float16."""
-        p = batch.params[0]
-        dtype = p.dtype.to_real()
-        scale = hyperparameter_scale(self.param_groups[batch.group_index], self._config_keys())
-        return bounds[(p.device, dtype)] * scale > overflow_limit(dtype)
-
-    def _apply_checked(self, batches: list[_Batch]) -> Tensor | None:
-        """Apply ``batches`` and roll them back if a written value is not finite; returns the
-        first parameter whose update (parameter or state) was not finite, None if all went in.
-
-        What the update writes (parameters and state) is copied first, the update runs in
-        place, every written tensor is checked (one reduction per dtype), and the copies go
-        back if one holds NaN or Inf. This rather than updating clones and copying them back:
-        the usual outcome, a finite step, then costs no copy back. Nothing else sees the
-        tensors in between (the step holds them for the whole call; not for Hogwild! style
-        concurrent readers).
-        """
-        owners: list[Tensor] = []
-        written: list[Tensor] = []
-        for batch in batches:
-            names = self.state_names_for(self.param_groups[batch.group_index])
-            for p, state in zip(batch.params, batch.states):
-                for x in (p, *(state[n] for n in names)):
-                    owners.append(p)
-                    written.append(x.detach())
-        saved = [torch.empty_like(x) for x in written]
-        torch._foreach_copy_(saved, written)
-        steps = [batch.states[0]["step"] for batch in batches]
-
-        def roll_back() -> None:
-            torch._foreach_copy_(written, saved)
-            for batch, step in zip(batches, steps):
-                for state in batch.states:
-                    state["step"] = step
-
-        try:
-            for batch in batches:
-                self._apply(batch)
-        except BaseException:
-            roll_back()
-            raise
-        if max_abs(written) is not None:
-            return None
-        try:
-            return next(p for p, x in zip(owners, written) if not bool(torch.isfinite(x).all()))
-        finally:
-            roll_back()
-
-    def _nonfinite_message(self, entries: list[tuple[int, int, Tensor, Tensor]]) -> str:
-        for gi, pi, p, g in entries:
-            values = g.coalesce().values() if g.is_sparse else g
-            if not bool(torch.isfinite(values).all()):
-                step = int(self.state.get(p, {}).get("step", 0)) + 1
-                return (
-                    f"non-finite gradient (NaN or Inf) in parameter group {gi}, parameter {pi} "
-                    f"(shape {tuple(p.shape)}) at step {step}; no parameter or state was updated. "
-                    "Pass nonfinite='skip' to skip such steps."
-                )
-        return "non-finite gradient"  # pragma: no cover - max_abs said otherwise
-
-    def _transform_message(
-        self, entries: list[tuple[int, int, Tensor, Tensor]], grads: list[Tensor]
-    ) -> str:
-        for (_, _, p, _), g in zip(entries, grads):
-            values = g.coalesce().values() if g.is_sparse else g
-            if not bool(torch.isfinite(values).all()):
-                return self._update_message(entries, p, "the gradient transforms made")
-        return "non-finite transformed gradient"  # pragma: no cover - max_abs said otherwise
-
-    def _update_message(
-        self,
-        entries: list[tuple[int, int, Tensor, Tensor]],
-        culprit: Tensor,
-        what: str = "the update would write",
-    ) -> str:
-        gi, pi = next((gi, pi) for gi, pi, p, _ in entries if p is culprit)
-        step = int(self.state.get(culprit, {}).get("step", 0)) + 1
-        return (
-            f"non-finite update: {what} NaN or Inf from finite gradients (an overflow in "
-            f"{culprit.dtype}, or a division by a state or eps that is 0 in it?) in parameter "
-            f"group {gi}, parameter {pi} (shape {tuple(culprit.shape)}) or its state at step "
-            f"{step}; no parameter or state was updated. Pass nonfinite='skip' to skip such steps."
-        )
-
-    def _batches(
-        self,
-        entries: list[tuple[int, int, Tensor, Tensor]],
-        grads: list[Tensor],
-        fresh: list[Tensor] | None = None,
-    ) -> list[_Batch]:
-        """Group the step's parameters into batches, creating missing state (those parameters
-        are appended to ``fresh``)."""
-        batches: dict[tuple[Any, ...], _Batch] = {}
-        for (gi, _, p, _), g in zip(entries, grads):
-            group = self.param_groups[gi]
-            state = self.state[p]
-            if not state:
-                state["step"] = 0
-                if p.is_complex():  # initialise on the real view so values fill both parts
-                    init = self.init_state(torch.view_as_real(p), group)
-                    state.update({k: torch.view_as_complex(v) for k, v in init.items()})
-                else:
-                    state.update(self.init_state(p, group))
-                if fresh is not None:
-                    fresh.append(p)
-            if g.is_sparse:
-                batches[(gi, id(p))] = _Batch(gi, [p], [g], [state], sparse=True)
-                continue
-            key = (gi, p.device, p.dtype, state["step"])
-            batch = batches.get(key)
-            if batch is None:
-                batch = batches[key] = _Batch(gi, [], [], [], sparse=False)
-            batch.params.append(p)
-            batch.grads.append(g)
-            batch.states.append(state)
-        return list(batches.values())
-
-    def _apply(self, batch: _Batch) -> None:
-        """One update of ``batch``; the step counts move only once it went through."""
-        t = batch.states[0]["step"] + 1
-        self._update_batch(batch, t)
-        for state in batch.states:
-            state["step"] = t
-
-    def _update_batch(self, batch: _Batch, t: Any) -> None:
-        group = self.param_groups[batch.group_index]
-        names = self.state_names_for(group)
-        hyper = {k: group[k] for k in self._update_keys()}
-        weight_decay = group.get("weight_decay", 0)
-
-        if batch.sparse:
-            if self.update_sparse is None:
-                raise RuntimeError(
-                    f"{type(self).__name__} does not support sparse gradients (parameter group "
-                    f"{batch.group_index}); use a dense gradient or ravine.SGD / ravine.Adagrad"
-                )
-            if weight_decay != 0:
-                raise RuntimeError(
-                    f"{type(self).__name__}: weight_decay is not supported with sparse gradients"
-                )
-            p, g, state = batch.params[0], batch.grads[0], batch.states[0]
-            p_tl, g_tl = TL([p], foreach=False), TL([g], foreach=False)
-            if group["maximize"]:
-                g_tl = g_tl.neg()
-            states = [TL([state[n]], foreach=False) for n in names]
-            self.update_sparse(p_tl, g_tl, *states, t=t, **hyper)
-            return
-
-        params, grads = batch.params, batch.grads
-        state_lists = [[s[n] for s in batch.states] for n in names]
-        if params[0].is_complex():
-            params = [torch.view_as_real(x) for x in params]
-            grads = [torch.view_as_real(x) for x in grads]
-            state_lists = [[torch.view_as_real(x) for x in lst] for lst in state_lists]
-
-        # impl="compiled" only gets here for what it cannot flatten (sparse or complex gradients).
-        if self.impl in ("foreach", "compiled"):
-            self._run(params, grads, state_lists, group, t, hyper, weight_decay, foreach=True)
-        else:
-            for i in range(len(params)):
-                self._run(
-                    params[i : i + 1],
-                    grads[i : i + 1],
-                    [lst[i : i + 1] for lst in state_lists],
-                    group,
-                    t,
-                    hyper,
-                    weight_decay,
-                    foreach=False,
-                )
-
-    def _run(
-        self,
-        params: list[Tensor],
-        grads: list[Tensor],
-        state_lists: list[list[Tensor]],
-        group: dict[str, Any],
-        t: int,
-        hyper: dict[str, Any],
-        weight_decay: float,
-        *,
-        foreach: bool,
-    ) -> None:
-        decoupled = self.weight_decay_mode == "decoupled" or bool(
-            group.get("decoupled_weight_decay", False)
-        )
-        self._rule(
-            TL(params, foreach=foreach),
-            TL(grads, foreach=foreach),
-            [TL(s, foreach=foreach) for s in state_lists],
-            t=t,
-            hyper=hyper,
-            maximize=group["maximize"],
-            weight_decay=weight_decay if weight_decay != 0 else None,
-            decoupled=decoupled,
-            lr=group.get("lr"),
-        )
 
     def _rule(
         self,
@@ -716,7 +376,11 @@ class Optimizer(torch.optim.Optimizer):
         decoupled: bool,
         lr: Any,
     ) -> None:
-        """maximize, weight decay, then the update: the body every impl runs.
+        """maximize, weight decay, then the update: the body every engine runs.
+
+        It stays here, not in an engine: it is the optimizer's rule (``update`` with the terms
+        every rule shares), which the eager engine runs on lists and the compiled engine traces
+        on a bare instance of the class.
 
         The scalars (``t``, ``hyper``'s numbers, ``weight_decay``, ``lr``) are Python numbers for
         impl="foreach"/"loop" and 0-d tensors when impl="compiled" traces this; ``weight_decay``
@@ -739,26 +403,15 @@ class Optimizer(torch.optim.Optimizer):
         :meth:`ravine.optim.compiled.FlatEngine._current`); call it after surgery that could
         hide from them. A no-op for the other impls and before the first step.
         """
-        if self._flat is not None:
-            self._flat.verify(self)
+        self.engine.check_layout(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As torch.optim's, except that impl="compiled" zeroes its flat gradients in place."""
-        if getattr(self, "_flat", None) is not None:
-            self._flat.zero_grad(set_to_none)
-        else:
-            super().zero_grad(set_to_none)
+        self.engine.zero_grad(self, set_to_none)
 
     # -- state_dict ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        if self._flat is not None:
-            # impl="compiled" shares one step tensor per flat group; checkpoints hold ints, as
-            # the other impls write them, so that they load anywhere.
-            state["state"] = {
-                k: {**v, "step": int(v["step"])} if isinstance(v.get("step"), Tensor) else v
-                for k, v in state["state"].items()
-            }
+        state = self.engine.state_dict(super().state_dict())
         state["ravine"] = {
             "optimizer": type(self).__name__,
             "skipped_steps": self.skipped_steps,

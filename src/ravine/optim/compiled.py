@@ -94,10 +94,26 @@ import torch
 from torch import Tensor
 from torch.multiprocessing.reductions import StorageWeakRef
 
+from ravine.optim.engines import (
+    EagerEngine,
+    FlatLayout,
+    nonfinite_message,
+    refuse,
+    restore_transforms,
+    run,
+    update_message,
+)
+from ravine.optim.guard import (
+    NonFiniteGradientError,
+    NonFiniteUpdateError,
+    hyperparameter_scale,
+    max_abs,
+    overflow_limit,
+)
 from ravine.tensorlist import TL
 
 if TYPE_CHECKING:
-    from ravine.optim.base import NonFiniteGradientError, Optimizer
+    from ravine.optim.base import Optimizer
 
     # A refused step: builds the error to raise (only under nonfinite="raise").
     Refusal = Callable[[], NonFiniteGradientError]
@@ -295,6 +311,12 @@ class FlatGroup:
     # later steps call the graph directly (see ``_run_kernel``).
     direct: tuple[Kernel, Callable[..., Any], tuple[int, ...]] | None = None
 
+    @property
+    def buffer(self) -> Tensor:
+        """The flat parameter buffer ``p``, by the name that
+        :class:`~ravine.optim.engines.FlatLayout` gives it."""
+        return self.p
+
     def views(self, flat: Tensor) -> list[Tensor]:
         """Per-parameter views of a buffer laid out as this group's (``self.p``, ``self.g``)."""
         return _views(flat, self.params, self.offsets)
@@ -398,17 +420,24 @@ def _outside_graph(method: _F) -> _F:
 
 
 class FlatEngine:
-    """Owns the flat buffers of one optimizer and runs its compiled steps."""
+    """Owns the flat buffers of one optimizer and runs its compiled steps: the
+    :class:`~ravine.optim.engines.Engine` of ``impl="compiled"``.
 
-    @_outside_graph
-    def __init__(self, opt: Optimizer) -> None:
+    Built with the optimizer, it flattens on the first step (the parameters may still move,
+    e.g. ``model.to(device)``, between construction and training); until then it acts as the
+    eager engine. What it cannot flatten goes through an eager foreach engine (``self.eager``).
+    """
+
+    def __init__(self) -> None:
+        self.eager = EagerEngine(foreach=True)
+        self.signature: tuple[Any, ...] | None = None  # None: not flattened yet
         self.groups: list[FlatGroup] = []
+        self._layout: tuple[FlatGroup, ...] = ()
         # (group index, index in group, param) left to the regular path (no grad, sparse...)
         self.outside: list[tuple[int, int, Tensor]] = []
         self.rebuilds = 0  # full re-flattenings (first step, new params, load_state_dict...)
         self.resyncs = 0  # steps whose .grad tensors had been replaced and were copied back
         self.verifications = 0  # per-parameter checks of a flat group (see _current)
-        self._build(opt)
 
     # -- layout --------------------------------------------------------------------------------
     def _signature(self, opt: Optimizer) -> tuple[Any, ...]:
@@ -434,6 +463,7 @@ class FlatEngine:
                 step = int(state["step"])  # a shared step tensor of an earlier layout, or int
                 batches.setdefault((gi, p.device, p.dtype, step), []).append(p)
         self.groups = [self._flatten(opt, key, params) for key, params in batches.items()]
+        self._layout = tuple(self.groups)
         self.signature = self._signature(opt)
 
     @torch.no_grad()
@@ -567,6 +597,25 @@ class FlatEngine:
         fg.record_uses()
         return True
 
+    def layout(self) -> tuple[FlatLayout, ...]:
+        """The flat groups (see :class:`~ravine.optim.engines.FlatLayout`); a new tuple after
+        each rebuild."""
+        return self._layout
+
+    def state_dict(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Steps as ints: the flat groups share one step tensor each, and checkpoints hold
+        ints, as the eager engine writes them, so that they load into any impl."""
+        state["state"] = {
+            k: {**v, "step": int(v["step"])} if isinstance(v.get("step"), Tensor) else v
+            for k, v in state["state"].items()
+        }
+        return state
+
+    def check_layout(self, opt: Optimizer) -> None:
+        """:meth:`verify` once flattened; nothing to check before the first step."""
+        if self.signature is not None:
+            self.verify(opt)
+
     @_outside_graph
     def verify(self, opt: Optimizer) -> None:
         """Check every parameter now (rebuilding if needed), whatever the cheap signs say."""
@@ -594,13 +643,13 @@ class FlatEngine:
                     self._update(opt, fg, fg.g)
                 fg.g_version = fg.g._version
                 if refusal is not None:
-                    opt._refuse(refusal)
+                    refuse(opt, refusal)
             return
         rest = [(gi, pi, p, p.grad) for gi, pi, p in self.outside if p.grad is not None]
         if guard:
             refusal = self._guarded_step(opt, rest)
             if refusal is not None:
-                opt._refuse(refusal)
+                refuse(opt, refusal)
             return
         grads = [fg.g for fg in self.groups]
         rest_grads = [e[3] for e in rest]
@@ -609,8 +658,8 @@ class FlatEngine:
         for fg, g in zip(self.groups, grads):
             self._update(opt, fg, g)
             fg.g_version = fg.g._version
-        for batch in opt._batches(rest, rest_grads):
-            opt._apply(batch)
+        for batch in self.eager.batches(opt, rest, rest_grads):
+            self.eager.apply(opt, batch)
 
     def _guarded_update(self, opt: Optimizer, fg: FlatGroup) -> Refusal | None:
         """One guarded step of a lone flat group; a refusal (nothing written) or None.
@@ -619,8 +668,6 @@ class FlatEngine:
         reduction over g, the guard's usual cost); otherwise a finite g runs checked. float16
         skips the guarded kernel (its limit is -inf: every step is at risk).
         """
-        from ravine.optim.base import NonFiniteGradientError, NonFiniteUpdateError, overflow_limit
-
         if overflow_limit(fg.p.dtype) == -math.inf:
             applied, finite = False, bool(_all_finite(fg.g))
         else:
@@ -628,43 +675,35 @@ class FlatEngine:
         if applied:
             return None
         if not finite:
-            return lambda: NonFiniteGradientError(opt._nonfinite_message(_entries(opt)))
+            return lambda: NonFiniteGradientError(nonfinite_message(opt, _entries(opt)))
         culprit, _ = self._checked(opt, [(fg, fg.g)])
         if culprit is None:
             return None
-        return lambda: NonFiniteUpdateError(opt._update_message(_entries(opt), culprit))
+        return lambda: NonFiniteUpdateError(update_message(opt, _entries(opt), culprit))
 
     def _guarded_step(
         self, opt: Optimizer, rest: list[tuple[int, int, Tensor, Tensor]]
     ) -> Refusal | None:
         """A guarded step over several flat groups, transforms or parameters outside the flat
-        buffers (see Optimizer._guarded_step, which this mirrors): every gradient is bounded
+        buffers (see EagerEngine.guarded_step, which this mirrors): every gradient is bounded
         first, the at-risk flat groups and batches run checked together, the others after."""
-        from ravine.optim.base import (
-            NonFiniteGradientError,
-            NonFiniteUpdateError,
-            hyperparameter_scale,
-            max_abs,
-            overflow_limit,
-        )
-
         grads = [fg.g for fg in self.groups]
         rest_grads = [e[3] for e in rest]
         bounds, rest_bounds = _flat_bounds(grads), max_abs(rest_grads)
         if bounds is None or rest_bounds is None:
-            return lambda: NonFiniteGradientError(opt._nonfinite_message(_entries(opt)))
+            return lambda: NonFiniteGradientError(nonfinite_message(opt, _entries(opt)))
         saved = [tr.state_dict() for tr in opt.grad_transforms]
         if saved:
             grads, rest_grads = self._transform(opt, rest, rest_grads)
             bounds, rest_bounds = _flat_bounds(grads), max_abs(rest_grads)
             if bounds is None or rest_bounds is None:
-                opt._restore_transforms(saved)
+                restore_transforms(opt, saved)
                 culprits = [_first_nonfinite(fg, [g]) for fg, g in zip(self.groups, grads)]
                 culprits += [e[2] for e, g in zip(rest, rest_grads) if max_abs([g]) is None]
                 culprit = next(p for p in culprits if p is not None)
                 what = "the gradient transforms made"
                 return lambda: NonFiniteUpdateError(
-                    opt._update_message(_entries(opt), culprit, what)
+                    update_message(opt, _entries(opt), culprit, what)
                 )
         risky, safe = [], []
         for fg, g, bound in zip(self.groups, grads, bounds):
@@ -672,25 +711,25 @@ class FlatEngine:
             scale = hyperparameter_scale(group, opt._config_keys())
             (risky if bound * scale > overflow_limit(fg.p.dtype) else safe).append((fg, g))
         fresh: list[Tensor] = []
-        batches = opt._batches(rest, rest_grads, fresh)
-        risky_batches = [b for b in batches if opt._at_risk(b, rest_bounds)]
+        batches = self.eager.batches(opt, rest, rest_grads, fresh)
+        risky_batches = [b for b in batches if self.eager.at_risk(opt, b, rest_bounds)]
         culprit, roll_back = self._checked(opt, risky) if risky else (None, None)
         if culprit is None and risky_batches:
-            culprit = opt._apply_checked(risky_batches)
+            culprit = self.eager.apply_checked(opt, risky_batches)
             if culprit is not None and roll_back is not None:
                 roll_back()  # the flat groups went through: undo them too
         if culprit is not None:
             for p in fresh:
                 del opt.state[p]
-            opt._restore_transforms(saved)
-            return lambda: NonFiniteUpdateError(opt._update_message(_entries(opt), culprit))
+            restore_transforms(opt, saved)
+            return lambda: NonFiniteUpdateError(update_message(opt, _entries(opt), culprit))
         for fg, g in safe:
             self._update(opt, fg, g)
         for fg in self.groups:
             fg.g_version = fg.g._version
         for batch in batches:
             if not any(batch is b for b in risky_batches):
-                opt._apply(batch)
+                self.eager.apply(opt, batch)
         return None
 
     def _checked(
@@ -698,7 +737,7 @@ class FlatEngine:
     ) -> tuple[Tensor | None, Callable[[], None]]:
         """Update flat groups (with their gradients) so that a non-finite result is rolled back.
 
-        As Optimizer._apply_checked: the buffers are copied, the unguarded kernel updates them
+        As EagerEngine.apply_checked: the buffers are copied, the unguarded kernel updates them
         in place, each is checked (one compiled pass per buffer: eager reductions over float16
         cost several times more on CPU) and the copies go back if one holds NaN or Inf.
         Returns the first parameter whose update was not finite (None if all went in) and a
@@ -810,7 +849,8 @@ class FlatEngine:
                     RuntimeWarning,
                     stacklevel=4,
                 )
-            opt._run(
+            run(
+                opt,
                 [fg.p],
                 [g],
                 [[s] for s in fg.state],
@@ -853,8 +893,12 @@ class FlatEngine:
     # -- zero_grad -----------------------------------------------------------------------------
     @_outside_graph
     @torch.no_grad()
-    def zero_grad(self, set_to_none: bool) -> None:
-        """Zero flat gradients in place (keeping the views); the others as torch.optim does."""
+    def zero_grad(self, opt: Optimizer, set_to_none: bool) -> None:
+        """Zero flat gradients in place (keeping the views); the others as torch.optim does
+        (all of them before the first step)."""
+        if self.signature is None:
+            torch.optim.Optimizer.zero_grad(opt, set_to_none)
+            return
         for fg in self.groups:
             if fg.views_intact():  # every .grad still a view
                 fg.g.zero_()
@@ -902,8 +946,6 @@ def _zero_one(p: Tensor, set_to_none: bool) -> None:
 
 def _limit(opt: Optimizer, group: dict[str, Any], fg: FlatGroup) -> float:
     """max|g| above which a step of ``fg`` is at risk of overflowing (see overflow_limit)."""
-    from ravine.optim.base import hyperparameter_scale, overflow_limit
-
     return overflow_limit(fg.p.dtype) / hyperparameter_scale(group, opt._config_keys())
 
 
@@ -921,8 +963,6 @@ def _entries(opt: Optimizer) -> list[tuple[int, int, Tensor, Tensor]]:
 def _flat_bounds(grads: list[Tensor]) -> list[float] | None:
     """max|g| of each flat gradient buffer, or None if one holds NaN or Inf (on CPU one
     torch.aminmax pass each: as fast as the compiled isfinite pass it replaces)."""
-    from ravine.optim.base import max_abs
-
     bounds = []
     for g in grads:
         bound = max_abs([g])

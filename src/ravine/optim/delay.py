@@ -88,7 +88,7 @@ class DelayTolerantAdagrad(Optimizer):
 
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)
-        if group["max_delay"] > 0 and self.impl == "compiled" and self._flat is not None:
+        if group["max_delay"] > 0 and self.impl == "compiled" and self.engine.layout():
             raise ValueError(
                 f"Invalid max_delay: {group['max_delay']!r} (a group with max_delay > 0 cannot "
                 "join an optimizer already running with impl='compiled'; expected 0)"

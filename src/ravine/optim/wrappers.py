@@ -32,6 +32,7 @@ from ravine.optim.base import (
     max_abs,
     wrap_step,
 )
+from ravine.optim.engines import FlatLayout
 from ravine.optim.hyperparameters import (
     NONNEGATIVE,
     POSITIVE,
@@ -209,19 +210,21 @@ class Lookahead(_Wrapper):
         self._slow_flats: list[tuple[Tensor, Tensor]] = []
         self._slow_rest: list[Tensor] = []
         self._slow_layout: tuple[Any, ...] | None = None
+        self._slow_flat_layout: tuple[FlatLayout, ...] = ()
 
     def _describe(self) -> str:
         return f"k={self.k}, alpha={self.alpha}"
 
     def _layout(self) -> tuple[Any, ...]:
         """What the slow weights' layout depends on: the parameters, the state dict, and the
-        flat buffers of an inner ``impl="compiled"`` optimizer (constant time to compute)."""
-        flat = getattr(self.optimizer, "_flat", None)
+        flat buffers of an inner ``impl="compiled"`` optimizer (constant time to compute): the
+        id of the engine's layout tuple, a new one after each rebuild (``_slow_flat_layout``
+        holds the tuple, so the id is not reused while compared)."""
         return (
             id(self.state),
             id(self.param_groups),
             tuple((id(g["params"]), len(g["params"])) for g in self.param_groups),
-            None if flat is None else (id(flat), flat.rebuilds, id(flat.groups)),
+            id(_flat_layout(self.optimizer)),
         )
 
     @torch.no_grad()
@@ -238,15 +241,15 @@ class Lookahead(_Wrapper):
             if "slow_param" not in state:
                 state["slow_param"] = p.detach().clone(memory_format=torch.preserve_format)
         self._slow_flats, flat_params = [], set()
-        flat = getattr(self.optimizer, "_flat", None)
-        for fg in [] if flat is None else flat.groups:
-            slow = torch.zeros_like(fg.p)
-            views = fg.views(slow)
-            torch._foreach_copy_(views, [self.state[p]["slow_param"] for p in fg.params])
-            for p, view in zip(fg.params, views):
+        self._slow_flat_layout = _flat_layout(self.optimizer)
+        for flat in self._slow_flat_layout:
+            slow = torch.zeros_like(flat.buffer)
+            views = flat.views(slow)
+            torch._foreach_copy_(views, [self.state[p]["slow_param"] for p in flat.params])
+            for p, view in zip(flat.params, views):
                 self.state[p]["slow_param"] = view
-            self._slow_flats.append((fg.p, slow))
-            flat_params.update(fg.params)
+            self._slow_flats.append((flat.buffer, slow))
+            flat_params.update(flat.params)
         self._slow_rest = [p for p in self._params() if p not in flat_params]
         self._slow_layout = layout
 
@@ -388,6 +391,12 @@ class Ranger(Lookahead):
             **options,
         )
         super().__init__(inner, k, alpha)
+
+
+def _flat_layout(optimizer: torch.optim.Optimizer) -> tuple[FlatLayout, ...]:
+    """The flat buffers of a ravine optimizer's engine (empty for other optimizers)."""
+    engine = getattr(optimizer, "engine", None)
+    return () if engine is None else engine.layout()
 
 
 class TransformGradients(_Wrapper):
