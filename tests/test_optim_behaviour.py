@@ -301,6 +301,35 @@ def test_step_hooks_and_zero_grad_come_from_torch(name: str) -> None:
     assert p.grad is None
 
 
+def test_impl_picks_an_engine_behind_one_interface() -> None:
+    from ravine.optim.compiled import FlatEngine
+    from ravine.optim.engines import EagerEngine, Engine
+
+    p = torch.nn.Parameter(torch.ones(3))
+    for impl, kind, foreach in [
+        ("foreach", EagerEngine, True),
+        ("loop", EagerEngine, False),
+        ("compiled", FlatEngine, True),
+    ]:
+        opt = ravine.Adam([p], impl=impl)
+        engine = opt.engine
+        assert type(engine) is kind and getattr(engine, "foreach", True) is foreach
+        for name in ("step", "zero_grad", "state_dict", "check_layout", "layout"):
+            assert callable(getattr(engine, name)), (impl, name)
+        assert engine.layout() == ()  # the compiled one flattens on the first step
+        p.grad = torch.ones(3)
+        opt.step()
+        layout = engine.layout()
+        assert len(layout) == (impl == "compiled")
+        for flat in layout:  # the public view Lookahead reads
+            assert len(flat.params) == 1 and flat.params[0] is p and flat.buffer.numel() >= 3
+            assert torch.equal(flat.views(flat.buffer)[0], p.detach())
+        assert engine.layout() is layout
+        assert isinstance(opt.state_dict()["state"][0]["step"], int)
+    opt.impl = "foreach"  # DelayTolerantAdagrad's fallback sets impl: the engine follows
+    assert type(opt.engine) is EagerEngine and Engine is not None
+
+
 def test_a_user_subclass_overriding_step_runs_hooks_once_and_is_wrapped_once() -> None:
     # Optimizer.__init_subclass__ wraps a step the subclass defines (no decorator to forget);
     # a step already wrapped, or an inherited one, is not wrapped again

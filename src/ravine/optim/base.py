@@ -31,9 +31,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-# Re-exported: optimizer files and user code import the range constants from here.
 from ravine.optim.compiled import FlatEngine
 from ravine.optim.engines import EagerEngine, Engine
+
+# Re-exported: optimizer files and user code import the guard's errors and bounds and the range
+# constants from here.
 from ravine.optim.guard import (  # noqa: F401
     NonFiniteGradientError,
     NonFiniteUpdateError,
