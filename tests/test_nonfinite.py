@@ -196,6 +196,24 @@ def test_refused_first_step_leaves_nothing(impl: str, policy: str) -> None:
 
 
 @pytest.mark.parametrize("impl", ["loop", "foreach", "compiled"])
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_a_scalar_too_large_for_the_dtype_is_an_overflow_too(impl: str, policy: str) -> None:
+    """weight_decay=1e308 is a finite float, but not a float32: torch refuses the scalar with a
+    RuntimeError. It is an overflowing update like any other, refused by the policy."""
+    params = _params(torch.float32)
+    opt = ravine.SGD(params, lr=1e30, weight_decay=1e308, impl=impl, nonfinite=policy)
+    before = [p.detach().clone() for p in params]
+    _set_grads(params, 1.0)
+    if policy == "raise":
+        with pytest.raises(NonFiniteUpdateError):
+            opt.step()
+    else:
+        opt.step()
+        assert opt.skipped_steps == 1
+    assert _same([p.detach() for p in params], before)
+
+
+@pytest.mark.parametrize("impl", ["loop", "foreach", "compiled"])
 def test_refusal_is_atomic_across_groups(impl: str) -> None:
     """A float32 group that could step alone is not written when a float16 group overflows."""
     wide = torch.nn.Parameter(torch.ones(5))

@@ -217,6 +217,14 @@ class EagerEngine:
         try:
             for batch in batches:
                 self.apply(opt, batch)
+        except RuntimeError as error:
+            roll_back()
+            # torch refuses a Python scalar too large for the dtype (weight_decay=1e308 on
+            # float32: "value cannot be converted to type float without overflow"): an overflow
+            # like any other, refused by the policy rather than as torch's RuntimeError.
+            if "without overflow" not in str(error):
+                raise
+            return batch.params[0]
         except BaseException:
             roll_back()
             raise
