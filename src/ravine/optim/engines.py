@@ -136,7 +136,7 @@ class EagerEngine:
     def guarded_step(self, opt: Optimizer, entries: Entries) -> None:
         """A step under ``nonfinite="raise"``/``"skip"``: nothing non-finite is written.
 
-        1. max|g| per (device, dtype): one ``torch._foreach_norm(inf)`` and one sync each (the
+        1. max|g| per (device, dtype) (:func:`~ravine.optim.guard.max_abs`, one sync each: the
            read of the gradients the guard always cost). NaN or Inf refuses the step with
            :class:`NonFiniteGradientError` before anything is written.
         2. The gradient transforms run; with any, the bound is taken again on their output (a
