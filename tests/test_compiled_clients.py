@@ -247,24 +247,30 @@ def test_parameters_not_owning_their_storage_keep_it(case: str) -> None:
     assert [fg.params for fg in opt.engine.groups] == [[own]]
 
 
+def _zero_run(cls: type, kw: dict, bucket_view: bool, steps: int) -> tuple[Any, Any]:
+    """(model, ZeRO optimizer) after ``steps`` steps of ZeRO around ``cls``, from _model()."""
+    model = _model()
+    zero = ZeroRedundancyOptimizer(
+        model.parameters(),
+        optimizer_class=cls,
+        parameters_as_bucket_view=bucket_view,
+        lr=0.01,
+        **kw,
+    )
+    for x in _data(steps):  # every rank sees the same batches: the same gradients
+        zero.zero_grad()
+        model(x).pow(2).mean().backward()
+        zero.step()
+    return model, zero
+
+
 @pytest.mark.usefixtures("single_process_group", "float64_default")
 def test_zero_bucket_views_stay_in_the_buckets() -> None:
     """ZeRO's parameters_as_bucket_view lays the parameters out in its buckets: they stay
     there (ZeRO broadcasts the buckets) and the run matches ZeRO around torch.optim.Adam."""
     runs = []
     for cls, kw in ((torch.optim.Adam, {}), (ravine.Adam, {"impl": "compiled"})):
-        model = _model()
-        zero = ZeroRedundancyOptimizer(
-            model.parameters(),
-            optimizer_class=cls,
-            parameters_as_bucket_view=True,
-            lr=0.01,
-            **kw,
-        )
-        for x in _data(3):
-            zero.zero_grad()
-            model(x).pow(2).mean().backward()
-            zero.step()
+        model, zero = _zero_run(cls, kw, bucket_view=True, steps=3)
         bucket = zero._buckets[0][0].untyped_storage().data_ptr()
         assert all(p.untyped_storage().data_ptr() == bucket for p in model.parameters())
         runs.append(_params(model))
@@ -294,18 +300,7 @@ def _zero_worker(rank: int, port: int, out: str, bucket_view: bool, steps: int) 
             ("torch", torch.optim.Adam, {}),
             ("ravine", ravine.Adam, {"impl": "compiled"}),
         ):
-            model = _model()
-            zero = ZeroRedundancyOptimizer(
-                model.parameters(),
-                optimizer_class=cls,
-                parameters_as_bucket_view=bucket_view,
-                lr=0.01,
-                **kw,
-            )
-            for x in _data(steps):  # every rank sees the same batches: the same gradients
-                zero.zero_grad()
-                model(x).pow(2).mean().backward()
-                zero.step()
+            model, _ = _zero_run(cls, kw, bucket_view, steps)
             runs[name] = _params(model)
         torch.save(runs, Path(out) / f"rank{rank}.pt")
     finally:
