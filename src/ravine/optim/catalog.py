@@ -2,7 +2,7 @@
 
 A row gives the registry name, the class, the paper, the torch.optim class with the same rule,
 the hyperparameters the demo and the gallery's surfaces are known to work with, the README's
-notes, and the bench's search space. The registry (``ravine.create``), the demo, the benchmarks,
+notes, when to use it (``ravine optimizers``), and the bench's search space. The registry (``ravine.create``), the demo, the benchmarks,
 the tests and the README's optimizer table read it; adding an optimizer touches its own file and
 one row of :data:`ROWS`.
 
@@ -99,6 +99,8 @@ class Row:
     # The README table: which defaults it shows, and a note.
     readme_defaults: tuple[str, ...] = ("lr",)
     notes: str = ""
+    # One line for `ravine optimizers` and the docs: the situation this optimizer is made for.
+    use_when: str = ""
     # The bench's search space. None until the bench issue declares one (the bench fills it in;
     # nothing reads it yet): it is absent, not an empty space.
     search_space: Mapping[str, Any] | None = None
@@ -151,6 +153,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.001), "saddle": _s(lr=0.01)},
         readme_defaults=("lr", "momentum", "dampening", "nesterov"),
         notes="= torch.optim.SGD; sparse gradients",
+        use_when="a baseline, or tuned with a schedule on vision models; no state to store",
     ),
     Row(
         "momentum",
@@ -167,6 +170,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.001, momentum=0.9), "saddle": _s(lr=0.01, momentum=0.9)},
         readme_defaults=("lr", "momentum"),
         notes="torch's lr placement (b = mu b + g; p -= lr b)",
+        use_when="ill-conditioned (ravine-shaped) losses: damps zig-zag, speeds along the valley",
     ),
     Row(
         "nag",
@@ -183,6 +187,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.001, momentum=0.9), "saddle": _s(lr=0.01, momentum=0.9)},
         readme_defaults=("lr", "momentum", "form"),
         notes='`form="sutskever"` evaluates the gradient at the look-ahead point (closure)',
+        use_when="as momentum, with a look-ahead correction that overshoots less at high momentum",
     ),
     Row(
         "adagrad",
@@ -194,6 +199,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.5), "saddle": _s(lr=0.5), "quadratic": _s(lr=1)},
         readme_defaults=("lr", "eps"),
         notes="= torch.optim.Adagrad; sparse gradients",
+        use_when="sparse features (NLP, recommendation), convex problems; steps only shrink",
     ),
     Row(
         "adadelta",
@@ -206,6 +212,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=5), "saddle": _s(lr=5), "quadratic": _s(lr=50)},
         readme_defaults=("lr", "rho", "eps"),
         notes="= torch.optim.Adadelta; lr is only a multiplier (Zeiler's rule needs none)",
+        use_when="no learning rate to tune (lr=1.0 is a multiplier); Adagrad without shrinkage",
     ),
     Row(
         "rmsprop",
@@ -222,6 +229,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.02), "saddle": _s(lr=0.05), "quadratic": _s(lr=0.1)},
         readme_defaults=("lr", "alpha", "eps"),
         notes="Hinton's defaults (torch: 1e-2, 0.99); `centered`, `momentum`",
+        use_when="non-stationary objectives, RNNs, RL: scaling that forgets old gradients",
     ),
     Row(
         "rprop",
@@ -237,6 +245,7 @@ ROWS: tuple[Row, ...] = (
         mnist1d=None,  # sign tests assume the same loss at every step
         readme_defaults=("lr", "etas", "step_sizes"),
         notes="= torch.optim.Rprop (iRprop-); lr is the initial step Delta_0; full batch",
+        use_when="full-batch training of small networks: gradient signs only, any scale",
     ),
     Row(
         "adam",
@@ -248,6 +257,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.1), "saddle": _s(lr=0.1), "quadratic": _s(lr=0.5)},
         readme_defaults=("lr", "betas", "eps"),
         notes="= torch.optim.Adam incl. `amsgrad`, `decoupled_weight_decay`",
+        use_when="the first thing to try on a deep network: little tuning, any gradient scale",
     ),
     Row(
         "amsgrad",
@@ -265,6 +275,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.05)},
         readme_defaults=("lr", "betas", "eps"),
         notes="paper/survey form: max of v, no debiasing; `debias=True` = torch's",
+        use_when="Adam oscillates or diverges late in training: a step size that never grows back",
     ),
     Row(
         "adamw",
@@ -282,6 +293,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.05)},
         readme_defaults=("lr", "betas", "eps", "weight_decay"),
         notes="= torch.optim.AdamW (decay scaled by lr)",
+        use_when="training with weight decay (transformers, fine-tuning): decay kept apart",
     ),
     Row(
         "adamax",
@@ -292,6 +304,7 @@ ROWS: tuple[Row, ...] = (
         mnist1d=MNIST1D_LR,
         readme_defaults=("lr", "betas"),
         notes="= torch.optim.Adamax; the paper's section 7.1",
+        use_when="gradients with rare large outliers (embeddings): infinity-norm scaling",
     ),
     Row(
         "nadam",
@@ -307,6 +320,7 @@ ROWS: tuple[Row, ...] = (
         mnist1d=MNIST1D_LR,
         readme_defaults=("lr", "betas", "momentum_decay"),
         notes="survey's form; `momentum_decay=4e-3` = torch.optim.NAdam",
+        use_when="Adam with Nesterov momentum: often a little faster early on at the same settings",
     ),
     Row(
         "qhm",
@@ -317,6 +331,7 @@ ROWS: tuple[Row, ...] = (
         mnist1d=_s(lr=0.1),
         readme_defaults=("lr", "momentum", "nu"),
         notes="nu=1: momentum, nu=0: SGD",
+        use_when="momentum SGD with noisy momentum: nu mixes plain SGD and momentum steps",
     ),
     Row(
         "qhadam",
@@ -328,6 +343,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.05)},
         readme_defaults=("lr", "betas", "nus"),
         notes="nus=(1, 1): Adam",
+        use_when="Adam whose momentum amplifies noise: nus set how much of the average is used",
     ),
     Row(
         "aggmo",
@@ -339,6 +355,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.0002)},
         readme_defaults=("lr", "betas"),
         notes="one beta: momentum; a zero beta keeps no buffer",
+        use_when="momentum where a high beta oscillates: several betas, the small ones damping",
     ),
     Row(
         "adabound",
@@ -350,6 +367,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.1)},
         readme_defaults=("lr", "final_lr", "gamma"),
         notes="bounds move from Adam to SGD; `sqrt_t_decay=False, debias=True`: authors' code",
+        use_when="Adam's fast start with SGD's generalisation: steps bounded, closing on final_lr",
     ),
     Row(
         "amsbound",
@@ -360,6 +378,7 @@ ROWS: tuple[Row, ...] = (
         mnist1d=MNIST1D_LR,
         readme_defaults=("lr", "final_lr", "gamma"),
         notes="AdaBound on the running maximum of v",
+        use_when="AdaBound where the second moment should never shrink (AMSGrad's fix)",
     ),
     Row(
         "radam",
@@ -378,6 +397,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.01)},
         readme_defaults=("lr", "rho_threshold"),
         notes="the paper's switch rho_t > 4; `rho_threshold=5.0` = torch.optim.RAdam",
+        use_when="Adam without a warm-up schedule: the rectification replaces lr warm-up",
     ),
     Row(
         "lookahead",
@@ -394,6 +414,7 @@ ROWS: tuple[Row, ...] = (
         mnist1d=MNIST1D_LR,
         readme_defaults=("k", "alpha", "inner"),
         notes="wraps any ravine or torch optimizer",
+        use_when="steadier training with any optimizer, less sensitive to its lr",
     ),
     Row(
         "ranger",
@@ -410,6 +431,7 @@ ROWS: tuple[Row, ...] = (
         surfaces={"beale": _s(lr=0.01)},
         readme_defaults=("lr", "betas", "eps", "k", "alpha"),
         notes="Lookahead(RAdam) with the code's defaults",
+        use_when="RAdam and Lookahead together: a robust default for CNNs without warm-up tuning",
     ),
     Row(
         "delay_tolerant_adagrad",
@@ -425,6 +447,7 @@ ROWS: tuple[Row, ...] = (
         mnist1d=_s(lr=0.01),
         readme_defaults=("lr", "max_delay"),
         notes="`step(delay=...)`; zero delay = Adagrad",
+        use_when="asynchronous training where gradients arrive stale (step(delay=...))",
     ),
     Row(
         "lbfgs",
@@ -440,6 +463,7 @@ ROWS: tuple[Row, ...] = (
         mnist1d=None,  # its line search assumes the same loss at every evaluation
         readme_defaults=("lr", "max_iter", "history_size"),
         notes="torch.optim.LBFGS (needs a closure); full batch",
+        use_when="small smooth deterministic problems, full batch: curvature from past steps",
     ),
 )
 
