@@ -9,6 +9,7 @@ refused by name, before anything is called, with an error naming the file.
 from __future__ import annotations
 
 import codecs
+import importlib
 import pickle
 from pathlib import Path
 from typing import IO, Any
@@ -24,8 +25,9 @@ class UnsafePickleError(pickle.UnpicklingError, ValueError):
 
 def _numpy_attr(module: str, name: str) -> Any:
     """``numpy._core.<module>.<name>`` (numpy 2) or ``numpy.core.<module>.<name>`` (numpy 1)."""
-    core = getattr(np, "_core", None) or np.core
-    return getattr(getattr(core, module), name)
+    # numpy 1.26 has a numpy._core too, but only as a shim without these submodules.
+    core = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
+    return getattr(importlib.import_module(f"{core}.{module}"), name)
 
 
 def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
