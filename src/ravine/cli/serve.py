@@ -1,0 +1,61 @@
+"""The playground: a local page where ravine's optimizers race on loss surfaces.
+
+examples:
+  ravine serve                 http://127.0.0.1:8000/ (loopback only)
+  ravine serve --port 0 --open a free port, printed, opened in the default browser
+  ravine serve --host 0.0.0.0  every interface: anyone who can reach the port can use it
+
+The page runs every registered optimizer through ravine.viz (what `ravine viz` draws), keeps its
+state in the URL, and turns into a `ravine viz` command or a PNG/SVG/GIF/MP4 with one click.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import webbrowser
+
+DEFAULT_PORT = 8000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to bind, 0..65535; 0 picks a free one (default {DEFAULT_PORT})",
+    )
+    parser.add_argument("--open", action="store_true", help="open the page in a browser")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ravine.serve.server import make_server
+
+    try:
+        server = make_server(args.host, args.port, verbose=args.verbose)
+    except (ValueError, OSError) as err:
+        # OSError: the port is taken or the address is not this machine's
+        print(f"ravine serve: error: --host={args.host} --port={args.port}: {err}", file=sys.stderr)
+        return 2
+    server.warm_up()
+    print(f"ravine serve: playground at {server.url}  (Ctrl-C stops it)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"ravine serve: warning: bound to {args.host}, not loopback: anyone who can reach "
+            "this port can run optimizers here",
+            file=sys.stderr,
+        )
+    if args.open:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,305 @@
+"""The playground's HTTP server: the standard library's ThreadingHTTPServer, JSON and NDJSON.
+
+One thread per request is plenty on loopback for one person's page; what keeps it responsive is
+:class:`~ravine.serve.playground.Playground`'s single computation slot, where a page's stale
+requests are dropped instead of queued. Every request is bounded (body size, socket timeout,
+slot wait), static files come from the package (nothing from a CDN), and the page's Content
+Security Policy lets it talk to this server only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from ravine.serve.playground import BusyError, Playground, PlaygroundError, optimizer_controls
+
+#: Largest request body accepted (a page state is a few hundred bytes).
+MAX_BODY = 64 * 1024
+#: Seconds a connection may sit idle mid-request before it is closed.
+SOCKET_TIMEOUT = 30.0
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
+_STATIC_NAME = re.compile(r"^[a-z0-9_\-]+\.[a-z]+$")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def static_file(name: str) -> bytes | None:
+    """A file of the page shipped in ``ravine/serve/static`` (None if there is no such file)."""
+    if not _STATIC_NAME.match(name):
+        return None
+    entry = resources.files("ravine.serve").joinpath("static", name)
+    return entry.read_bytes() if entry.is_file() else None
+
+
+def _hostname(header: str) -> str:
+    """The host of a Host header, without the port (``[::1]:8000`` -> ``::1``)."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes: the page and its files, ``/api/*`` as JSON, ``/api/trajectories`` as NDJSON."""
+
+    server: PlaygroundServer
+    timeout = SOCKET_TIMEOUT
+    protocol_version = "HTTP/1.1"
+    server_version = "ravine-serve"
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            sys.stderr.write(f"ravine serve: {self.address_string()} {format % args}\n")
+
+    def _headers(self, status: int, content_type: str, length: int | None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("Referrer-Policy", "no-referrer")
+
+    def _send(self, status: int, body: bytes, content_type: str, **extra: str) -> None:
+        self._headers(status, content_type, len(body))
+        for key, value in extra.items():
+            self.send_header(key.replace("_", "-"), value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, payload: Any, status: int = HTTPStatus.OK) -> None:
+        body = json.dumps(payload, allow_nan=False).encode()
+        self._send(status, body, "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._json({"error": message}, status)
+
+    def _host_allowed(self) -> bool:
+        """On loopback, only loopback names: a page elsewhere cannot reach this server through
+        a DNS name rebound to 127.0.0.1."""
+        if not self.server.loopback_only:
+            return True
+        return _hostname(self.headers.get("Host", "")) in LOOPBACK_HOSTS
+
+    def _body(self) -> dict[str, Any]:
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            raise PlaygroundError("Content-Length is not a number") from None
+        if not 0 <= length <= MAX_BODY:
+            raise PlaygroundError(f"request body of {length} bytes; expected at most {MAX_BODY}")
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise PlaygroundError("request body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise PlaygroundError("request body: expected a JSON object")
+        return payload
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        if not self._host_allowed():
+            self._error(HTTPStatus.FORBIDDEN, "Host is not a loopback name")
+            return
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        try:
+            if method == "POST" and url.path == "/api/trajectories":
+                self._trajectories(self._body())
+            elif method == "GET":
+                self._get(url.path, query)
+            else:
+                self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} {url.path} is not served")
+        except (PlaygroundError, ValueError) as err:
+            self._error(HTTPStatus.BAD_REQUEST, str(err))
+        except BusyError as err:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(err))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the page moved on (a newer request aborted this one)
+        except Exception as err:  # the page shows the message, stderr the trace
+            traceback.print_exc(file=sys.stderr)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(err).__name__}: {err}")
+
+    def _get(self, path: str, query: Mapping[str, str]) -> None:
+        pg = self.server.playground
+        if path in ("/", "/index.html"):
+            path = "/static/index.html"
+        if path.startswith("/static/"):
+            data = static_file(path[len("/static/") :])
+            if data is None:
+                self._error(HTTPStatus.NOT_FOUND, f"{path} is not a file of the page")
+                return
+            suffix = path[path.rindex(".") :]
+            self._send(HTTPStatus.OK, data, STATIC_TYPES.get(suffix, "application/octet-stream"))
+            return
+        routes = {
+            "/api/optimizers": lambda: {"optimizers": optimizer_controls()},
+            "/api/surfaces": lambda: {"surfaces": self.server.surface_list()},
+            "/api/contours": lambda: pg.contour(query),
+            "/api/state": lambda: pg.state(query),
+            "/api/inspect": lambda: pg.inspect(query),
+            "/api/stats": lambda: dict(pg.stats),
+        }
+        if path == "/api/export":
+            data, content_type, name = pg.export(query)
+            self._send(
+                HTTPStatus.OK,
+                data,
+                content_type,
+                Content_Disposition=f'attachment; filename="{name}"',
+            )
+            return
+        route = routes.get(path)
+        if route is None:
+            self._error(HTTPStatus.NOT_FOUND, f"{path} is not served")
+            return
+        self._json(route())
+
+    def _trajectories(self, body: Mapping[str, Any]) -> None:
+        client = body.get("client")
+        if client is not None and (not isinstance(client, str) or len(client) > 64):
+            raise PlaygroundError("client: expected a string of at most 64 characters")
+        seq = body.get("seq", 0)
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise PlaygroundError(f"seq={seq!r}: expected an integer")
+        lines = self.server.playground.stream(body, client=client, seq=seq)
+        # The first line is computed before the headers go out, so a bad request is a plain
+        # 400 with ravine's message rather than an error inside a 200 stream.
+        first = next(lines)
+        self._stream([first], lines)
+
+    def _stream(self, head: Iterable[dict[str, Any]], rest: Iterable[dict[str, Any]]) -> None:
+        self._headers(HTTPStatus.OK, "application/x-ndjson", None)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def chunk(payload: dict[str, Any]) -> None:
+            data = json.dumps(payload, allow_nan=False).encode() + b"\n"
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        try:
+            for payload in head:
+                chunk(payload)
+            for payload in rest:
+                chunk(payload)
+        except (ValueError, BusyError) as err:
+            chunk({"error": str(err)})
+        except (BrokenPipeError, ConnectionResetError):
+            raise
+        except Exception as err:  # headers are out: report inside the stream
+            traceback.print_exc(file=sys.stderr)
+            chunk({"error": f"{type(err).__name__}: {err}"})
+        self.wfile.write(b"0\r\n\r\n")
+
+
+class PlaygroundServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer holding the :class:`Playground` its handlers answer from."""
+
+    daemon_threads = True
+    # A restarted `ravine serve` can take its port back at once.
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        playground: Playground | None = None,
+        *,
+        verbose: bool = False,
+    ) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+        self.playground = playground or Playground()
+        self.verbose = verbose
+        self.loopback_only = address[0] in LOOPBACK_HOSTS
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        shown = f"[{host}]" if ":" in str(host) else str(host)
+        return f"http://{shown}:{port}/"
+
+    @staticmethod
+    def surface_list() -> list[dict[str, Any]]:
+        from ravine import surfaces
+        from ravine.serve.playground import surface_info
+
+        return [surface_info(surfaces.get(n), n) for n in surfaces.names()]
+
+    def warm_up(self) -> threading.Thread:
+        """Import the plotting stack and draw the default surface in the background, so the
+        first page load does not pay for them."""
+
+        def work() -> None:
+            try:
+                self.playground.contour({"surface": "beale"})
+            except Exception:  # a failed warm-up only costs the first page time
+                traceback.print_exc(file=sys.stderr)
+
+        thread = threading.Thread(target=work, name="ravine-serve-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+
+def make_server(
+    host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False
+) -> PlaygroundServer:
+    """A playground server bound to ``host:port`` (port 0: a free one; see ``server.url``)."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"port={port!r}: expected an integer from 0 to 65535 (0: a free port)")
+    return PlaygroundServer((host, port), verbose=verbose)
+
+
+@contextmanager
+def running(
+    host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False
+) -> Iterator[PlaygroundServer]:
+    """A playground server answering from a background thread for the ``with`` block (tests,
+    benchmarks, notebooks); shut down and closed after it."""
+    server = make_server(host, port, verbose=verbose)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    )
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

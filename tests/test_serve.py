@@ -1,0 +1,371 @@
+"""The playground's server over real HTTP, without a browser: what it serves is ravine.viz's.
+
+Trajectories served equal ``ravine.viz.run`` bit for bit; errors are JSON with ravine's own
+message; a page's 20 rapid requests leave no backlog; the inspector shows the optimizer's real
+state; export writes the file ``ravine viz`` writes; the command it offers parses back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from ravine.serve import running
+from ravine.serve.playground import MAX_STEPS, PREVIEW_STEPS, Playground, spec_text
+from ravine.viz import parse_specs, plot, run
+from ravine.viz.gallery import CLASSIC
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("one_thread")]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    with running() as srv:
+        yield srv
+
+
+def request(
+    srv: Any, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(srv.url.rstrip("/") + path, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def trajectories(srv: Any, **body: Any) -> list[dict[str, Any]]:
+    status, headers, raw = request(srv, "/api/trajectories", body)
+    assert status == 200, raw
+    assert headers["Content-Type"] == "application/x-ndjson"
+    return [json.loads(line) for line in raw.decode().splitlines()]
+
+
+def full_runs(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((x for x in lines if "index" in x and not x["partial"]), key=lambda x: x["index"])
+
+
+CASES = [
+    ("beale, the classic seven", "beale", list(CLASSIC), 300, None),
+    ("rosenbrock from a given start", "rosenbrock", ["adam:lr=0.05", "nag:lr=0.0005"], 150, "-1,2"),
+    ("a formula", "expr:x^2 + 3*sin(y)^2", ["rmsprop:lr=0.05", "radam:lr=0.1"], 120, None),
+    ("a diverging run", "quadratic", ["sgd:lr=0.2", "sgd:lr=0.01"], 60, None),
+    ("an escaping run", "saddle", ["sgd:lr=0.1", "adam:lr=0.5"], 200, None),
+    ("wrappers and L-BFGS", "himmelblau", ["ranger:lr=0.05", "lbfgs:lr=0.5"], 30, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("surface", "specs", "steps", "start"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_trajectories_equal_viz_run_bit_for_bit(
+    server: Any, surface: str, specs: list[str], steps: int, start: str | None
+) -> None:
+    body = {"surface": surface, "optimizers": specs, "steps": steps}
+    if start is not None:
+        body["start"] = start
+    start_xy = None if start is None else tuple(float(v) for v in start.split(","))
+    expected = run(surface, specs, steps=steps, start=start_xy)
+    for attempt in ("computed", "cached"):
+        got = full_runs(trajectories(server, **body))
+        assert [g["cached"] for g in got] == [attempt == "cached"] * len(specs)
+        for g, e in zip(got, expected):
+            # JSON floats are written with repr, which round-trips every float64 exactly.
+            assert np.array_equal(np.array(g["points"], dtype=np.float64), e.points), g["spec"]
+            assert np.array_equal(np.array(g["losses"], dtype=np.float64), e.losses), g["spec"]
+            assert (g["diverged_at"], g["escaped_at"]) == (e.diverged_at, e.escaped_at)
+            assert g["spec"] == spec_text(e.spec)
+
+
+def test_diverged_and_escaped_runs_are_marked(server: Any) -> None:
+    lines = full_runs(
+        trajectories(server, surface="quadratic", optimizers=["sgd:lr=0.2"], steps=60)
+    )
+    assert lines[0]["end"] == "diverged" and "diverged at step" in lines[0]["status"]
+    assert lines[0]["label"] == "sgd lr=0.2 (diverged)"
+    lines = full_runs(
+        trajectories(server, surface="saddle", optimizers=["sgd:lr=0.1", "adam:lr=0.5"], steps=200)
+    )
+    assert lines[0]["end"] == "escaped" and lines[0]["escaped_at"] is not None
+    assert lines[1]["end"] == "left" and lines[1]["status"] == "left the view"
+
+
+def test_preview_is_an_exact_prefix_then_done_carries_the_command(server: Any) -> None:
+    specs = ["adam:lr=0.01,betas=(0.8,0.99)", "sgd:lr=0.0011"]
+    lines = trajectories(server, surface="beale", optimizers=specs, steps=3 * PREVIEW_STEPS)
+    previews = [x for x in lines if x.get("partial")]
+    fulls = full_runs(lines)
+    assert len(previews) == 2 and lines.index(previews[-1]) < lines.index(fulls[0])
+    for p, f in zip(previews, fulls):
+        assert p["points"] == f["points"][: PREVIEW_STEPS + 1]
+    done = lines[-1]
+    assert done["done"] is True
+    argv = shlex.split(done["command"])
+    assert argv[:2] == ["ravine", "viz"]
+    from ravine.cli import build_parser
+
+    args = build_parser("viz").parse_args(argv[1:])
+    assert [spec_text(s) for s in parse_specs(args.optimizers)] == specs
+    assert (args.surface, args.steps, args.start) == ("beale", 3 * PREVIEW_STEPS, None)
+
+
+def _bad_trajectories(**changes: Any) -> dict[str, Any]:
+    return {"surface": "beale", "optimizers": ["sgd"], "steps": 20, **changes}
+
+
+ERRORS = [
+    ("negative lr", _bad_trajectories(optimizers=["adam:lr=-1"]), 400, "Invalid lr: -1"),
+    ("unknown hyperparameter", _bad_trajectories(optimizers=["adam:lrr=1"]), 400, "'lr'?"),
+    ("unknown optimizer", _bad_trajectories(optimizers=["adamm"]), 400, "did you mean 'adam'"),
+    ("unknown surface", _bad_trajectories(surface="bael"), 400, "is not a known surface"),
+    ("bad formula", _bad_trajectories(surface="expr:x^^2"), 400, "not a valid formula"),
+    ("formula too long", _bad_trajectories(surface="expr:" + "x+" * 600 + "y"), 400, "characters"),
+    (
+        "formula too complex",
+        _bad_trajectories(surface="expr:" + "+".join(["x*y"] * 150)),
+        400,
+        "too complex",
+    ),
+    ("forbidden formula", _bad_trajectories(surface="expr:__import__('os')"), 400, "not allowed"),
+    ("no steps", _bad_trajectories(steps=0), 400, f"expected an integer from 1 to {MAX_STEPS}"),
+    ("too many steps", _bad_trajectories(steps=MAX_STEPS + 1), 400, "steps="),
+    ("bad start", _bad_trajectories(start="1,nan"), 400, "expected a finite point"),
+    ("no optimizers", _bad_trajectories(optimizers=""), 400, "optimizers"),
+    ("bad seq", _bad_trajectories(seq="x"), 400, "seq="),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
+)
+def test_errors_are_json_with_ravines_message(
+    server: Any, body: dict[str, Any], status: int, message: str
+) -> None:
+    got, headers, raw = request(server, "/api/trajectories", body)
+    assert got == status
+    assert headers["Content-Type"] == "application/json"
+    assert message in json.loads(raw)["error"]
+
+
+def test_the_state_endpoint_reports_the_same_errors(server: Any) -> None:
+    status, _, raw = request(server, "/api/state?surface=beale&optimizers=adam:lr%3D-1")
+    assert status == 400 and "Invalid lr: -1" in json.loads(raw)["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/nowhere", {}, 404),
+        ("/static/..%2Fplayground.py", {}, 404),
+        ("/static/missing.js", {}, 404),
+        ("/api/state", {"Host": "attacker.example:80"}, 403),
+    ],
+    ids=["unknown path", "traversal", "missing file", "rebound host"],
+)
+def test_refusals_are_json(server: Any, path: str, headers: dict[str, str], status: int) -> None:
+    got, hdrs, raw = request(server, path, headers=headers)
+    assert got == status and hdrs["Content-Type"] == "application/json"
+    assert json.loads(raw)["error"]
+
+
+def test_bad_bodies_are_refused(server: Any) -> None:
+    req = urllib.request.Request(server.url + "api/trajectories", data=b"[1, 2")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=30)
+    assert info.value.code == 400 and "not JSON" in json.loads(info.value.read())["error"]
+
+
+def test_the_page_and_its_files_are_served_with_a_strict_policy(server: Any) -> None:
+    status, headers, raw = request(server, "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    for name in re.findall(r'(?:src|href)="/static/([^"]+)"', raw.decode()):
+        assert request(server, f"/static/{name}")[0] == 200, name
+    assert "http://" not in raw.decode() and "https://" not in raw.decode()
+
+
+def test_rapid_requests_leave_no_backlog() -> None:
+    """20 requests of one page at once: the newest wins, the stale ones compute nothing."""
+    with running() as srv:
+        results: dict[int, list[dict[str, Any]]] = {}
+
+        def send(seq: int) -> None:
+            start = f"{1 + seq / 100},1.5"
+            results[seq] = trajectories(
+                srv,
+                surface="beale",
+                optimizers=list(CLASSIC),
+                steps=200,
+                start=start,
+                client="page-1",
+                seq=seq,
+            )
+
+        threads = [threading.Thread(target=send, args=(seq,)) for seq in range(20)]
+        for t in threads:
+            t.start()
+            time.sleep(0.005)
+        for t in threads:
+            t.join(timeout=90)
+        stats = srv.playground.stats
+        newest = results[19]
+        assert newest[-1]["done"] and len(full_runs(newest)) == 7
+        expected = run("beale", list(CLASSIC), steps=200, start=(1.19, 1.5))
+        assert all(
+            np.array_equal(np.array(g["points"]), e.points)
+            for g, e in zip(full_runs(newest), expected)
+        )
+        stale = [s for s, lines in results.items() if {"stale": True} in lines]
+        # At most the request running when the others arrived, and the newest, ran in full.
+        assert stats["computed"] <= 3, stats
+        assert len(stale) >= 17 and stats["stale"] == len(stale)
+        assert all(not full_runs(results[s]) for s in stale)
+        # Nothing is left queued: a fresh request is answered at once from the cache.
+        t0 = time.perf_counter()
+        again = trajectories(
+            srv, surface="beale", optimizers=list(CLASSIC), steps=200, start="1.19,1.5"
+        )
+        assert all(x["cached"] for x in full_runs(again))
+        assert time.perf_counter() - t0 < 5
+
+
+def test_controls_come_from_the_registry(server: Any) -> None:
+    from ravine.optim import registry
+    from ravine.optim.sgd import SGD
+
+    _, _, raw = request(server, "/api/optimizers")
+    by_name = {o["name"]: o for o in json.loads(raw)["optimizers"]}
+    assert list(by_name) == registry.names()
+    lr = next(c for c in by_name["adam"]["controls"] if c["name"] == "lr")
+    assert lr["default"] == 0.001 and lr["range"]["low"] == 0 and lr["slider"]["scale"] == "log"
+    betas = next(c for c in by_name["adam"]["controls"] if c["name"] == "betas")
+    assert betas["type"] == "reals" and betas["range"]["high_open"] is True
+    rho = next(c for c in by_name["adadelta"]["controls"] if c["name"] == "rho")
+    assert rho["slider"] == {"scale": "linear", "min": 0, "max": 1}
+    # A newly registered optimizer appears without touching the page.
+    registry.register("test_serve_sgd", SGD, paper="test")
+    try:
+        _, _, raw = request(server, "/api/optimizers")
+        assert "test_serve_sgd" in [o["name"] for o in json.loads(raw)["optimizers"]]
+        lines = trajectories(
+            server, surface="booth", optimizers=["test_serve_sgd:lr=0.01"], steps=5
+        )
+        assert (
+            full_runs(lines)[0]["points"]
+            == run("booth", ["sgd:lr=0.01"], steps=5)[0].points.tolist()
+        )
+    finally:
+        registry._REGISTRY.pop("test_serve_sgd", None)
+
+
+def test_surfaces_and_contours(server: Any) -> None:
+    _, _, raw = request(server, "/api/surfaces")
+    from ravine import surfaces
+
+    assert [s["name"] for s in json.loads(raw)["surfaces"]] == surfaces.names()
+    _, _, raw = request(server, "/api/contours?surface=beale")
+    contours = json.loads(raw)
+    assert len(contours["bands"]) == 27 and len(contours["levels"]) == 28
+    assert contours["surface"]["minima"] == [[3.0, 0.5]]
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", b["color"]) for b in contours["bands"])
+    xs = [v for b in contours["bands"] for ring in b["rings"] for v in ring[0::2]]
+    assert min(xs) == pytest.approx(-4.5) and max(xs) == pytest.approx(4.5)
+
+
+def test_inspector_shows_the_real_state(server: Any) -> None:
+    """Adam after one step: m = (1 - b1) g0, v = (1 - b2) g0^2 (Kingma & Ba, Algorithm 1)."""
+    q = "surface=beale&steps=50&spec=adam:lr%3D0.1,betas%3D(0.8,0.9)"
+    _, _, raw = request(server, f"/api/inspect?{q}&step=1")
+    state = json.loads(raw)
+    p = torch.tensor([1.0, 1.5], dtype=torch.float64, requires_grad=True)
+    from ravine import surfaces
+
+    (g0,) = torch.autograd.grad(surfaces.get("beale").loss(p), p)
+    vectors = {v["name"]: v for v in state["vectors"]}
+    assert vectors["m"]["kind"] == "direction" and vectors["v"]["kind"] == "magnitude"
+    assert np.allclose(vectors["m"]["value"], (0.2 * g0).tolist(), rtol=1e-15)
+    assert np.allclose(vectors["v"]["value"], (0.1 * g0**2).tolist(), rtol=1e-15)
+    assert [b["value"] for b in state["bias_corrections"]] == pytest.approx([0.2, 0.1])
+    traj = run("beale", ["adam:lr=0.1,betas=(0.8,0.9)"], steps=50)[0]
+    assert state["point"] == traj.points[1].tolist()
+    assert state["update"] == (traj.points[2] - traj.points[1]).tolist()
+    # Scrubbing back and forth gives the same state as a fresh replay.
+    for step in (30, 7, 30):
+        _, _, raw = request(server, f"/api/inspect?{q}&step={step}")
+        assert json.loads(raw)["point"] == traj.points[step].tolist()
+    fresh = Playground().inspect(
+        {"surface": "beale", "steps": 50, "spec": "adam:lr=0.1,betas=(0.8,0.9)", "step": 30}
+    )
+    assert fresh["vectors"] == json.loads(raw)["vectors"]
+
+
+def test_export_writes_what_ravine_viz_writes(server: Any, tmp_path: Any) -> None:
+    specs = ["sgd:lr=0.001", "adam:lr=0.1"]
+    q = "surface=beale&steps=40&optimizers=sgd:lr%3D0.001,adam:lr%3D0.1"
+    status, headers, data = request(server, f"/api/export?{q}&format=png")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert 'filename="beale.png"' in headers["Content-Disposition"]
+    expected = plot(run("beale", specs, steps=40), tmp_path / "beale.png")
+    assert data == expected.read_bytes()
+    status, headers, data = request(server, f"/api/export?{q}&format=gif")
+    assert status == 200 and data[:6] == b"GIF89a"
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(data)).n_frames == 20
+    status, _, raw = request(server, f"/api/export?{q}&format=jpg")
+    assert status == 400 and "format='jpg'" in json.loads(raw)["error"]
+
+
+def test_ravine_serve_command_prints_its_url_and_serves() -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ravine", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, line
+        with urllib.request.urlopen(url.group(0) + "api/stats", timeout=30) as resp:
+            assert json.loads(resp.read())["computed"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--port", "70000"], "expected an integer from 0 to 65535"), (["--host", "192.0.2.1"], "")],
+    ids=["port out of range", "not this machine's address"],
+)
+def test_ravine_serve_refuses_bad_addresses(argv: list[str], message: str) -> None:
+    from ravine.cli import main
+
+    err = io.StringIO()
+    old, sys.stderr = sys.stderr, err
+    try:
+        assert main(["serve", *argv]) == 2
+    finally:
+        sys.stderr = old
+    assert "ravine serve: error:" in err.getvalue() and message in err.getvalue()
