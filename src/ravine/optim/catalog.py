@@ -2,9 +2,10 @@
 
 A row gives the registry name, the class, the paper, the torch.optim class with the same rule,
 the hyperparameters the demo and the gallery's surfaces are known to work with, the README's
-notes, when to use it (``ravine optimizers``), and the bench's search space. The registry (``ravine.create``), the demo, the benchmarks,
-the tests and the README's optimizer table read it; adding an optimizer touches its own file and
-one row of :data:`ROWS`.
+notes and when to use it (``ravine optimizers``). The registry (``ravine.create``), the demo,
+the benchmarks, the tests and the README's optimizer table read it; adding an optimizer touches its
+own file and one row of :data:`ROWS`. The bench's search spaces are versioned, so they live in
+their own table (``ravine.bench.spaces``), not here.
 
 Defaults stay in each class's signature (one place for each fact): :attr:`Row.defaults` reads
 them from there.
@@ -101,9 +102,6 @@ class Row:
     notes: str = ""
     # One line for `ravine optimizers` and the docs: the situation this optimizer is made for.
     use_when: str = ""
-    # The bench's search space. None until the bench issue declares one (the bench fills it in;
-    # nothing reads it yet): it is absent, not an empty space.
-    search_space: Mapping[str, Any] | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
