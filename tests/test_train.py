@@ -223,7 +223,7 @@ def test_plateau_schedule_reads_the_monitored_loss():
 def _scripted_fit(monkeypatch, values, es: EarlyStopping, epochs: int = 10):
     """fit with evaluate() replaced by a script of validation losses; snapshots per epoch."""
     it = iter(values)
-    monkeypatch.setattr(ravine.train, "evaluate", lambda *a, **k: (next(it), None))
+    monkeypatch.setattr(ravine.train, "_evaluate", lambda *a, **k: {"loss": next(it)})
     model = _model()
     snaps: dict[int, list[torch.Tensor]] = {}
     h = fit(
@@ -400,7 +400,7 @@ KILL_SCRIPT = textwrap.dedent(
 
     fit(model, opt, (x[:250], y[:250]), (x[250:], y[250:]), batch_size=25, epochs=8,
         scheduler=sched, schedule_every="batch", checkpoint_dir=ckpt_dir, resume=True,
-        callbacks=[report], seed=3)
+        callbacks=[report], seed=3, verbose=0)
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, out)
     """
 )
@@ -699,7 +699,8 @@ def test_bad_arguments(kwargs, match):
     [
         ({"patience": 0}, "patience must be"),
         ({"min_delta": -1.0}, "min_delta must be"),
-        ({"monitor": "val_f1"}, "monitor must be"),
+        ({"monitor": "f1"}, "monitor must be"),
+        ({"monitor": "val_"}, "monitor must be"),
         ({"mode": "up"}, "mode must be"),
     ],
 )

@@ -8,8 +8,10 @@ per batch or per epoch, early stopping on a validation metric ("beautiful free l
 NIPS 2015 tutorial), atomic checkpoints that resume bit-identically, and a non-finite loss guard.
 
 Works with any ``torch.optim.Optimizer`` (ravine's optimizers are ones) and any torch scheduler.
-Data are tensors indexed directly, not a DataLoader: for in-memory sets that is what keeps the
-overhead over a hand-written loop small (see benchmarks/fit_overhead.py).
+In-memory tensors are indexed directly, not through a DataLoader: that keeps the overhead over a
+hand-written loop small (see benchmarks/fit_overhead.py). Datasets, DataLoaders and other
+iterables of batches are accepted too (ravine.batches); callbacks and loggers hook into the loop
+(ravine.callbacks, ravine.loggers).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import os
 import pickle
 import random
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +37,10 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from ravine.batches import Batches, IterableBatches, TensorBatches, Unpack, as_batches
+from ravine.callbacks import Callback, EpochFunction, as_callbacks
 from ravine.data.order import STRATEGIES, curriculum_order, loss_difficulty, shuffled
+from ravine.files import atomic_write
 from ravine.paths import check_output_path
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "History",
     "NonFiniteLossError",
     "NonFiniteParametersError",
+    "Run",
     "RunState",
     "check_checkpoint_dir",
     "evaluate",
@@ -58,6 +64,15 @@ _FORMAT = 2
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[..., torch.Tensor]
+Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Steps between host reads of the loss on an accelerator (fit's sync_every=None). A read waits
+# for the device to drain its queue; every 50 steps that wait is amortized to nothing, and a
+# non-finite loss is still found within 50 steps of where it appeared.
+ACCELERATOR_SYNC_EVERY = 50
+
+# Columns that metrics= may not take (they would shadow fit's own).
+_RESERVED_METRICS = ("loss", "accuracy")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,14 +87,15 @@ class NonFiniteLossError(RuntimeError):
         loss: float,
         epoch: int,
         batch: int,
-        n_batches: int,
+        n_batches: int | None,
         checkpoint: Path | None,
         checkpoint_epoch: int | None,
         history: History,
         parameters: str = "the step was not applied",
     ) -> None:
+        of = "" if n_batches is None else f"/{n_batches}"
         super().__init__(
-            f"non-finite loss ({loss}) at epoch {epoch}, batch {batch}/{n_batches}; {parameters}; "
+            f"non-finite loss ({loss}) at epoch {epoch}, batch {batch}{of}; {parameters}; "
             f"{_last_checkpoint(checkpoint, checkpoint_epoch)}. "
             "Try a smaller learning rate or gradient clipping."
         )
@@ -124,9 +140,10 @@ class CorruptCheckpointError(ValueError):
 class EarlyStopping:
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
-    ``monitor`` is a History series: "val_loss" (default), "val_accuracy" or "train_loss"; mode
-    "min"/"max" defaults to "max" for accuracies. With ``restore_best`` the model ends with the
-    weights of its best epoch.
+    ``monitor`` is a History column: "val_loss" (default), "val_accuracy", "train_loss",
+    "train_accuracy", or "val_<name>"/"train_<name>" for a metric given to fit's ``metrics=``;
+    mode "min"/"max" defaults to "max" for accuracies and "min" otherwise. With
+    ``restore_best`` the model ends with the weights of its best epoch.
     """
 
     patience: int = 5
@@ -140,9 +157,14 @@ class EarlyStopping:
             raise ValueError(f"patience must be an integer >= 1, got {self.patience!r}")
         if not (math.isfinite(self.min_delta) and self.min_delta >= 0):
             raise ValueError(f"min_delta must be a finite number >= 0, got {self.min_delta!r}")
-        if self.monitor not in ("val_loss", "val_accuracy", "train_loss"):
+        if not (
+            isinstance(self.monitor, str)
+            and self.monitor.startswith(("val_", "train_"))
+            and self.monitor not in ("val_", "train_")
+        ):
             raise ValueError(
-                f"monitor must be 'val_loss', 'val_accuracy' or 'train_loss', got {self.monitor!r}"
+                "monitor must be 'val_loss', 'val_accuracy', 'train_loss', 'train_accuracy' or "
+                f"'val_<metric>'/'train_<metric>' for a metric given to fit, got {self.monitor!r}"
             )
         if self.mode is None:
             self.mode = "max" if "accuracy" in self.monitor else "min"
@@ -162,10 +184,14 @@ class EarlyStopping:
 
 @dataclass
 class History:
-    """Per-epoch metrics of a run: plain lists, saved as JSON, plotted with ``plot``.
+    """What a run recorded: per-epoch columns and per-step losses, saved as JSON.
 
-    ``lr`` is the first parameter group's learning rate at the start of each epoch; ``time`` is
-    wall seconds per epoch (training and evaluation).
+    Per epoch: ``train_loss`` (mean over the epoch's examples), ``train_accuracy`` (for
+    class-index targets), ``val_loss`` and ``val_accuracy``, ``lr`` (the first parameter group's
+    learning rate at the start of the epoch), ``time`` (wall seconds, training and evaluation),
+    and ``metrics["train_<name>"]`` / ``metrics["val_<name>"]`` for fit's ``metrics=``. Per
+    step: ``step_loss`` (each optimizer step's training loss, read once per epoch). Files
+    written before these fields existed still load (the new fields start empty).
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -177,6 +203,37 @@ class History:
     steps: int = 0
     best_epoch: int | None = None
     stop_reason: str = "running"
+    train_accuracy: list[float] = field(default_factory=list)
+    step_loss: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def columns(self) -> dict[str, list[float]]:
+        """The per-epoch series that the run recorded, by name (like Keras' history.history).
+
+        Order: epoch, train_loss, train_accuracy, val_loss, val_accuracy, each metric (train,
+        then val), lr, time; series the run did not record are left out.
+        """
+        cols: dict[str, list[Any]] = {
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "train_accuracy": self.train_accuracy,
+            "val_loss": self.val_loss,
+            "val_accuracy": self.val_accuracy,
+        }
+        cols.update(sorted(self.metrics.items(), key=lambda kv: not kv[0].startswith("train_")))
+        cols.update(lr=self.lr, time=self.time)
+        return {k: v for k, v in cols.items() if v}
+
+    def series(self, name: str) -> list[float]:
+        """One per-epoch column by name ("val_loss", "train_f1", ...); [] if not recorded."""
+        if name in self.metrics:
+            return self.metrics[name]
+        value = getattr(self, name, None) if name in _SERIES else None
+        return value if value is not None else []
+
+    def logs(self) -> dict[str, float]:
+        """The last epoch's values of every column but "epoch": what on_epoch_end receives."""
+        return {k: float(v[-1]) for k, v in self.columns().items() if k != "epoch"}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,7 +246,8 @@ class History:
         return json.dumps(self.to_dict(), indent=1)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        _atomic_write(Path(path), lambda f: f.write(self.to_json().encode()))
+        """Write the history as JSON, atomically, with the ordinary file mode (umask applies)."""
+        atomic_write(path, self.to_json().encode())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> History:
@@ -220,70 +278,150 @@ class History:
         return fig
 
 
-def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    """Write via a temp file in the same folder and os.replace: a crash leaves the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself survive a power cut (POSIX)
-        dfd = os.open(path.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+_SERIES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time")
 
 
-def _as_pair(name: str, data: Any) -> Pair:
-    if isinstance(data, torch.utils.data.TensorDataset):
-        data = data.tensors
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+def _check_metrics(metrics: Mapping[str, Metric] | None) -> dict[str, Metric]:
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
         raise ValueError(
-            f"{name} must be an (inputs, targets) pair of tensors or a TensorDataset, "
-            f"got {type(data).__name__}"
+            "metrics must be a mapping {name: f(outputs, targets) -> tensor}, "
+            f"got {type(metrics).__name__}"
         )
-    x, y = data
-    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
-        raise ValueError(f"{name} must hold tensors, got {type(x).__name__}, {type(y).__name__}")
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(
-            f"{name} inputs and targets must be non-empty and of equal length, "
-            f"got {len(x)} and {len(y)}"
-        )
-    return x, y
+    for name, fn in metrics.items():
+        if not (isinstance(name, str) and name.isidentifier()) or name in _RESERVED_METRICS:
+            raise ValueError(
+                f"metrics names must be identifiers other than {_RESERVED_METRICS} (fit records "
+                f"those itself), got {name!r}"
+            )
+        if not callable(fn):
+            raise ValueError(
+                f"metrics[{name!r}] must be a function f(outputs, targets) -> tensor, "
+                f"got {type(fn).__name__}"
+            )
+    return dict(metrics)
+
+
+def _classifies(out: Any, y: torch.Tensor) -> bool:
+    """Class-index targets and one score column per class: accuracy is defined."""
+    return (
+        isinstance(out, torch.Tensor)
+        and not (y.dtype.is_floating_point or y.dtype.is_complex)
+        and out.ndim == 2
+        and out.shape[1] > 1
+        and y.ndim == 1
+    )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    raise ValueError("model has no parameters: there is nothing to train")
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 @torch.no_grad()
-def evaluate(
+def _evaluate(
     model: nn.Module,
-    data: Pair,
-    loss_fn: LossFn = nn.functional.cross_entropy,
-    batch_size: int = 4096,
-) -> tuple[float, float | None]:
-    """Mean loss and, for class-index targets, accuracy of ``model`` (eval mode) on ``data``."""
-    x, y = data
+    data: Batches,
+    loss_fn: LossFn,
+    batch_size: int,
+    device: torch.device,
+    metrics: Mapping[str, Metric],
+) -> dict[str, float]:
+    """Mean loss, accuracy (class-index targets) and metrics of ``model`` in eval mode.
+
+    Loss and accuracy are accumulated on the device and read once; metrics are computed once
+    on the concatenated outputs, so a non-decomposable one (F1, AUC) gets its exact value.
+    """
     was_training = model.training
     model.eval()
-    total, correct = 0.0, 0
-    classify = not y.dtype.is_floating_point
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    classify, n = True, 0
+    outs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
     try:
-        for i in range(0, len(x), batch_size):
-            out = model(x[i : i + batch_size])
-            yb = y[i : i + batch_size]
-            total += float(loss_fn(out, yb)) * len(yb)
-            classify = classify and out.ndim == 2 and out.shape[1] > 1
+        for xb, yb in data.batches(batch_size, None, device):
+            out = model(xb)
+            total += loss_fn(out, yb).double() * len(yb)
+            n += len(yb)
+            classify = classify and _classifies(out, yb)
             if classify:
-                correct += int((out.argmax(1) == yb).sum())
+                correct += (out.argmax(1) == yb).sum()
+            if metrics:
+                outs.append(out)
+                ys.append(yb)
     finally:
         model.train(was_training)
-    return total / len(x), (correct / len(x) if classify else None)
+    if n == 0:
+        raise ValueError("the evaluation data yielded no batches")
+    result = {"loss": total.item() / n}
+    if classify:
+        result["accuracy"] = correct.item() / n
+    if metrics:
+        out_all, y_all = torch.cat(outs), torch.cat(ys)
+        for name, fn in metrics.items():
+            result[name] = float(fn(out_all, y_all))
+    return result
+
+
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+    batch_size: int = 4096,
+    *,
+    metrics: Mapping[str, Metric] | None = None,
+    device: str | torch.device | None = None,
+    unpack: Unpack | None = None,
+    return_dict: bool = False,
+) -> Any:
+    """Mean loss and, for class-index targets, accuracy of ``model`` (eval mode) on ``data``.
+
+    ``data`` is any kind fit accepts (tensors, numpy arrays, a Dataset, a DataLoader, ...);
+    tensors and Datasets are read ``batch_size`` examples at a time, loaders as they batch.
+    Returns ``(loss, accuracy)`` (accuracy None for other targets); with ``return_dict=True``
+    a dict ``{"loss", "accuracy" (if defined), <metric names>}``. ``metrics`` need
+    ``return_dict=True``. ``device``: where to compute (default: the model's device; the model
+    is not moved, so give the device it is on).
+    """
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    checked = _check_metrics(metrics)
+    if checked and not return_dict:
+        raise ValueError("metrics need return_dict=True (the (loss, accuracy) pair has no room)")
+    dev = _model_device(model) if device is None else _as_device(device)
+    source = as_batches(
+        "data", data, batch_size=batch_size, float_dtype=_float_dtype(model), unpack=unpack
+    )
+    result = _evaluate(model, source, loss_fn, batch_size, dev, checked)
+    if return_dict:
+        return result
+    return result["loss"], result.get("accuracy")
+
+
+def _as_device(device: str | torch.device) -> torch.device:
+    """``device`` checked: a torch device that exists here, or ValueError naming it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(
+            f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}: {e}"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available (torch {torch.__version__})")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r}: there are {torch.cuda.device_count()} CUDA devices (0-based)"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r}: MPS is not available")
+    return dev
 
 
 def _rng_state() -> dict[str, Any]:
@@ -316,7 +454,10 @@ _HEADER = len(_MAGIC) + 64 + 1
 
 
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> None:
-    """Write ``checkpoint`` (tensors and plain data) atomically, with a SHA-256 of its bytes."""
+    """Write ``checkpoint`` (tensors and plain data) atomically, with a SHA-256 of its bytes.
+
+    The file gets the ordinary mode (0o666 less the umask), as torch.save's files do.
+    """
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     body = buffer.getbuffer()
@@ -326,7 +467,7 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) ->
         f.write(_MAGIC + digest + b"\n")
         f.write(body)
 
-    _atomic_write(Path(path), write)
+    atomic_write(path, write)
 
 
 def load_checkpoint(
@@ -411,31 +552,49 @@ def _class_name(obj: Any) -> str | None:
     return None if obj is None else f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-@dataclass
-class _Run:
-    """What a run is given and derives once: fixed for its whole length."""
+@dataclass(eq=False)
+class Run:
+    """The run being trained, as callbacks see it (fit builds it; do not construct one).
+
+    Fixed for the whole call: ``model``, ``optimizer``, ``scheduler``, ``loss_fn``, ``metrics``,
+    ``device``, ``epochs`` (the last epoch number), ``batch_size`` (None: the data batch
+    themselves), ``n_batches`` (steps per full epoch; None when the data do not say),
+    ``sync_every``. Changing as it goes: ``history`` (the History being filled), ``epoch``
+    (the current or last epoch, from 1), ``last_loss`` (the most recent loss the host has read,
+    a float, or None) and ``stop_training``: set it to True in any callback hook to end the run
+    after the current batch or epoch.
+    """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler | ReduceLROnPlateau | None
-    x: torch.Tensor
-    y: torch.Tensor
-    val: Pair | None
+    train: Batches
+    val: Batches | None
     loss_fn: LossFn
+    metrics: dict[str, Metric]
+    device: torch.device
     config: dict[str, Any]
     epochs: int
-    batch_size: int
-    n_batches: int
+    batch_size: int | None
+    n_batches: int | None
     full_batch: bool
     schedule_per_batch: bool
     path: Path | None
     # L-BFGS re-evaluates the closure after moving the parameters: snapshot them before its
     # steps (full-batch and rare) so that a non-finite loss leaves the model as it was.
     rollback: bool
+    sync_every: int
+    eval_batch_size: int
+    checkpoint_every: int
+    history: History = field(default_factory=History)
+    epoch: int = 0
+    last_loss: float | None = None
+    stop_training: bool = False
 
     @property
-    def n(self) -> int:
-        return len(self.x)
+    def n(self) -> int | None:
+        """Training examples, when the data say (tensors, Datasets)."""
+        return self.train.n
 
 
 @dataclass
@@ -457,7 +616,7 @@ class RunState:
     hyperparameters: list[dict[str, Any]] = field(default_factory=list)
     last_checkpoint: int | None = None  # epoch of the last checkpoint written or read (not saved)
 
-    def to_checkpoint(self, run: _Run) -> dict[str, Any]:
+    def to_checkpoint(self, run: Run) -> dict[str, Any]:
         return {
             "format": _FORMAT,
             "epoch": self.epoch,
@@ -478,7 +637,7 @@ class RunState:
 
     @classmethod
     def from_checkpoint(
-        cls, ckpt: dict[str, Any], run: _Run, *, override_hyperparameters: bool = False
+        cls, ckpt: dict[str, Any], run: Run, *, override_hyperparameters: bool = False
     ) -> RunState:
         """Check ``ckpt`` against the run first, then restore optimizer, model, scheduler, RNG.
 
@@ -526,7 +685,7 @@ def _check_model(path: Path, model: nn.Module, saved: dict[str, torch.Tensor]) -
 
 
 def _check_resume(
-    ckpt: dict[str, Any], run: _Run, given: list[dict[str, Any]], override: bool
+    ckpt: dict[str, Any], run: Run, given: list[dict[str, Any]], override: bool
 ) -> list[dict[str, Any]]:
     """Raise ValueError if ``ckpt`` cannot continue ``run``; return per-group overrides."""
     path = run.path
@@ -610,13 +769,23 @@ def _check_resume(
 # ------------------------------------------------------------------------------- fit
 
 
+class _Required:
+    """fit's batch_size default: required for tensors and Datasets, None for loaders."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_REQUIRED: Any = _Required()
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    train: Pair | torch.utils.data.TensorDataset,
-    val: Pair | torch.utils.data.TensorDataset | None = None,
+    train: Any,
+    val: Any = None,
     *,
-    batch_size: int | None,
+    batch_size: int | None = _REQUIRED,
     epochs: int,
     loss_fn: LossFn = nn.functional.cross_entropy,
     scheduler: LRScheduler | ReduceLROnPlateau | None = None,
@@ -634,48 +803,101 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     override_hyperparameters: bool = False,
-    progress: bool | None = None,
+    device: str | torch.device | None = None,
+    verbose: Literal["auto", 0, 1, 2] = "auto",
+    metrics: Mapping[str, Metric] | None = None,
+    callbacks: Sequence[Callback | Callable[[int, History], Any]] = (),
+    unpack: Unpack | None = None,
+    sync_every: int | None = None,
     eval_batch_size: int = 4096,
-    callbacks: Sequence[Callable[[int, History], Any]] = (),
+    progress: bool | None = None,
 ) -> History:
     """Train ``model`` with ``optimizer`` on ``train`` for ``epochs`` epochs; return its History.
 
-    batch_size: examples per step; None or >= N is batch gradient descent (one step per epoch on
-        the whole set, in index order since order cannot change a full-batch mean), 1 is
-        stochastic, n is mini-batch (ceil(N / n) steps, the last one smaller).
-    shuffle / seed: a fresh permutation every epoch from a generator seeded by (seed, epoch).
+    train / val: the data, of one of these kinds (ravine.batches), with what resume guarantees:
+
+        * an (inputs, targets) pair of tensors or numpy arrays, or a TensorDataset: moved once
+          to the device and indexed directly (the fast path). Resume is bit-identical.
+        * a map-style Dataset (+ batch_size): fit batches it in its own seeded order through a
+          DataLoader (num_workers=0, pinned memory on CUDA). Resume is bit-identical when the
+          dataset returns the same example for the same index and RNG state (random
+          augmentation drawing from torch's global RNG is fine: fit restores it).
+        * a DataLoader, or any re-iterable of batches (a list, an object whose ``__iter__``
+          gives a fresh iterator): iterated once per epoch as given; leave batch_size out. An
+          interrupted run resumes at the epoch boundary; it is bit-identical when the batches
+          of an epoch depend only on torch's global RNG state (a DataLoader with shuffle=True
+          and no ``generator=``, workers or not) or on nothing (a list). A loader with its own
+          ``generator=``, or data that change between runs, give other batches. An
+          IterableDataset is batched by a DataLoader with ``batch_size``, in its own order.
+        * a one-shot iterator or generator is refused: every epoch iterates the data again.
+
+        A batch is an (inputs, targets) pair, a dict (keys in ravine.batches.INPUT_KEYS and
+        TARGET_KEYS, e.g. "inputs"/"targets", "image"/"label"), or whatever ``unpack(batch) ->
+        (inputs, targets)`` reads. numpy floating arrays take the model's floating dtype.
+    batch_size: examples per step for tensors and Datasets (required for them); None or >= N is
+        batch gradient descent (one step per epoch on the whole set, in index order since order
+        cannot change a full-batch mean), 1 is stochastic, n is mini-batch (ceil(N / n) steps,
+        the last one smaller). Leave it out for loaders, which batch themselves.
+    shuffle / seed: a fresh permutation every epoch from a generator seeded by (seed, epoch)
+        (tensors and Datasets; a loader keeps its own order).
     curriculum: "naive", "mixed" or "combined" (ravine.data.order) instead of shuffling, by
         ``difficulty`` scores (one per example, low = easy; or a function of (model, x, y)); by
-        default each example's loss under the initial model.
+        default each example's loss under the initial model (tensors only: a Dataset needs the
+        scores as a tensor; loaders have no curriculum).
     scheduler: stepped after every optimizer step (schedule_every="batch") or epoch; a
         ReduceLROnPlateau (e.g. ravine.schedules.performance) is stepped per epoch with the
         validation loss (the training loss without ``val``).
     early_stopping: an EarlyStopping; the history records ``best_epoch`` and ``stop_reason``,
-        and with restore_best the model ends (stopped early or not) with its best weights.
+        and with restore_best the model ends (stopped early or completed) with its best weights.
     checkpoint_dir / checkpoint_every / resume: every N epochs (and at the end) the model,
         optimizer, scheduler, RNG states, history and early-stopping state are written atomically
         to checkpoint_dir/checkpoint.pt with a SHA-256 of its bytes; with resume=True a run
-        starts from that file if present and ends bit-identical to an uninterrupted one.
+        starts from that file if present (see the data kinds above for what it guarantees).
     overwrite: without resume, an existing checkpoint is an error (it would be replaced);
         overwrite=True deletes it and starts over.
     override_hyperparameters: on resume the optimizer's class and hyperparameters (its param
         groups when the first run began) must match the checkpoint's, or a ValueError lists
         the differences; True continues with the given values instead (the learning rate of a
         scheduled run cannot be changed this way: the scheduler's state keeps its own).
-    progress: a tqdm bar with loss and lr; None shows it only when stderr is a terminal.
-    callbacks: functions f(epoch, history) called after each epoch.
+    device: where to train: the model is moved there (before its optimizer has state) and every
+        batch too (asynchronously from pinned memory). Default: the device of the model.
+    verbose: 0 silent; 1 a tqdm bar on stderr (steps, loss, lr, epoch metrics); 2 one line per
+        epoch on stdout (train and val loss and accuracy, metrics, lr, seconds), flushed;
+        "auto" is 1 when stderr is a terminal, else 2 (notebooks, CI, nohup, pipes).
+        ``progress`` is its deprecated alias (True: 1, False: 0).
+    metrics: {name: f(outputs, targets) -> 0-d tensor}, recorded per epoch as
+        ``history.metrics["train_<name>"]`` (the example-weighted mean of its per-batch values
+        during the epoch, accumulated on the device) and ``"val_<name>"`` (computed once on all
+        validation outputs, so F1-like metrics are exact). Accuracy is recorded without asking
+        for class-index targets.
+    callbacks: ravine.Callback objects (hooks at train, epoch and batch begin/end; a hook sets
+        ``run.stop_training = True`` to stop: history.stop_reason becomes "callback", the epoch
+        is recorded and checkpointed; a stop mid-epoch skips the rest of that epoch, also on
+        resume) and plain functions f(epoch, history), called after each epoch's checkpoint.
+        Loggers: ravine.loggers.CSVLogger, TensorBoardLogger.
+    sync_every: steps between host reads of the loss (each read waits for the device). None:
+        every step on CPU, where a read waits for nothing, and every 50 steps on accelerators.
+    eval_batch_size: examples per evaluation batch (tensors and Datasets).
 
-    The train and val tensors are moved once to the device of the model's parameters.
+    Per step, fit keeps each loss as a device tensor (history.step_loss, read once per epoch),
+    and accuracy and metric sums on the device: with sync_every > 1 nothing in the loop waits
+    for the device between reads.
 
     A NaN or infinite training loss raises NonFiniteLossError (epoch, batch, last checkpoint,
-    and whether the parameters moved: for L-BFGS, which re-evaluates the loss after moving
-    them, the step is rolled back). Parameters are checked once per epoch, and when a loss is
-    non-finite: a step that writes NaN/Inf from a finite loss is reported at the next loss or
-    at the end of its epoch (NonFiniteParametersError), before any checkpoint holds it.
+    and whether the parameters moved). When the loss is read every step (sync_every=1, the CPU
+    default, and always for L-BFGS) the bad step is not applied (L-BFGS, which re-evaluates
+    the loss after moving the parameters, is rolled back); with sync_every=K the error names
+    the first bad batch within K steps, the steps up to the read having been applied.
+    Parameters are checked once per epoch, and when a loss is non-finite: a step that writes
+    NaN/Inf from a finite loss is reported at the next read loss or at the end of its epoch
+    (NonFiniteParametersError), before any checkpoint holds it.
     """
+    verbose = _check_verbose(verbose, progress)
+    hooks = as_callbacks(callbacks)
+    checked_metrics = _check_metrics(metrics)
     _validate(
         val,
-        batch_size=batch_size,
+        batch_size=None if batch_size is _REQUIRED else batch_size,
         epochs=epochs,
         checkpoint_every=checkpoint_every,
         schedule_every=schedule_every,
@@ -683,16 +905,20 @@ def fit(
         curriculum=curriculum,
         seed=seed,
         early_stopping=early_stopping,
+        metrics=checked_metrics,
         eval_batch_size=eval_batch_size,
+        sync_every=sync_every,
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         overwrite=overwrite,
     )
     run = _prepare(
         model, optimizer, scheduler, train, val, loss_fn, batch_size, epochs, seed, shuffle,
-        curriculum, checkpoint_dir, schedule_every,
+        curriculum, difficulty, checkpoint_dir, schedule_every, device, unpack, checked_metrics,
+        sync_every, eval_batch_size, checkpoint_every,
     )  # fmt: skip
     state = _start(run, resume, override_hyperparameters)
+    run.history = state.history
     if state.history.stop_reason == "early_stopping" or state.epoch >= epochs:
         return state.history
     if curriculum is not None and state.scores is None:
@@ -700,35 +926,89 @@ def fit(
     if overwrite and run.path is not None:
         run.path.unlink(missing_ok=True)  # all checks passed: start over as asked
 
-    bar = None
-    if progress or (progress is None and sys.stderr.isatty()):
-        from tqdm.auto import tqdm
+    if verbose == "auto":
+        verbose = 1 if sys.stderr.isatty() else 2
+    display: list[Callback] = []
+    if verbose == 1:
+        from ravine.callbacks import _ProgressBar
 
-        bar = tqdm(
-            total=epochs * run.n_batches,
-            initial=state.epoch * run.n_batches,
-            unit="step",
-            dynamic_ncols=True,
-            leave=True,
-        )
+        display.append(_ProgressBar(state.epoch))
+    elif verbose == 2:
+        from ravine.callbacks import _EpochLines
+
+        display.append(_EpochLines())
+    functions = [h for h in hooks if isinstance(h, EpochFunction)]
+    hooks = display + [h for h in hooks if not isinstance(h, EpochFunction)]
     state.history.stop_reason = "running"
     try:
-        for epoch in range(state.epoch, epochs):
-            t0 = time.perf_counter()
-            order = _epoch_order(run, state, epoch, curriculum_levels)
-            state.history.lr.append(float(optimizer.param_groups[0]["lr"]))
-            loss_sum = _train_epoch(run, state, epoch, order, bar)
-            stop = _end_epoch(run, state, epoch, loss_sum, early_stopping, eval_batch_size, t0)
-            if stop or (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs:
-                _save(run, state)
-            for callback in callbacks:
-                callback(epoch + 1, state.history)
-            if stop:
-                break
+        _loop(run, state, hooks, functions, early_stopping, curriculum_levels)
     finally:
-        if bar is not None:
-            bar.close()
+        for h in display:
+            h.close()  # type: ignore[attr-defined]
     return state.history
+
+
+def _loop(
+    run: Run,
+    state: RunState,
+    hooks: list[Callback],
+    functions: list[EpochFunction],
+    early_stopping: EarlyStopping | None,
+    curriculum_levels: int,
+) -> None:
+    """Phase 4: the epochs, with the callbacks' hooks around them."""
+    history = state.history
+    for h in hooks:
+        h.on_train_begin(run)
+    for epoch in range(state.epoch, run.epochs):
+        run.epoch = epoch + 1
+        if not run.stop_training:
+            for h in hooks:
+                h.on_epoch_begin(epoch + 1, run)
+        if run.stop_training:  # asked before this epoch's first step: end at the last one
+            history.stop_reason = "callback"
+            _save(run, state)
+            break
+        t0 = time.perf_counter()
+        order = _epoch_order(run, state, epoch, curriculum_levels)
+        history.lr.append(float(run.optimizer.param_groups[0]["lr"]))
+        sums = _train_epoch(run, state, epoch, order, hooks)
+        stop = _end_epoch(run, state, epoch, sums, early_stopping, t0)
+        logs = history.logs()
+        for h in hooks:
+            h.on_epoch_end(epoch + 1, logs, run)
+        if run.stop_training and not stop:
+            stop = True
+            history.stop_reason = "callback"
+        elif stop or epoch + 1 == run.epochs:
+            _finish(run, state, "early_stopping" if stop else "completed")
+        if stop or (epoch + 1) % run.checkpoint_every == 0 or epoch + 1 == run.epochs:
+            _save(run, state)
+        for f in functions:
+            f.after_checkpoint(epoch + 1, history)
+        if stop:
+            break
+    for h in hooks:
+        h.on_train_end(history, run)
+
+
+def _check_verbose(verbose: Any, progress: bool | None) -> Literal["auto", 0, 1, 2]:
+    if progress is not None:
+        warnings.warn(
+            "fit(progress=...) is deprecated: use verbose=1 (bar) or verbose=0 (silent)",
+            PendingDeprecationWarning,
+            stacklevel=3,
+        )
+        if not isinstance(progress, bool):
+            raise ValueError(f"progress must be True, False or None, got {progress!r}")
+        if verbose != "auto":
+            raise ValueError(
+                f"progress={progress!r} and verbose={verbose!r} were both given: use verbose only"
+            )
+        return 1 if progress else 0
+    if isinstance(verbose, bool) or verbose not in ("auto", 0, 1, 2):
+        raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
+    return verbose  # type: ignore[no-any-return]
 
 
 def _validate(
@@ -742,13 +1022,17 @@ def _validate(
     curriculum: str | None,
     seed: int,
     early_stopping: EarlyStopping | None,
+    metrics: dict[str, Metric],
     eval_batch_size: int,
+    sync_every: int | None,
     checkpoint_dir: str | os.PathLike[str] | None,
     resume: bool,
     overwrite: bool,
 ) -> None:
     """Phase 1: every argument that can be checked alone, before any work."""
-    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+    if batch_size is not None and not (
+        isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1
+    ):
         raise ValueError(
             f"batch_size must be an integer >= 1 or None (full batch), got {batch_size!r}"
         )
@@ -766,10 +1050,22 @@ def _validate(
         raise ValueError(f"curriculum must be one of {STRATEGIES} or None, got {curriculum!r}")
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    if early_stopping is not None and early_stopping.monitor.startswith("val") and val is None:
-        raise ValueError(f"early_stopping monitors {early_stopping.monitor!r} but val is None")
+    if early_stopping is not None:
+        monitor = early_stopping.monitor
+        if monitor.startswith("val") and val is None:
+            raise ValueError(f"early_stopping monitors {monitor!r} but val is None")
+        name = monitor.split("_", 1)[1]
+        if name not in ("loss", "accuracy") and name not in metrics:
+            raise ValueError(
+                f"early_stopping monitors {monitor!r}, but metrics has no {name!r} "
+                f"(metrics: {sorted(metrics)})"
+            )
     if not (isinstance(eval_batch_size, int) and eval_batch_size >= 1):
         raise ValueError(f"eval_batch_size must be an integer >= 1, got {eval_batch_size!r}")
+    if sync_every is not None and not (
+        isinstance(sync_every, int) and not isinstance(sync_every, bool) and sync_every >= 1
+    ):
+        raise ValueError(f"sync_every must be an integer >= 1 or None, got {sync_every!r}")
     if checkpoint_dir is None:
         if resume:
             raise ValueError("resume=True needs checkpoint_dir, got None")
@@ -805,53 +1101,107 @@ def _prepare(
     seed: int,
     shuffle: bool,
     curriculum: str | None,
+    difficulty: Any,
     checkpoint_dir: str | os.PathLike[str] | None,
     schedule_every: str,
-) -> _Run:
-    """Phase 2: data checked and moved to the model's device, batch geometry, run settings."""
-    x, y = _as_pair("train", train)
-    val_pair = None if val is None else _as_pair("val", val)
-    device = next(iter(model.parameters())).device
-    x, y = x.to(device), y.to(device)
-    if val_pair is not None:
-        val_pair = (val_pair[0].to(device), val_pair[1].to(device))
-    n = len(x)
-    bs = n if batch_size is None else min(batch_size, n)
-    return _Run(
+    device: str | torch.device | None,
+    unpack: Unpack | None,
+    metrics: dict[str, Metric],
+    sync_every: int | None,
+    eval_batch_size: int,
+    checkpoint_every: int,
+) -> Run:
+    """Phase 2: data checked, model and data on the device, batch geometry, run settings."""
+    current = _model_device(model)
+    target = current if device is None else _as_device(device)
+    dtype = _float_dtype(model)
+    bs = None if batch_size is _REQUIRED else batch_size
+    data = as_batches("train", train, batch_size=bs, float_dtype=dtype, unpack=unpack)
+    val_data = None
+    if val is not None:
+        val_data = as_batches(
+            "val", val, batch_size=eval_batch_size, float_dtype=dtype, unpack=unpack
+        )
+    if data.ordered and batch_size is _REQUIRED:
+        raise ValueError(
+            f"batch_size is required when train is {data.kind}: an integer >= 1 (mini-batch, "
+            "1: stochastic) or None (full batch)"
+        )
+    if isinstance(data, IterableBatches) and bs is not None and not data.batched_by_fit:
+        raise ValueError(
+            f"batch_size must be None (or left out) when train is a "
+            f"{type(data.data).__name__}: it yields its own batches, got batch_size={bs!r}"
+        )
+    if curriculum is not None:
+        if not data.ordered:
+            raise ValueError(
+                f"curriculum={curriculum!r} needs tensors or a Dataset: a "
+                f"{type(getattr(data, 'data', train)).__name__} keeps its own order"
+            )
+        if not isinstance(data, TensorBatches) and not isinstance(difficulty, torch.Tensor):
+            raise ValueError(
+                f"curriculum={curriculum!r} on a Dataset needs difficulty= as a tensor of scores "
+                "(one per example): the default and function forms read tensors"
+            )
+    if target != current:
+        if optimizer.state:
+            raise ValueError(
+                f"device={str(target)!r}: the model is on {current} and its optimizer already "
+                "holds state there; move the model before creating the optimizer (or before its "
+                "first step), or leave device out"
+            )
+        model.to(target)
+        target = _model_device(model)  # "cuda" -> "cuda:0"
+    if isinstance(data, TensorBatches):
+        data = data.to(target)  # once, not per batch: the fast path
+    if isinstance(val_data, TensorBatches):
+        val_data = val_data.to(target)
+    if data.ordered:
+        assert data.n is not None
+        bs = data.n if bs is None else min(bs, data.n)
+    if sync_every is None:
+        sync_every = 1 if target.type == "cpu" else ACCELERATOR_SYNC_EVERY
+    return Run(
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        x=x,
-        y=y,
-        val=val_pair,
+        train=data,
+        val=val_data,
         loss_fn=loss_fn,
+        metrics=metrics,
+        device=target,
         config={"batch_size": bs, "seed": seed, "shuffle": shuffle, "curriculum": curriculum},
         epochs=epochs,
         batch_size=bs,
-        n_batches=math.ceil(n / bs),
-        full_batch=bs == n and curriculum is None,
+        n_batches=data.n_batches(bs),
+        full_batch=data.ordered and bs == data.n and curriculum is None,
         schedule_per_batch=scheduler is not None and schedule_every == "batch",
         path=None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME,
         rollback=isinstance(optimizer, torch.optim.LBFGS),
+        sync_every=sync_every,
+        eval_batch_size=eval_batch_size,
+        checkpoint_every=checkpoint_every,
     )
 
 
-def _start(run: _Run, resume: bool, override: bool) -> RunState:
+def _start(run: Run, resume: bool, override: bool) -> RunState:
     """Phase 3: a fresh state, or the checkpoint's (checked against the run before loading)."""
     if resume and run.path is not None and run.path.exists():
-        device = next(iter(run.model.parameters())).device
-        ckpt = load_checkpoint(run.path, map_location=device)
+        ckpt = load_checkpoint(run.path, map_location=run.device)
         return RunState.from_checkpoint(ckpt, run, override_hyperparameters=override)
     return RunState(hyperparameters=_hyperparameters(run.optimizer))
 
 
-def _difficulty_scores(run: _Run, difficulty: Any, eval_batch_size: int) -> torch.Tensor:
-    if difficulty is None:
-        scores = loss_difficulty(run.model, run.x, run.y, run.loss_fn, eval_batch_size)
-    elif callable(difficulty):
-        scores = torch.as_tensor(difficulty(run.model, run.x, run.y)).detach().double().cpu()
-    else:
+def _difficulty_scores(run: Run, difficulty: Any, eval_batch_size: int) -> torch.Tensor:
+    data = run.train
+    if difficulty is not None and not callable(difficulty):
         scores = torch.as_tensor(difficulty).detach().double().cpu()
+    else:
+        assert isinstance(data, TensorBatches)  # _prepare refused the other kinds
+        if difficulty is None:
+            scores = loss_difficulty(run.model, data.x, data.y, run.loss_fn, eval_batch_size)
+        else:
+            scores = torch.as_tensor(difficulty(run.model, data.x, data.y)).detach().double().cpu()
     if scores.shape != (run.n,):
         raise ValueError(
             f"difficulty must give one score per training example ({run.n}), "
@@ -860,19 +1210,18 @@ def _difficulty_scores(run: _Run, difficulty: Any, eval_batch_size: int) -> torc
     return scores
 
 
-def _epoch_order(run: _Run, state: RunState, epoch: int, levels: int) -> torch.Tensor | None:
-    """This epoch's visiting order (None: index order)."""
-    if run.full_batch:
+def _epoch_order(run: Run, state: RunState, epoch: int, levels: int) -> torch.Tensor | None:
+    """This epoch's visiting order (None: index order, or the loader's own)."""
+    if run.full_batch or not run.train.ordered:
         return None
+    assert run.n is not None
     curriculum = run.config["curriculum"]
     if curriculum is not None:
         assert state.scores is not None
-        order = curriculum_order(state.scores, curriculum, run.config["seed"], epoch, levels=levels)
-    elif run.config["shuffle"]:
-        order = shuffled(run.n, run.config["seed"], epoch)
-    else:
-        return None
-    return order.to(run.x.device)
+        return curriculum_order(state.scores, curriculum, run.config["seed"], epoch, levels=levels)
+    if run.config["shuffle"]:
+        return shuffled(run.n, run.config["seed"], epoch)
+    return None
 
 
 class _BadLoss(Exception):
@@ -894,36 +1243,90 @@ def _params_finite(model: nn.Module) -> bool:
     return bool(torch.stack([n.to(norms[0].device) for n in norms]).isfinite().all())
 
 
+@dataclass
+class _EpochSums:
+    """One epoch's training results, read from the device once."""
+
+    losses: list[float]  # per step, as read
+    sizes: list[int]  # examples per step
+    examples: int
+    correct: int | None  # None: not a classification run
+    metrics: dict[str, float]  # example-weighted sums
+
+
+class _Sums:
+    """Per-step accumulators of an epoch, kept on the device until the host reads them."""
+
+    def __init__(self, run: Run) -> None:
+        self.losses: list[torch.Tensor] = []  # detached 0-d losses, one per step
+        self.read: list[float] = []  # the ones the host has read so far
+        self.sizes: list[int] = []
+        self.correct = torch.zeros((), dtype=torch.int64, device=run.device)
+        self.classify = True
+        self.metrics = {
+            name: torch.zeros((), dtype=torch.float64, device=run.device) for name in run.metrics
+        }
+
+    @torch.no_grad()
+    def add(self, run: Run, loss: torch.Tensor, out: Any, yb: torch.Tensor) -> None:
+        self.losses.append(loss)
+        self.sizes.append(len(yb))
+        self.classify = self.classify and _classifies(out, yb)
+        if self.classify:
+            self.correct += (out.argmax(1) == yb).sum()
+        for name, fn in run.metrics.items():
+            self.metrics[name] += fn(out, yb).detach().double() * len(yb)
+
+    def unread(self) -> list[float]:
+        """Read the losses the host has not seen yet (one wait for the device)."""
+        fresh = self.losses[len(self.read) :]
+        if not fresh:
+            return []
+        values = torch.stack(fresh).double().tolist() if len(fresh) > 1 else [fresh[0].item()]
+        self.read.extend(values)
+        return values
+
+    def result(self) -> _EpochSums:
+        examples = sum(self.sizes)
+        return _EpochSums(
+            losses=self.read,
+            sizes=self.sizes,
+            examples=examples,
+            correct=self.correct.item() if self.classify else None,  # type: ignore[arg-type]
+            metrics={k: v.item() for k, v in self.metrics.items()},
+        )
+
+
 def _train_epoch(
-    run: _Run,
+    run: Run,
     state: RunState,
     epoch: int,
     order: torch.Tensor | None,
-    bar: Any,
-) -> float:
-    """Phase 4: one pass over the training set; returns the sum of per-example losses."""
+    hooks: list[Callback],
+) -> _EpochSums:
+    """One pass over the training set (or up to a callback's stop), accumulated on the device."""
     run.model.train()
-    bs, optimizer = run.batch_size, run.optimizer
-    loss_sum = 0.0
-    last_postfix = 0.0
-    for b in range(run.n_batches):
-        if order is None:
-            xb, yb = run.x[b * bs : (b + 1) * bs], run.y[b * bs : (b + 1) * bs]
-        else:
-            idx = order[b * bs : (b + 1) * bs]
-            xb, yb = run.x[idx], run.y[idx]
-        seen: list[float] = []
+    optimizer = run.optimizer
+    sums = _Sums(run)
+    # Reading the loss in the closure lets fit refuse a bad step before it is applied; it waits
+    # for the device, so it happens only when every step is read anyway (CPU) or for L-BFGS,
+    # which reads its loss itself.
+    check_in_closure = run.sync_every == 1 or run.rollback
+    b = -1
+    for b, (xb, yb) in enumerate(run.train.batches(run.batch_size, order, run.device)):
+        seen: list[Any] = []  # (outputs, loss, value read or None) of each evaluation
 
         # A closure, so that rules which re-evaluate the loss (L-BFGS) work too; the others
         # call it exactly once. A non-finite loss raises before its backward pass.
-        def closure(
-            xb: torch.Tensor = xb, yb: torch.Tensor = yb, seen: list[float] = seen
-        ) -> torch.Tensor:
-            loss = run.loss_fn(run.model(xb), yb)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise _BadLoss(value, len(seen))
-            seen.append(value)
+        def closure(xb: Any = xb, yb: torch.Tensor = yb, seen: list[Any] = seen) -> torch.Tensor:
+            out = run.model(xb)
+            loss = run.loss_fn(out, yb)
+            value = None
+            if check_in_closure:
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise _BadLoss(value, len(seen))
+            seen.append((out.detach(), loss.detach(), value) if not seen else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             return loss
@@ -933,40 +1336,70 @@ def _train_epoch(
             optimizer.step(closure)
         except _BadLoss as bad:
             raise _non_finite_loss(run, state, bad, epoch, b, snapshot) from None
-        value = seen[0]
+        out, loss, value = seen[0]
+        sums.add(run, loss, out, yb)
+        if check_in_closure:
+            sums.read.append(value)
+            run.last_loss = value
+        elif (b + 1) % run.sync_every == 0:
+            _check_read(run, state, epoch, b, sums)
         if run.schedule_per_batch:
             run.scheduler.step()  # type: ignore[union-attr]
-        loss_sum += value * len(yb)
-        if bar is not None:
-            bar.update(1)
-            now = time.monotonic()
-            if now - last_postfix > 0.2:
-                last_postfix = now
-                bar.set_postfix(
-                    epoch=epoch + 1,
-                    loss=f"{value:.4g}",
-                    lr=f"{optimizer.param_groups[0]['lr']:.3g}",
-                    refresh=False,
-                )
+        for h in hooks:
+            h.on_batch_end(state.history.steps + b + 1, loss, run)
+        if run.stop_training:
+            break
+    if b < 0:
+        raise ValueError(f"train yielded no batches in epoch {epoch + 1}")
+    _check_read(run, state, epoch, b, sums)
     if not _params_finite(run.model):
         state.history.stop_reason = "non_finite_loss"
         raise NonFiniteParametersError(
             epoch + 1, _checkpoint_path(run, state), state.last_checkpoint, state.history
         )
-    return loss_sum
+    return sums.result()
 
 
-def _snapshot(run: _Run) -> tuple[list[torch.Tensor], dict[str, Any]]:
+def _check_read(run: Run, state: RunState, epoch: int, b: int, sums: _Sums) -> None:
+    """Read the unread losses; a non-finite one raises, naming the first bad batch."""
+    start = len(sums.read)
+    values = sums.unread()
+    if not values:
+        return
+    run.last_loss = values[-1]
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            first_bad = start + i
+            finite = _params_finite(run.model)
+            parameters = (
+                f"the loss is read every {run.sync_every} steps, so the steps of batches "
+                f"{first_bad + 1} to {b + 1} were applied; the parameters are "
+                f"{'still finite' if finite else 'non-finite'}"
+            )
+            state.history.stop_reason = "non_finite_loss"
+            raise NonFiniteLossError(
+                v,
+                epoch + 1,
+                first_bad + 1,
+                run.n_batches,
+                _checkpoint_path(run, state),
+                state.last_checkpoint,
+                state.history,
+                parameters,
+            )
+
+
+def _snapshot(run: Run) -> tuple[list[torch.Tensor], dict[str, Any]]:
     params = [p.detach().clone() for p in run.model.parameters()]
     return params, copy.deepcopy(run.optimizer.state_dict())
 
 
-def _checkpoint_path(run: _Run, state: RunState) -> Path | None:
+def _checkpoint_path(run: Run, state: RunState) -> Path | None:
     return run.path if state.last_checkpoint is not None else None
 
 
 def _non_finite_loss(
-    run: _Run,
+    run: Run,
     state: RunState,
     bad: _BadLoss,
     epoch: int,
@@ -1010,24 +1443,32 @@ def _non_finite_loss(
 
 
 def _end_epoch(
-    run: _Run,
+    run: Run,
     state: RunState,
     epoch: int,
-    loss_sum: float,
+    sums: _EpochSums,
     early_stopping: EarlyStopping | None,
-    eval_batch_size: int,
     t0: float,
 ) -> bool:
     """Phase 5: record the epoch, evaluate, step the scheduler, early stopping; True to stop."""
     history = state.history
-    history.steps += run.n_batches
+    history.steps += len(sums.losses)
     history.epoch.append(epoch + 1)
-    history.train_loss.append(loss_sum / run.n)
+    history.step_loss.extend(sums.losses)
+    history.train_loss.append(sum(v * n for v, n in zip(sums.losses, sums.sizes)) / sums.examples)
+    if sums.correct is not None:
+        history.train_accuracy.append(sums.correct / sums.examples)
+    for name, total in sums.metrics.items():
+        history.metrics.setdefault(f"train_{name}", []).append(total / sums.examples)
     if run.val is not None:
-        vl, va = evaluate(run.model, run.val, run.loss_fn, eval_batch_size)
-        history.val_loss.append(vl)
-        if va is not None:
-            history.val_accuracy.append(va)
+        result = _evaluate(
+            run.model, run.val, run.loss_fn, run.eval_batch_size, run.device, run.metrics
+        )
+        history.val_loss.append(result["loss"])
+        if "accuracy" in result:
+            history.val_accuracy.append(result["accuracy"])
+        for name in run.metrics:
+            history.metrics.setdefault(f"val_{name}", []).append(result[name])
     scheduler = run.scheduler
     if scheduler is not None and not run.schedule_per_batch:
         if isinstance(scheduler, ReduceLROnPlateau):
@@ -1036,7 +1477,7 @@ def _end_epoch(
             scheduler.step()
     stop = False
     if early_stopping is not None:
-        series = getattr(history, early_stopping.monitor)
+        series = history.series(early_stopping.monitor)
         if not series:
             raise ValueError(
                 f"early_stopping monitors {early_stopping.monitor!r}, "
@@ -1053,14 +1494,17 @@ def _end_epoch(
             stop = state.bad_epochs >= early_stopping.patience
     history.time.append(time.perf_counter() - t0)
     state.epoch = epoch + 1
-    if stop or epoch + 1 == run.epochs:
-        history.stop_reason = "early_stopping" if stop else "completed"
-        if state.best_state is not None:
-            run.model.load_state_dict(state.best_state)
     return stop
 
 
-def _save(run: _Run, state: RunState) -> None:
+def _finish(run: Run, state: RunState, reason: str) -> None:
+    """The run ends (early stopping or its last epoch): the reason, and the best weights."""
+    state.history.stop_reason = reason
+    if state.best_state is not None:
+        run.model.load_state_dict(state.best_state)
+
+
+def _save(run: Run, state: RunState) -> None:
     """Phase 6: the checkpoint, when the run has a checkpoint_dir."""
     if run.path is None:
         return
