@@ -13,6 +13,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("viz", "ravine.cli.viz", "optimizers on 2-D loss surfaces: contours, 3-D, loss, GIF/MP4"),
     ("train", "ravine.cli.train", "train a model on an offline dataset with fit()"),
     ("serve", "ravine.cli.serve", "the playground: a local page where the optimizers race"),
+    ("bench", "ravine.cli.bench", "fair optimizer comparisons: same trials, seeds, one store"),
 ]
 
 

@@ -1,0 +1,235 @@
+"""Fair, budgeted optimizer comparisons: every optimizer gets the same pre-registered trials.
+
+Each (problem, optimizer) is tuned with its one-shot default and K scrambled-Halton trials from
+its versioned search space (seed 0); the configuration with the best validation metric (test is
+never read to choose) and the default are then re-run with S fresh seeds. Runs go to a store
+(SQLite file, or postgresql://... for workers on several machines); kill the command at any
+moment and run it again: finished runs are kept, runs in flight resume from their last epoch.
+
+examples:
+  ravine bench --quick                                   (a few minutes on 2 cores)
+  ravine bench --problems mnist-mlp --optimizers all --seeds 3 --workers 2
+  ravine bench --problems mypkg.problems:my_task --epochs 5 --batch-size 64
+  ravine bench --store postgresql://user@db/ravine --workers 4   (same command on each machine)
+  ravine bench --list                                    (problems and search spaces)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import time
+from typing import Any
+
+QUICK_PROBLEMS = {"digits-mlp": 10, "mnist1d-mlp": 20}  # name -> epochs under --quick
+QUICK_OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
+QUICK_TRIALS, QUICK_SEEDS = 4, 2
+SEED_COMPARISON = "sgd,momentum,nag,adagrad,adadelta,rmsprop,adam"
+
+
+def _positive_int(hi: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer in [1, {hi}], got {text!r}"
+            ) from None
+        if not 1 <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [1, {hi}], got {value}")
+        return value
+
+    return parse
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, 10000], got {text!r}"
+        ) from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 10000], got {value}")
+    return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '20m', '1.5h', '2d' as seconds (> 0, finite)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([smhd]?)\s*", text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 90, 90s, 20m, 1.5h or 2d, got {text!r}"
+        )
+    seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
+    return seconds
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--problems", help="comma-separated problem names or module:function")
+    p.add_argument(
+        "--optimizers",
+        help=f"comma-separated optimizers, 'all' (every one with a search space) or 'seed' "
+        f"({SEED_COMPARISON})",
+    )
+    p.add_argument(
+        "--trials", type=_count, help="K tuning trials per optimizer besides the default (8)"
+    )
+    p.add_argument("--seeds", type=_positive_int(1000), help="S seeds for each finalist (3)")
+    p.add_argument("--workers", type=_positive_int(1024), default=1, help="worker processes (1)")
+    p.add_argument(
+        "--threads", type=_positive_int(1024), help="torch threads per worker (cores / workers)"
+    )
+    p.add_argument("--store", default="results.sqlite", help="SQLite file or postgresql://... URL")
+    p.add_argument("--study", help="study name (default: a digest of the configuration)")
+    p.add_argument(
+        "--schedule", choices=("constant", "cosine", "warmup_cosine"), default="constant"
+    )
+    p.add_argument("--space-version", default=None, help="search space version (the current one)")
+    p.add_argument("--qmc-seed", type=int, default=0, help="seed of the trial list (0)")
+    p.add_argument(
+        "--epochs", type=_positive_int(1_000_000), help="override every problem's epoch budget"
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int(2**31 - 1), default=128, help="user problems (128)"
+    )
+    p.add_argument(
+        "--metric", choices=("val_accuracy", "val_loss"), default="val_accuracy",
+        help="what selection optimises on user problems (val_accuracy)",
+    )  # fmt: skip
+    p.add_argument("--data-dir", help="folder with datasets that need one (cifar10)")
+    p.add_argument("--checkpoint-dir", help="run checkpoints (default: STORE.checkpoints)")
+    p.add_argument("--time-limit", type=parse_duration, help="stop cleanly after this long (20m)")
+    p.add_argument(
+        "--stale-after", type=parse_duration, default=120.0,
+        help="re-claim a run whose heartbeat is older than this (120s)",
+    )  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="the small demo sweep (a few minutes)")
+    p.add_argument("--list", action="store_true", help="print the problems and search spaces")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+def _list() -> None:
+    from ravine.bench import problems, spaces
+
+    print("problems:")
+    for pr in problems.PROBLEMS:
+        extra = f"  ({pr.note})" if pr.note else ""
+        print(
+            f"  {pr.name:18} {pr.dataset:14} {pr.model:9} batch {pr.batch_size:4} "
+            f"epochs {pr.epochs:3}  {pr.metric}{extra}"
+        )
+    print(f"search spaces ({spaces.CURRENT_VERSION}):")
+    for name, space in spaces.SPACES[spaces.CURRENT_VERSION].items():
+        knobs = ", ".join(
+            f"{k.name} in [{k.bounds()[0]:.4g}, {k.bounds()[1]:.4g}]"
+            + (" (1-x log)" if k.scale == "one_minus_log" else " (log)")
+            for k in space.knobs
+        )
+        print(f"  {name:10} {knobs}")
+
+
+def build_sweep(args: argparse.Namespace) -> Any:
+    """The Sweep the arguments describe (ValueError on a bad name, before anything runs)."""
+    from ravine.bench import problems, spaces
+    from ravine.bench.runner import Sweep
+
+    version = args.space_version or spaces.CURRENT_VERSION
+    if args.quick:
+        names = args.problems.split(",") if args.problems else list(QUICK_PROBLEMS)
+        optimizers = args.optimizers or ",".join(QUICK_OPTIMIZERS)
+        k = QUICK_TRIALS if args.trials is None else args.trials
+        seeds = QUICK_SEEDS if args.seeds is None else args.seeds
+    else:
+        if not args.problems:
+            raise ValueError("--problems is required (or --quick); see --list")
+        names = args.problems.split(",")
+        optimizers = args.optimizers or SEED_COMPARISON
+        k = 8 if args.trials is None else args.trials
+        seeds = 3 if args.seeds is None else args.seeds
+    if optimizers == "all":
+        chosen = list(spaces.SPACES[version]) if version in spaces.SPACES else []
+    elif optimizers == "seed":
+        chosen = SEED_COMPARISON.split(",")
+    else:
+        chosen = [o.strip().lower() for o in optimizers.split(",") if o.strip()]
+    chosen_problems = []
+    for name in (n.strip() for n in names if n.strip()):
+        if problems.is_user_problem(name):
+            pr = problems.user_problem(
+                name, batch_size=args.batch_size, epochs=args.epochs or 10, metric=args.metric
+            )
+        else:
+            pr = problems.get(name, data_dir=args.data_dir)
+            epochs = args.epochs or (QUICK_PROBLEMS.get(name) if args.quick else None)
+            pr = pr.with_epochs(epochs)
+        chosen_problems.append(pr)
+    return Sweep(
+        chosen_problems,
+        chosen,
+        k=k,
+        seeds=seeds,
+        schedule=args.schedule,
+        space_version=version,
+        qmc_seed=args.qmc_seed,
+        data_dir=args.data_dir,
+        name=args.study,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        _list()
+        return 0
+    from ravine.bench.runner import run_sweep
+
+    try:
+        sweep = build_sweep(args)
+    except ValueError as e:
+        print(f"ravine bench: {e}", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    print(
+        f"study {sweep.name}: {len(sweep.problems)} problem(s) x {len(sweep.optimizers)} "
+        f"optimizer(s), default + {sweep.k} trials each, finalists x {sweep.seeds} seeds; "
+        f"store {args.store}",
+        file=sys.stderr,
+    )
+    try:
+        counts = run_sweep(
+            sweep,
+            args.store,
+            workers=args.workers,
+            checkpoint_root=args.checkpoint_dir,
+            time_limit=args.time_limit,
+            stale_after=args.stale_after,
+            progress=args.progress,
+            threads=args.threads,
+        )
+    except (ValueError, OSError) as e:
+        print(f"ravine bench: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ravine bench: interrupted; run the same command to continue", file=sys.stderr)
+        return 130
+    elapsed = time.monotonic() - t0
+    left = counts["pending"] + counts["running"]
+    print(
+        f"{counts['finished']} finished, {counts['failed']} failed, {left} left "
+        f"in {elapsed:.0f}s (store {args.store}, study {sweep.name})"
+    )
+    if left:
+        print(
+            "stopped at the time limit: runs in flight stopped at an epoch end; "
+            "run the same command to continue",
+            file=sys.stderr,
+        )
+    return 0
