@@ -1,0 +1,262 @@
+"""ravine.learned: the update rules' invariances, state independence, the meta-gradient against
+finite differences, reproducible and resumable meta-training, weights files, the bundled weights.
+
+The contract every optimizer meets (resume, validation, guard, schedulers...) is the spec matrix's
+(tests/optim_specs.py rows "l2l" and "learned_mlp").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import ravine
+from ravine.gradcheck import gradcheck
+from ravine.learned import L2L, LearnedMLP, meta, nets, tasks
+from ravine.learned import weights as weights_io
+
+KINDS = {"l2l": L2L, "mlp": LearnedMLP}
+
+
+def _record(kind: str, seed: int = 0, **architecture) -> dict:
+    net = nets.build(kind, architecture, seed=seed)
+    with torch.no_grad():  # untrained weights, made less trivial than the initialisation
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)))
+    return weights_io.record(net)
+
+
+def _steps(opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[list[torch.Tensor]]):
+    for gs in grads:
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_permuting_a_tensors_coordinates_permutes_its_updates(kind: str) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    other = torch.randn(5, generator=gen, dtype=torch.float64)
+    perm = torch.randperm(x.numel(), generator=gen)
+    a = [torch.nn.Parameter(x.clone()), torch.nn.Parameter(other.clone())]
+    b = [torch.nn.Parameter(x.reshape(-1)[perm].reshape(4, 6)), torch.nn.Parameter(other.clone())]
+    grads = [
+        [
+            torch.randn(4, 6, generator=gen, dtype=torch.float64),
+            torch.randn(5, generator=gen, dtype=torch.float64),
+        ]
+        for _ in range(4)
+    ]
+    pgrads = [[g.reshape(-1)[perm].reshape(4, 6), h] for g, h in grads]
+    record = _record(kind)
+    _steps(KINDS[kind](a, weights=record), a, grads)
+    _steps(KINDS[kind](b, weights=record), b, pgrads)
+    torch.testing.assert_close(
+        a[0].detach().reshape(-1)[perm].reshape(4, 6), b[0].detach(), rtol=1e-12, atol=1e-14
+    )
+    torch.testing.assert_close(a[1], b[1], rtol=1e-12, atol=1e-14)
+    assert not torch.equal(a[0].detach(), x)  # it moved
+
+
+@pytest.mark.parametrize("impl", ["foreach", "loop"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_tensors_states_never_alias(kind: str, impl: str) -> None:
+    """Two tensors stepped together end exactly as each stepped alone, and no state tensor of
+    one shares memory with the other's (the shared-state slice of AdrienLE's notebook)."""
+    gen = torch.Generator().manual_seed(2)
+    init = [
+        torch.randn(3, 4, generator=gen, dtype=torch.float64),
+        torch.randn(12, generator=gen, dtype=torch.float64),
+    ]
+    grads = [
+        [
+            torch.randn(3, 4, generator=gen, dtype=torch.float64),
+            torch.randn(12, generator=gen, dtype=torch.float64),
+        ]
+        for _ in range(5)
+    ]
+    record = _record(kind)
+    both = [torch.nn.Parameter(t.clone()) for t in init]
+    opt = KINDS[kind](both, weights=record, impl=impl)
+    _steps(opt, both, grads)
+    for i in range(2):
+        alone = [torch.nn.Parameter(init[i].clone())]
+        _steps(KINDS[kind](alone, weights=record, impl=impl), alone, [[gs[i]] for gs in grads])
+        torch.testing.assert_close(alone[0], both[i], rtol=1e-12, atol=1e-14)
+    ptrs = [
+        {s.untyped_storage().data_ptr() for k, s in opt.state[p].items() if k != "step"}
+        for p in both
+    ]
+    assert ptrs[0].isdisjoint(ptrs[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_meta_gradient_of_a_three_step_unroll_matches_central_differences(kind: str) -> None:
+    torch.manual_seed(0)
+    net = nets.build(kind, {"hidden": 4}, seed=3).double()
+    task = tasks.QuadraticTask(dim=3, batch=2)
+    problem = task.sample(5, 3, dtype=torch.float64)
+    weights = dict(net.named_parameters())
+
+    def meta_loss() -> torch.Tensor:
+        # enable_grad: gradcheck evaluates the differences under no_grad, but the unroll takes
+        # the optimizee's gradients with autograd.
+        with torch.enable_grad():
+            return _unroll()
+
+    def _unroll() -> torch.Tensor:
+        theta = {k: v.clone().requires_grad_(True) for k, v in problem.params.items()}
+        state = [v.new_zeros(v.numel(), net.state_size) for v in theta.values()]
+        initial = problem.losses(theta, 0).detach()
+        loss, _, _ = meta.meta_loss_of_unroll(
+            net,
+            weights,
+            problem,
+            theta,
+            state,
+            0,
+            3,
+            initial=initial,
+            loss_clip=1e6,
+            second_order=True,  # the exact meta-gradient (the default drops d g / d phi)
+        )
+        return loss
+
+    # h = 1e-4: the first layer's smallest meta-gradients (~1e-7) drown in rounding at the
+    # default 1e-6 (the error grows as h shrinks: 7e-7 at 1e-4, 2e-5 at 1e-5, 7e-5 at 1e-6).
+    result = gradcheck(meta_loss, net.named_parameters(), max_entries=12, eps=1e-4)
+    assert result.passed, str(result)
+
+
+def _tiny_config(**kw) -> meta.MetaConfig:
+    base = dict(
+        kind="l2l",
+        task="quadratic",
+        task_options={"dim": 4, "batch": 8},
+        architecture={"hidden": 6},
+        iterations=6,
+        horizon=8,
+        unroll=4,
+        meta_lr=0.01,
+        eval_every=3,
+        eval_problems=1,
+        checkpoint_every=2,
+    )
+    return meta.MetaConfig(**{**base, **kw})
+
+
+def _same_record(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if k == "state_dict":
+            assert a[k].keys() == b[k].keys()
+            for name in a[k]:
+                assert torch.equal(a[k][name], b[k][name]), name
+        else:
+            assert a[k] == b[k], k
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_meta_training_is_bit_identical_across_runs_and_across_a_kill(
+    kind: str, tmp_path: Path
+) -> None:
+    config = _tiny_config(kind=kind)
+    first = meta.meta_train(config, tmp_path / "a.pt")
+    second = meta.meta_train(config, tmp_path / "b.pt")
+    _same_record(first.record, second.record)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    # Killed after 3 iterations (the checkpoint holds 2), then the same command again.
+    meta.meta_train(config, tmp_path / "c.pt", stop_after=3)
+    assert not (tmp_path / "c.pt").exists()
+    resumed = meta.meta_train(config, tmp_path / "c.pt")
+    _same_record(first.record, resumed.record)
+    assert first.history == resumed.history
+    loaded = weights_io.load(tmp_path / "c.pt", kind)
+    _same_record(first.record, loaded)
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path) -> None:
+    meta.meta_train(_tiny_config(), tmp_path / "w.pt", stop_after=2)
+    with pytest.raises(ValueError, match="another configuration"):
+        meta.meta_train(_tiny_config(meta_lr=0.02), tmp_path / "w.pt")
+
+
+def test_no_nan_reaches_the_meta_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = meta.meta_loss_of_unroll
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        loss, theta, state = real(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) % 2 else loss), theta, state
+
+    monkeypatch.setattr(meta, "meta_loss_of_unroll", poisoned)
+    result = meta.meta_train(_tiny_config(iterations=3), tmp_path / "w.pt")
+    assert result.skipped == 3
+    for name, value in result.record["state_dict"].items():
+        assert torch.isfinite(value).all(), name
+    # Diverging optimizees (a huge meta learning rate) do not poison it either.
+    monkeypatch.setattr(meta, "meta_loss_of_unroll", real)
+    result = meta.meta_train(_tiny_config(meta_lr=1e3, iterations=4), tmp_path / "x.pt")
+    assert all(torch.isfinite(v).all() for v in result.record["state_dict"].values())
+
+
+@pytest.mark.parametrize(
+    ("kw", "text"),
+    [
+        ({"unroll": 3}, "unroll: 3"),
+        ({"iterations": 0}, "iterations: 0"),
+        ({"meta_lr": -1.0}, "meta_lr: -1.0"),
+        ({"seed": -2}, "seed: -2"),
+    ],
+)
+def test_invalid_meta_config_is_refused_naming_the_field(kw: dict, text: str) -> None:
+    with pytest.raises(ValueError, match=text):
+        _tiny_config(**kw)
+
+
+def test_weights_files_are_checked_and_loaded_without_code(tmp_path: Path) -> None:
+    record = _record("l2l")
+    path = tmp_path / "w.pt"
+    weights_io.save(path, record)
+    net = weights_io.load_network(path, "l2l")
+    assert not any(p.requires_grad for p in net.parameters())
+    with pytest.raises(ValueError, match="holds 'l2l' weights"):
+        weights_io.load(path, "mlp")
+    torch.save({"format": "other"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="format 'other'"):
+        weights_io.load(tmp_path / "bad.pt", "l2l")
+    with pytest.raises(ValueError, match="Invalid weights: 'nope'"):
+        L2L([torch.nn.Parameter(torch.zeros(2))], weights="nope")
+    with pytest.raises(ValueError, match="impl: 'compiled'"):
+        L2L([torch.nn.Parameter(torch.zeros(2))], weights=record, impl="compiled")
+
+
+def test_preprocessing_is_the_papers() -> None:
+    g = torch.tensor([1.0, -1e-3, 1e-6, -1e-6, 0.0], dtype=torch.float64)
+    x = nets.preprocess(g, 10.0)
+    p = 10.0
+    expected = torch.tensor(
+        [
+            [0.0, 1.0],
+            [torch.log(torch.tensor(1e-3, dtype=torch.float64)).item() / p, -1.0],
+            [-1.0, 1e-6 * torch.exp(torch.tensor(p)).item()],
+            [-1.0, -1e-6 * torch.exp(torch.tensor(p)).item()],
+            [-1.0, 0.0],
+        ],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(x, expected)
+
+
+@pytest.mark.parametrize(("name", "kind"), [("l2l", "l2l"), ("learned_mlp", "mlp")])
+def test_registered_with_bundled_weights(name: str, kind: str) -> None:
+    assert weights_io.bundled(kind), f"no bundled {kind} weights"
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = ravine.create(name, [p])
+    assert isinstance(opt, KINDS[kind])
+    total = sum(f.stat().st_size for f in weights_io.BUNDLED_DIR.rglob("*.pt"))
+    assert total <= 100 * 1024, f"bundled weights take {total} bytes"
