@@ -14,6 +14,8 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("train", "ravine.cli.train", "train a model on an offline dataset with fit()"),
     ("serve", "ravine.cli.serve", "the playground: a local page where the optimizers race"),
     ("bench", "ravine.cli.bench", "fair optimizer comparisons: same trials, seeds, one store"),
+    ("meta-train", "ravine.cli.meta_train", "meta-train a learned optimizer (L2L LSTM, MLP)"),
+    ("meta-eval", "ravine.cli.meta_eval", "learned optimizers vs tuned SGD/NAG/RMSprop/Adam"),
 ]
 
 

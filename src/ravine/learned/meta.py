@@ -47,7 +47,15 @@ from ravine.learned import weights as weights_io
 from ravine.learned.nets import LearnedNetwork, build
 from ravine.learned.tasks import Problem, make_task
 
-__all__ = ["MetaConfig", "MetaResult", "meta_loss_of_unroll", "meta_train", "run_network"]
+__all__ = [
+    "PRESETS",
+    "MetaConfig",
+    "MetaResult",
+    "meta_loss_of_unroll",
+    "meta_train",
+    "preset",
+    "run_network",
+]
 
 # Problem seeds: training iteration i of run seed s draws seed s * _STRIDE + i; held-out
 # problems are drawn from _HELD_OUT + k and test problems (meta-eval) from _TEST + k.
@@ -312,3 +320,20 @@ def meta_train(
     if state["iteration"] == config.iterations:
         weights_io.save(out, record)
     return MetaResult(record, state["history"], state["skipped"], state["seconds"])
+
+
+# The bundled weights: (kind, task) -> the configuration ``ravine meta-train`` runs for them and
+# the name they are bundled under (ravine/learned/weights/<kind>/<name>.pt).
+PRESETS: dict[tuple[str, str], MetaConfig] = {
+    ("l2l", "quadratic"): MetaConfig(
+        kind="l2l", task="quadratic", iterations=300, meta_lr=0.01, eval_every=25
+    ),
+}
+
+
+def preset(kind: str, task: str) -> MetaConfig:
+    """The bundled configuration of ``kind`` on ``task``; ValueError lists those that exist."""
+    if (kind, task) not in PRESETS:
+        known = ", ".join(f"{k} on {t}" for k, t in PRESETS)
+        raise ValueError(f"no preset for kind {kind!r} on task {task!r} (presets: {known})")
+    return PRESETS[(kind, task)]
