@@ -443,16 +443,20 @@ def test_a_valid_state_dict_still_round_trips(name: str) -> None:
     _assert_same(opt.state_dict(), saved)
 
 
-def test_torch_adams_state_dict_is_refused_naming_the_state() -> None:
+def test_torch_adams_state_dict_loads_with_its_state_renamed() -> None:
+    """torch.optim's names map to ravine's (tests/test_torch_format.py checks every rule)."""
     params = [_param(2, 3)]
     theirs = torch.optim.Adam(params, lr=0.1)
     params[0].grad = torch.ones(2, 3, dtype=torch.float64)
     theirs.step()
     opt = ravine.Adam(params, lr=0.1)
+    opt.load_state_dict(theirs.state_dict())
+    assert set(opt.state[params[0]]) == {"step", "m", "v"}
+    # in a ravine-format dict (it has the "ravine" record) torch's names are refused
+    mixed = {**opt.state_dict(), "state": theirs.state_dict()["state"]}
     text = "unexpected state 'exp_avg' for parameter 0 of group 0; ravine.Adam keeps m, v"
     with pytest.raises(ValueError, match=re.escape(text)):
-        opt.load_state_dict(theirs.state_dict())
-    assert not opt.state
+        opt.load_state_dict(mixed)
 
 
 def test_a_pre_hook_can_adapt_a_dict_before_the_check() -> None:

@@ -18,6 +18,7 @@ from ravine.optim.registry import create, get, names, register
 from ravine.optim.rmsprop import RMSprop
 from ravine.optim.rprop import Rprop
 from ravine.optim.sgd import NAG, SGD, Momentum
+from ravine.optim.torch_format import to_torch_state_dict
 from ravine.optim.wrappers import LBFGS, GradientNoise, Lookahead, Ranger, TransformGradients
 
 Nadam = NAdam
@@ -58,4 +59,5 @@ __all__ = [
     "get",
     "names",
     "register",
+    "to_torch_state_dict",
 ]

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ravine.optim.base import Optimizer
 from ravine.optim.hyperparameters import NONNEGATIVE, POSITIVE, UNIT, Kind
+from ravine.optim.torch_format import TorchCounterpart
 from ravine.tensorlist import TL
 
 
@@ -30,6 +31,7 @@ class Adadelta(Optimizer):
         "rho": UNIT,
         "eps": POSITIVE,
     }
+    torch_counterpart = TorchCounterpart(("Adadelta",), {"Eg2": "square_avg", "Edx2": "acc_delta"})
 
     def __init__(
         self,

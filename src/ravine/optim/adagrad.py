@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ravine.optim.base import Optimizer
 from ravine.optim.hyperparameters import NONNEGATIVE, POSITIVE, Kind
+from ravine.optim.torch_format import TorchCounterpart
 from ravine.tensorlist import TL
 
 
@@ -33,6 +34,7 @@ class Adagrad(Optimizer):
         "initial_accumulator_value": NONNEGATIVE,
         "eps": POSITIVE,
     }
+    torch_counterpart = TorchCounterpart(("Adagrad",))
 
     def __init__(
         self,

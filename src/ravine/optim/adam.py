@@ -18,8 +18,11 @@ from ravine.optim.hyperparameters import (
     OrNone,
     Reals,
 )
+from ravine.optim.torch_format import TorchCounterpart
 from ravine.tensorlist import TL
 
+# ravine's state names -> torch.optim.Adam's (the Adam family's checkpoints, both ways)
+ADAM_STATE = {"m": "exp_avg", "v": "exp_avg_sq", "v_max": "max_exp_avg_sq"}
 ADAM_KINDS: dict[str, Kind] = {
     "lr": NONNEGATIVE,
     "betas": Reals(UNIT_OPEN_HIGH, 2),
@@ -71,6 +74,7 @@ class Adam(Optimizer):
         "amsgrad": FLAG,
         "decoupled_weight_decay": FLAG,
     }
+    torch_counterpart = TorchCounterpart(("Adam", "AdamW"), ADAM_STATE)
 
     def __init__(
         self,
@@ -130,6 +134,13 @@ class AMSGrad(Optimizer):
     state_names = ("m", "v", "v_max")
     paper = "Reddi, Kale & Kumar 2018, ICLR, arXiv:1904.09237"
     hyperparameter_kinds: ClassVar[dict[str, Kind]] = {**ADAM_KINDS, "debias": FLAG}
+    # torch.optim.Adam(amsgrad=True) is debias=True (the paper's debias=False has no torch form).
+    torch_counterpart = TorchCounterpart(
+        ("Adam",),
+        ADAM_STATE,
+        requires={"amsgrad": True, "decoupled_weight_decay": False},
+        implied={"debias": True},
+    )
 
     def __init__(
         self,
@@ -175,6 +186,9 @@ class AdamW(Adam):
 
     weight_decay_mode = "decoupled"
     paper = "Loshchilov & Hutter 2019, arXiv:1711.05101"
+    torch_counterpart = TorchCounterpart(
+        ("AdamW", "Adam"), ADAM_STATE, requires={"decoupled_weight_decay": True}
+    )
 
     def __init__(
         self,
@@ -202,6 +216,7 @@ class AdaMax(Optimizer):
     state_names = ("m", "u")
     paper = "Kingma & Ba 2015, arXiv:1412.6980 (section 7.1)"
     hyperparameter_kinds: ClassVar[dict[str, Kind]] = ADAM_KINDS
+    torch_counterpart = TorchCounterpart(("Adamax",), {"m": "exp_avg", "u": "exp_inf"})
 
     def __init__(
         self,
@@ -287,6 +302,23 @@ class NAdam(Optimizer):
         "momentum_decay": OrNone(NONNEGATIVE),
         "decoupled_weight_decay": FLAG,
     }
+    # torch keeps the running product of mu_t per parameter; ravine derives it from t.
+    torch_counterpart = TorchCounterpart(
+        ("NAdam",),
+        ADAM_STATE,
+        derived={
+            "mu_product": lambda group, t: nadam_mu_product(
+                group["betas"][0], group["momentum_decay"], t
+            )
+        },
+        check=lambda opt, group: (
+            "momentum_decay=None (the survey's form) has no torch.optim.NAdam equivalent, "
+            "whose momentum schedule is mu_t = b1 (1 - 0.5 * 0.96^(t psi)); use "
+            "momentum_decay=4e-3 (torch's default) to match it"
+            if group.get("momentum_decay") is None
+            else None
+        ),
+    )
 
     def __init__(
         self,

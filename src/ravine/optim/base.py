@@ -56,6 +56,15 @@ from ravine.optim.hyperparameters import (  # noqa: F401
     check_hyperparameters,
     checked_count,
 )
+from ravine.optim.torch_format import (
+    TorchCounterpart,
+    check_format,
+    from_torch,
+    is_torch_state_dict,
+    register,
+    to_torch,
+)
+from ravine.optim.torch_format import group_lists as _group_lists
 from ravine.optim.transforms import GradientNoise, GradientTransform  # GradientTransform: re-export
 from ravine.tensorlist import TL
 
@@ -195,10 +204,14 @@ class Optimizer(torch.optim.Optimizer):
     # makes them compile-time constants instead of tensors (booleans and None always are).
     static_hyperparameters: ClassVar[tuple[str, ...]] = ()
     paper: ClassVar[str] = ""
+    # The torch.optim class with this rule and how its state dicts map to this class's
+    # (ravine.optim.torch_format); None where torch.optim has none.
+    torch_counterpart: ClassVar[TorchCounterpart | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         wrap_step(cls)
+        register(cls)
 
     @property
     def impl(self) -> str:
@@ -412,18 +425,29 @@ class Optimizer(torch.optim.Optimizer):
         self.engine.zero_grad(self, set_to_none)
 
     # -- state_dict ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, format: str = "ravine") -> dict[str, Any]:
+        """torch.optim's state dict with ravine's state names and a ``"ravine"`` record (the
+        class, ``skipped_steps``, the gradient transforms' state); ``format="torch"`` gives the
+        state dict of the torch.optim class with the same rule instead, which it loads and
+        continues from exactly (see :mod:`ravine.optim.torch_format`; ValueError where torch
+        has no such class or setting)."""
+        check_format(format)
         state = self.engine.state_dict(super().state_dict())
         state["ravine"] = {
             "optimizer": type(self).__name__,
             "skipped_steps": self.skipped_steps,
             "grad_transforms": [tr.state_dict() for tr in self.grad_transforms],
         }
-        return state
+        return to_torch(self, state) if format == "torch" else state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch.optim's, after :meth:`validate_state_dict` checked the whole dict: on an error
-        nothing has changed. Load-state-dict pre-hooks run once, before the check."""
+        nothing has changed. Load-state-dict pre-hooks run once, before the check.
+
+        Also loads the state dict of the torch.optim class with the same rule
+        (``torch.optim.Adam(...).state_dict()`` into ``ravine.Adam``): its state names, step
+        tensors and param_group keys are mapped to ravine's first (see
+        :mod:`ravine.optim.torch_format`), and the run continues as torch's would have."""
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         state_dict = state_dict.copy()
@@ -432,6 +456,8 @@ class Optimizer(torch.optim.Optimizer):
             result = hook(self, state_dict)
             if result is not None:
                 state_dict = result
+        if is_torch_state_dict(state_dict):
+            state_dict = from_torch(self, state_dict)
         checked = self.validate_state_dict(state_dict)
         extra = state_dict.get("ravine", {})
         for transform, saved in zip(self.grad_transforms, extra.get("grad_transforms", [])):
@@ -455,8 +481,11 @@ class Optimizer(torch.optim.Optimizer):
         number and sizes of the groups, every group's hyperparameters (the constructor's
         checks), each parameter's state names, the shapes and dtypes of its state tensors and
         its step count, and the ravine extras. Raises ValueError naming group, parameter and
-        field.
+        field. A state dict in torch.optim's format is mapped to ravine's first
+        (:func:`ravine.optim.torch_format.from_torch`).
         """
+        if is_torch_state_dict(state_dict):
+            state_dict = from_torch(self, state_dict)
         return _validate_state_dict(self, state_dict)
 
 
@@ -484,31 +513,6 @@ def check_state_tensor(where: str, value: Any, p: Tensor, finite: bool = True) -
         raise ValueError(f"Invalid {where}: dtype {value.dtype} (expected {expected} dtype)")
     if finite and value.numel() and not bool(torch.isfinite(value).all()):
         raise ValueError(f"Invalid {where}: it holds NaN or Inf")
-
-
-def _group_lists(state_dict: Any, n_groups: int, sizes: list[int], who: str) -> list[Any]:
-    """The state_dict's param_groups, after checking their number and sizes."""
-    if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
-        raise ValueError(
-            f"not an optimizer state_dict for {who} (expected a dict with 'state' and "
-            "'param_groups')"
-        )
-    groups = state_dict["param_groups"]
-    if not isinstance(groups, list) or not all(
-        isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
-    ):
-        raise ValueError("Invalid param_groups: expected a list of dicts with a 'params' list")
-    if len(groups) != n_groups:
-        raise ValueError(
-            f"state_dict has {len(groups)} parameter groups; this {who} has {n_groups}"
-        )
-    for gi, (saved, size) in enumerate(zip(groups, sizes)):
-        if len(saved["params"]) != size:
-            raise ValueError(
-                f"group {gi} of the state_dict has {len(saved['params'])} parameters; "
-                f"group {gi} of this {who} has {size}"
-            )
-    return groups
 
 
 def _validate_state_dict(opt: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:

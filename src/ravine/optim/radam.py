@@ -8,9 +8,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ravine.optim.adam import ADAM_KINDS, update_moments
+from ravine.optim.adam import ADAM_KINDS, ADAM_STATE, update_moments
 from ravine.optim.base import Optimizer
 from ravine.optim.hyperparameters import FLAG, Interval, Kind
+from ravine.optim.torch_format import TorchCounterpart
 from ravine.tensorlist import TL
 
 
@@ -80,6 +81,8 @@ class RAdam(Optimizer):
         "rho_threshold": Interval(4),
         "decoupled_weight_decay": FLAG,
     }
+    # torch.optim.RAdam switches to the rectified step at rho_t > 5.
+    torch_counterpart = TorchCounterpart(("RAdam",), ADAM_STATE, implied={"rho_threshold": 5.0})
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ravine.optim.base import Optimizer
 from ravine.optim.hyperparameters import FLAG, NONNEGATIVE, POSITIVE, UNIT, Kind
+from ravine.optim.torch_format import TorchCounterpart
 from ravine.tensorlist import TL
 
 
@@ -34,6 +35,7 @@ class RMSprop(Optimizer):
         "momentum": NONNEGATIVE,
         "centered": FLAG,
     }
+    torch_counterpart = TorchCounterpart(("RMSprop",), {"v": "square_avg", "g_avg": "grad_avg"})
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ravine.optim.base import Optimizer
 from ravine.optim.hyperparameters import NONNEGATIVE, POSITIVE, Interval, Kind, Reals
+from ravine.optim.torch_format import TorchCounterpart
 from ravine.tensorlist import TL
 
 
@@ -34,6 +35,7 @@ class Rprop(Optimizer):
         # An infinite largest step size is allowed: it means no upper clamp.
         "step_sizes": Reals(Interval(0, allow_inf=True), 2),
     }
+    torch_counterpart = TorchCounterpart(("Rprop",))
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from ravine.optim.hyperparameters import (
     Kind,
     check_hyperparameter,
 )
+from ravine.optim.torch_format import TorchCounterpart
 from ravine.tensorlist import TL
 
 
@@ -44,6 +45,7 @@ class SGD(Optimizer):
         "dampening": UNIT,
         "nesterov": FLAG,
     }
+    torch_counterpart = TorchCounterpart(("SGD",), step=False)
 
     def __init__(
         self,
@@ -126,6 +128,19 @@ class Momentum(SGD):
 NAG_FORMS = ("lookahead", "sutskever")
 
 
+def _nag_torch_form(form: str, group: dict[str, Any]) -> str | None:
+    """Why a NAG group has no torch.optim.SGD form, or None: torch's nesterov=True is
+    form="lookahead" (gradient at the parameters, which hold the look-ahead point)."""
+    if form != "lookahead":
+        return (
+            f"NAG(form={form!r}) evaluates the gradient at the look-ahead point, which "
+            "torch.optim.SGD never does: its nesterov=True is NAG(form='lookahead')"
+        )
+    if not group.get("nesterov"):
+        return "nesterov=False: that is torch.optim.SGD's plain momentum (ravine.Momentum)"
+    return None
+
+
 class NAG(SGD):
     """Nesterov accelerated gradient, in two equivalent forms (``form=``).
 
@@ -146,6 +161,9 @@ class NAG(SGD):
     """
 
     paper = "Nesterov 1983; Sutskever et al. 2013 (ICML), 'On the importance of initialization...'"
+    torch_counterpart = TorchCounterpart(
+        ("SGD",), step=False, check=lambda opt, group: _nag_torch_form(opt.form, group)
+    )
 
     def __init__(
         self,

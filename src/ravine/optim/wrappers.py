@@ -47,6 +47,7 @@ from ravine.optim.hyperparameters import (
     checked_count,
 )
 from ravine.optim.radam import RAdam
+from ravine.optim.torch_format import check_format
 from ravine.optim.transforms import NOISE_PAPER, GradientNoise, GradientTransform  # noqa: F401
 
 LOOKAHEAD_PAPER = (
@@ -280,7 +281,10 @@ class Lookahead(_Wrapper):
             self.synchronize()  # re-checks the layout: the inner step may have rebuilt it
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, format: str = "ravine") -> dict[str, Any]:
+        """The inner optimizer's state dict under ``"inner"``, the slow weights under
+        ``"lookahead"``; ``format="torch"`` is refused (torch.optim has no Lookahead)."""
+        _refuse_torch_format(self, format)
         index = {p: i for i, p in enumerate(self._params())}
         slow = {index[p]: s["slow_param"] for p, s in self.state.items() if "slow_param" in s}
         return {
@@ -442,7 +446,10 @@ class TransformGradients(_Wrapper):
                 p.grad = g
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, format: str = "ravine") -> dict[str, Any]:
+        """The inner optimizer's state dict and the transforms' states; ``format="torch"`` is
+        refused (torch.optim runs no gradient transforms)."""
+        _refuse_torch_format(self, format)
         return {
             "inner": self.optimizer.state_dict(),
             "grad_transforms": [tr.state_dict() for tr in self.transforms],
@@ -472,6 +479,17 @@ class TransformGradients(_Wrapper):
         self.optimizer.load_state_dict(state_dict["inner"])
         for transform, s in zip(self.transforms, saved):
             transform.load_state_dict(s)
+
+
+def _refuse_torch_format(wrapper: _Wrapper, format: str) -> None:
+    """A wrapper's state has no torch.optim form: say so, and what can be exported."""
+    check_format(format)
+    if format == "torch":
+        raise ValueError(
+            f"state_dict(format='torch'): torch.optim has no {type(wrapper).__name__}; the "
+            "inner optimizer's state exports alone (wrapper.optimizer.state_dict(format="
+            f"'torch')), without the {type(wrapper).__name__}'s own state"
+        )
 
 
 class LBFGS(torch.optim.LBFGS):
@@ -544,8 +562,17 @@ class LBFGS(torch.optim.LBFGS):
         param_group.update({k: group[k] for k in LBFGS_KINDS if k in param_group})
         super().add_param_group(param_group)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, format: str = "ravine") -> dict[str, Any]:
+        """torch's, with a ``"ravine"`` record of the class and ravine's step counter;
+        ``format="torch"`` gives torch.optim.LBFGS's own (which this class also loads)."""
+        check_format(format)
         state = super().state_dict()
+        if format == "torch":
+            state["state"] = {
+                k: {n: v for n, v in entry.items() if n != "ravine_steps"}
+                for k, entry in state["state"].items()
+            }
+            return state
         state["ravine"] = {"optimizer": type(self).__name__}
         return state
 
