@@ -11,7 +11,9 @@ Example::
 __version__ = "0.1.0"
 
 from ravine import data, models, schedules
+from ravine.callbacks import Callback
 from ravine.gradcheck import GradcheckResult, gradcheck
+from ravine.loggers import CSVLogger, TensorBoardLogger
 from ravine.optim import (
     LBFGS,
     NAG,
@@ -51,6 +53,7 @@ from ravine.train import (
     History,
     NonFiniteLossError,
     NonFiniteParametersError,
+    evaluate,
     fit,
 )
 
@@ -70,6 +73,8 @@ __all__ = [
     "AdamW",
     "Adamax",
     "AggMo",
+    "CSVLogger",
+    "Callback",
     "CorruptCheckpointError",
     "DelayTolerantAdagrad",
     "EarlyStopping",
@@ -90,9 +95,11 @@ __all__ = [
     "RMSprop",
     "Ranger",
     "Rprop",
+    "TensorBoardLogger",
     "TransformGradients",
     "create",
     "data",
+    "evaluate",
     "fit",
     "gradcheck",
     "models",

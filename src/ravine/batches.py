@@ -253,17 +253,23 @@ def as_batches(
                 f"got shapes {tuple(x.shape)} and {tuple(y.shape)}"
             )
         return TensorBatches(x, y)
-    if isinstance(data, (tuple, list)) and not _is_batch_list(data):
-        if len(data) == 2:
+    if isinstance(data, (tuple, list)) and unpack is None:
+        bad = next((i for i, b in enumerate(data) if not _is_batch(b)), None)
+        if bad is not None and len(data) == 2:
             a, b = data
             raise ValueError(
                 f"{name} must hold tensors or numpy arrays, got {type(a).__name__}, "
                 f"{type(b).__name__}"
             )
-        raise ValueError(
-            f"{name} must be an (inputs, targets) pair of tensors or numpy arrays, or a list of "
-            f"(inputs, targets) batches, got {_describe(data)}"
-        )
+        if bad is not None or not data:
+            got = "an empty list" if not data else f"item {bad} is {_describe(data[bad])}"
+            raise ValueError(
+                f"{name} must be an (inputs, targets) pair of tensors or numpy arrays, or a list "
+                f"of (inputs, targets) batches (or pass unpack=), got {type(data).__name__} "
+                f"whose {got}"
+                if data
+                else f"{name} is {got}: expected batches"
+            )
     if isinstance(data, IterableDataset):
         if batch_size is None:
             raise ValueError(
@@ -292,6 +298,6 @@ def as_batches(
     return IterableBatches(data, name, unpack)
 
 
-def _is_batch_list(data: tuple[Any, ...] | list[Any]) -> bool:
-    """A list of batches, as opposed to a malformed (inputs, targets) pair."""
-    return len(data) > 0 and all(isinstance(b, (tuple, list, dict)) for b in data)
+def _is_batch(batch: Any) -> bool:
+    """A batch as fit reads it without unpack=: a dict, or an (inputs, targets) pair."""
+    return isinstance(batch, dict) or (isinstance(batch, (tuple, list)) and len(batch) == 2)

@@ -1124,8 +1124,8 @@ def _prepare(
         )
     if data.ordered and batch_size is _REQUIRED:
         raise ValueError(
-            f"batch_size is required when train is {data.kind}: an integer >= 1 (mini-batch, "
-            "1: stochastic) or None (full batch)"
+            f"batch_size is required when train is a {type(train).__name__}: an integer >= 1 "
+            "(mini-batch; 1: stochastic) or None (full batch)"
         )
     if isinstance(data, IterableBatches) and bs is not None and not data.batched_by_fit:
         raise ValueError(
