@@ -440,7 +440,7 @@ def execute(
             seed=row["seed"],
             checkpoint_dir=folder,
             resume=True,
-            progress=False,
+            verbose=0,
             callbacks=[on_epoch],
         )
     except _Stop:
