@@ -26,7 +26,13 @@ import pytest
 import torch
 
 from ravine.serve import running
-from ravine.serve.playground import MAX_STEPS, PREVIEW_STEPS, Playground, spec_text
+from ravine.serve.playground import (
+    MAX_STEPS,
+    PREVIEW_STEPS,
+    PREVIEW_WORK,
+    Playground,
+    spec_text,
+)
 from ravine.viz import parse_specs, plot, run
 from ravine.viz.gallery import CLASSIC
 
@@ -59,7 +65,9 @@ def trajectories(srv: Any, **body: Any) -> list[dict[str, Any]]:
 
 
 def full_runs(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted((x for x in lines if "index" in x and not x["partial"]), key=lambda x: x["index"])
+    return sorted(
+        (x for x in lines if "points" in x and not x["partial"]), key=lambda x: x["index"]
+    )
 
 
 CASES = [
@@ -109,7 +117,9 @@ def test_diverged_and_escaped_runs_are_marked(server: Any) -> None:
 
 def test_preview_is_an_exact_prefix_then_done_carries_the_command(server: Any) -> None:
     specs = ["adam:lr=0.01,betas=(0.8,0.99)", "sgd:lr=0.0011"]
-    lines = trajectories(server, surface="beale", optimizers=specs, steps=3 * PREVIEW_STEPS)
+    steps = PREVIEW_WORK // len(specs)  # just enough work for a preview
+    assert steps > 2 * PREVIEW_STEPS
+    lines = trajectories(server, surface="beale", optimizers=specs, steps=steps)
     previews = [x for x in lines if x.get("partial")]
     fulls = full_runs(lines)
     assert len(previews) == 2 and lines.index(previews[-1]) < lines.index(fulls[0])
@@ -123,7 +133,7 @@ def test_preview_is_an_exact_prefix_then_done_carries_the_command(server: Any) -
 
     args = build_parser("viz").parse_args(argv[1:])
     assert [spec_text(s) for s in parse_specs(args.optimizers)] == specs
-    assert (args.surface, args.steps, args.start) == ("beale", 3 * PREVIEW_STEPS, None)
+    assert (args.surface, args.steps, args.start) == ("beale", steps, None)
 
 
 def _bad_trajectories(**changes: Any) -> dict[str, Any]:
@@ -131,37 +141,53 @@ def _bad_trajectories(**changes: Any) -> dict[str, Any]:
 
 
 ERRORS = [
-    ("negative lr", _bad_trajectories(optimizers=["adam:lr=-1"]), 400, "Invalid lr: -1"),
-    ("unknown hyperparameter", _bad_trajectories(optimizers=["adam:lrr=1"]), 400, "'lr'?"),
-    ("unknown optimizer", _bad_trajectories(optimizers=["adamm"]), 400, "did you mean 'adam'"),
-    ("unknown surface", _bad_trajectories(surface="bael"), 400, "is not a known surface"),
-    ("bad formula", _bad_trajectories(surface="expr:x^^2"), 400, "not a valid formula"),
-    ("formula too long", _bad_trajectories(surface="expr:" + "x+" * 600 + "y"), 400, "characters"),
+    ("unknown surface", _bad_trajectories(surface="bael"), "is not a known surface"),
+    ("bad formula", _bad_trajectories(surface="expr:x^^2"), "not a valid formula"),
+    ("formula too long", _bad_trajectories(surface="expr:" + "x+" * 600 + "y"), "characters"),
     (
         "formula too complex",
         _bad_trajectories(surface="expr:" + "+".join(["x*y"] * 150)),
-        400,
         "too complex",
     ),
-    ("forbidden formula", _bad_trajectories(surface="expr:__import__('os')"), 400, "not allowed"),
-    ("no steps", _bad_trajectories(steps=0), 400, f"expected an integer from 1 to {MAX_STEPS}"),
-    ("too many steps", _bad_trajectories(steps=MAX_STEPS + 1), 400, "steps="),
-    ("bad start", _bad_trajectories(start="1,nan"), 400, "expected a finite point"),
-    ("no optimizers", _bad_trajectories(optimizers=""), 400, "optimizers"),
-    ("bad seq", _bad_trajectories(seq="x"), 400, "seq="),
+    ("forbidden formula", _bad_trajectories(surface="expr:__import__('os')"), "not allowed"),
+    ("no steps", _bad_trajectories(steps=0), f"expected an integer from 1 to {MAX_STEPS}"),
+    ("too many steps", _bad_trajectories(steps=MAX_STEPS + 1), "steps="),
+    ("bad start", _bad_trajectories(start="1,nan"), "expected a finite point"),
+    ("no optimizers", _bad_trajectories(optimizers=[]), "optimizers"),
+    ("bad spec string", _bad_trajectories(optimizers="adam:lr=-1"), "Invalid lr: -1"),
+    ("bad seq", _bad_trajectories(seq="x"), "seq="),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_errors_are_json_with_ravines_message(
+    server: Any, body: dict[str, Any], message: str
+) -> None:
+    status, headers, raw = request(server, "/api/trajectories", body)
+    assert status == 400
+    assert headers["Content-Type"] == "application/json"
+    assert message in json.loads(raw)["error"]
+
+
+SPEC_ERRORS = [
+    ("negative lr", "adam:lr=-1", "optimizer spec 'adam:lr=-1': Invalid lr: -1 (expected"),
+    ("unknown hyperparameter", "adam:lrr=1", "did you mean 'lr'?"),
+    ("unknown optimizer", "adamm", "did you mean 'adam'"),
+    ("wrong type", "adam:betas=0.9", "Invalid betas: 0.9"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
+    ("spec", "message"), [e[1:] for e in SPEC_ERRORS], ids=[e[0] for e in SPEC_ERRORS]
 )
-def test_errors_are_json_with_ravines_message(
-    server: Any, body: dict[str, Any], status: int, message: str
+def test_a_bad_optimizer_is_an_error_line_and_the_others_still_run(
+    server: Any, spec: str, message: str
 ) -> None:
-    got, headers, raw = request(server, "/api/trajectories", body)
-    assert got == status
-    assert headers["Content-Type"] == "application/json"
-    assert message in json.loads(raw)["error"]
+    lines = trajectories(server, surface="booth", optimizers=["sgd:lr=0.01", spec], steps=10)
+    errors = [x for x in lines if "error" in x]
+    assert len(errors) == 1 and errors[0]["index"] == 1 and message in errors[0]["error"]
+    assert [x["index"] for x in full_runs(lines)] == [0]
+    assert lines[-1]["command"].endswith("--optimizers sgd:lr=0.01")
 
 
 def test_the_state_endpoint_reports_the_same_errors(server: Any) -> None:

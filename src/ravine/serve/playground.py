@@ -44,6 +44,9 @@ WAIT_SECONDS = 30.0
 #: A cut prefix of every run, streamed before the full runs when a request has several steps to
 #: compute, so the page shows paths at once. A shorter run is an exact prefix of a longer one.
 PREVIEW_STEPS = 40
+#: ... when the request is this much work (steps x optimizers) or more; below it, the preview
+#: would only delay the full paths.
+PREVIEW_WORK = 1000
 CONTOUR_GRID = 160
 CACHE_SIZE = 512
 EXPORT_FORMATS = ("png", "svg", "gif", "mp4")
@@ -228,6 +231,13 @@ def control(name: str, default: Any, kind: hp.Kind | None) -> dict[str, Any]:
     return out
 
 
+def palette(n: int = 10) -> list[str]:
+    """The static plots' colours, in their order (the page gives each optimizer a fixed one)."""
+    from ravine.viz.plots import colors
+
+    return colors(n)
+
+
 def optimizer_controls() -> list[dict[str, Any]]:
     """Every registered optimizer (read now, so a later ``register`` shows up) with controls."""
     from ravine.optim import registry
@@ -401,7 +411,11 @@ class Playground:
         """A page state (surface, start, steps, optimizers) checked and written back canonically:
         what a link opens, and the ``ravine viz`` command that draws the same picture."""
         scene = self.scene(params)
-        specs = self.specs(params, scene) if params.get("optimizers") else []
+        if "optimizers" not in params:
+            from ravine.viz.gallery import CLASSIC  # what `ravine viz` draws by default
+
+            params = {**params, "optimizers": ",".join(CLASSIC)}
+        specs = self.specs(params, scene) if params["optimizers"] else []
         for spec in specs:
             self._check_builds(spec, scene)
         return {
@@ -426,68 +440,94 @@ class Playground:
     def _key(self, scene: Scene, spec: OptimizerSpec) -> tuple[Any, ...]:
         return (*scene.key, spec.name, repr(spec.hparams))
 
+    def checked_items(
+        self, params: Mapping[str, Any], scene: Scene
+    ) -> list[OptimizerSpec | PlaygroundError]:
+        """The page's optimizers one by one (a list of spec strings): each a spec that builds,
+        or the error that says why not, so one bad hyperparameter leaves the others drawn. A
+        single string is checked as a whole (any error fails the request)."""
+        value = params.get("optimizers")
+        if not isinstance(value, list):
+            specs = self.specs(params, scene)
+            for spec in specs:
+                self._check_builds(spec, scene)
+            return list(specs)
+        if not value or len(value) > MAX_OPTIMIZERS:
+            raise PlaygroundError(f"optimizers: {len(value)} specs; expected 1 to {MAX_OPTIMIZERS}")
+        items: list[OptimizerSpec | PlaygroundError] = []
+        for item in value:
+            try:
+                (spec,) = self.specs({"optimizers": item}, scene)
+                self._check_builds(spec, scene)
+            except ValueError as err:
+                items.append(PlaygroundError(str(err)))
+            else:
+                items.append(spec)
+        return items
+
     def stream(
         self, params: Mapping[str, Any], *, client: str | None = None, seq: int = 0
     ) -> Iterator[dict[str, Any]]:
         """Trajectories as they become ready: cached ones at once, then a short exact preview of
         the rest, then the full runs; a last ``done`` line (or ``stale`` when a newer request of
-        the same page arrived first, in which case nothing more is computed)."""
+        the same page arrived first, in which case nothing more is computed). An optimizer that
+        cannot be built is an ``{"index", "error"}`` line."""
         scene = self.scene(params)
-        specs = self.specs(params, scene)
-        for spec in specs:
-            self._check_builds(spec, scene)
-        texts = [spec_text(s) for s in specs]
+        items = self.checked_items(params, scene)
         self.latest.register(client, seq)
+        specs = [s for s in items if isinstance(s, OptimizerSpec)]
         missing: list[int] = []
-        for i, spec in enumerate(specs):
-            traj = self.trajectories.get(self._key(scene, spec))
+        for i, item in enumerate(items):
+            if isinstance(item, PlaygroundError):
+                yield {"index": i, "error": str(item)}
+                continue
+            traj = self.trajectories.get(self._key(scene, item))
             if traj is None:
                 missing.append(i)
             else:
                 self._count("cache_hits")
-                yield trajectory_json(traj, i, texts[i], cached=True)
+                yield trajectory_json(traj, i, spec_text(item), cached=True)
         if missing:
-            yield from self._compute_missing(scene, specs, texts, missing, client, seq)
-        yield {"done": True, "command": viz_command(scene, specs)}
+            todo = {i: items[i] for i in missing}
+            yield from self._compute_missing(scene, todo, client, seq)  # type: ignore[arg-type]
+        yield {"done": True, "command": viz_command(scene, specs) if specs else None}
 
     def _compute_missing(
         self,
         scene: Scene,
-        specs: list[OptimizerSpec],
-        texts: list[str],
-        missing: list[int],
+        todo: dict[int, OptimizerSpec],
         client: str | None,
         seq: int,
     ) -> Iterator[dict[str, Any]]:
         if not self._compute.acquire(timeout=self.wait_seconds):
             raise BusyError(f"the playground was busy for {self.wait_seconds:g} s; try again")
+        specs = list(todo.values())
         try:
             if self.latest.stale(client, seq):
                 self._count("stale")
                 yield {"stale": True}
                 return
-            todo = [specs[i] for i in missing]
-            if scene.steps > 2 * PREVIEW_STEPS:
+            if scene.steps > 2 * PREVIEW_STEPS and scene.steps * len(specs) >= PREVIEW_WORK:
                 preview = run_trajectories(
-                    scene.surface, todo, steps=PREVIEW_STEPS, start=scene.start
+                    scene.surface, specs, steps=PREVIEW_STEPS, start=scene.start
                 )
-                for i, traj in zip(missing, preview):
-                    yield trajectory_json(traj, i, texts[i], cached=False, partial=True)
+                for (i, spec), traj in zip(todo.items(), preview):
+                    yield trajectory_json(traj, i, spec_text(spec), cached=False, partial=True)
                 if self.latest.stale(client, seq):
                     self._count("stale")
                     yield {"stale": True}
                     return
             # One batched run of every missing spec: the same call, and so the same numbers, as
             # ``ravine.viz.run(surface, specs, steps=..., start=...)``.
-            full = run_trajectories(scene.surface, todo, steps=scene.steps, start=scene.start)
+            full = run_trajectories(scene.surface, specs, steps=scene.steps, start=scene.start)
             self._count("computed")
-            self._count("runs", len(todo))
-            for i, traj in zip(missing, full):
-                self.trajectories.put(self._key(scene, specs[i]), traj)
+            self._count("runs", len(specs))
+            for spec, traj in zip(specs, full):
+                self.trajectories.put(self._key(scene, spec), traj)
         finally:
             self._compute.release()
-        for i, traj in zip(missing, full):
-            yield trajectory_json(traj, i, texts[i], cached=False)
+        for (i, spec), traj in zip(todo.items(), full):
+            yield trajectory_json(traj, i, spec_text(spec), cached=False)
 
     def trajectories_for(self, scene: Scene, specs: list[OptimizerSpec]) -> list[Trajectory]:
         """Every spec's trajectory, from the cache or computed (not streamed; export, inspect)."""

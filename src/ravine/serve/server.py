@@ -23,7 +23,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ravine.serve.playground import BusyError, Playground, PlaygroundError, optimizer_controls
+from ravine.serve.playground import (
+    BusyError,
+    Playground,
+    PlaygroundError,
+    optimizer_controls,
+    palette,
+)
 
 #: Largest request body accepted (a page state is a few hundred bytes).
 MAX_BODY = 64 * 1024
@@ -168,7 +174,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, data, STATIC_TYPES.get(suffix, "application/octet-stream"))
             return
         routes = {
-            "/api/optimizers": lambda: {"optimizers": optimizer_controls()},
+            "/api/optimizers": lambda: {"optimizers": optimizer_controls(), "palette": palette()},
             "/api/surfaces": lambda: {"surfaces": self.server.surface_list()},
             "/api/contours": lambda: pg.contour(query),
             "/api/state": lambda: pg.state(query),

@@ -1,0 +1,253 @@
+"""The playground page in a real headless Chromium (Debian's, driven by Playwright; never a
+browser download): offline, clicks and sliders redraw what they should, the URL round-trips,
+ravine's errors show inline, and a screenshot is saved.
+
+Needs /usr/bin/chromium (``scripts/ci/40-chromium.sh`` installs it) and the ``playwright``
+package. Without them these tests skip, naming what is missing; with ``CI=1`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from ravine.serve import running
+from ravine.viz import parse_specs
+
+CHROMIUM = os.environ.get("RAVINE_CHROMIUM", "/usr/bin/chromium")
+#: Headless, and nothing that talks to the network on its own.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_thread")]
+
+
+def _missing(what: str) -> None:
+    message = f"{what}; run `sudo bash scripts/ci/40-chromium.sh` and `pip install playwright`"
+    if os.environ.get("CI") == "1":
+        pytest.fail(f"CI=1 and the browser tests cannot run: {message}")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Chromium context with a fresh profile; every request it makes is recorded."""
+    if not (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)):
+        _missing(f"no Chromium at {CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_FLAGS,
+            headless=True,
+            viewport={"width": 1400, "height": 900},
+        )
+        context.requests = []  # type: ignore[attr-defined]
+        context.on("request", lambda r: context.requests.append(r.url))  # type: ignore[attr-defined]
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    with running() as srv:
+        yield srv
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    page = browser.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def open_page(page: Any, server: Any, query: str = "") -> None:
+    page.goto(server.url + query)
+    page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+
+
+def revs(page: Any) -> dict[str, str]:
+    return page.evaluate(
+        "() => Object.fromEntries([...document.querySelectorAll('#paths g.path')]"
+        ".map(g => [g.dataset.name + '#' + g.dataset.id, g.dataset.rev]))"
+    )
+
+
+def wait_settled(page: Any) -> None:
+    page.wait_for_function(
+        "() => document.body.dataset.busy !== 'true' && document.body.dataset.ready === 'true'",
+        timeout=60_000,
+    )
+
+
+QUICK = "?surface=beale&steps=100"
+
+
+def test_the_page_loads_offline_with_every_path(page: Any, browser: Any, server: Any) -> None:
+    browser.requests.clear()
+    open_page(page, server, QUICK)
+    assert len(revs(page)) == 7
+    points = page.eval_on_selector_all(
+        "#paths polyline", "ps => ps.map(p => p.getAttribute('points').trim().split(' ').length)"
+    )
+    assert points == [101] * 7
+    assert page.locator("#contours").count() == 1
+    assert page.locator("#stationary .minimum").count() == 1
+    host = server.url.rstrip("/")
+    assert browser.requests and all(u.startswith(host + "/") for u in browser.requests), [
+        u for u in browser.requests if not u.startswith(host + "/")
+    ]
+    assert not page.errors, page.errors
+
+
+def test_a_click_moves_the_start_and_every_path_redraws(page: Any, server: Any) -> None:
+    open_page(page, server, QUICK)
+    before = revs(page)
+    box = page.locator("#overlay").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.7)
+    page.wait_for_function(
+        "before => [...document.querySelectorAll('#paths g.path')]"
+        ".every(g => g.dataset.rev !== before[g.dataset.name + '#' + g.dataset.id])",
+        arg=before,
+        timeout=60_000,
+    )
+    wait_settled(page)
+    start = parse_qs(urlsplit(page.url).query)["start"][0]
+    x, y = (float(v) for v in start.split(","))
+    assert -3 < x < -0.5 and -3 < y < -0.5
+    first = page.eval_on_selector_all(
+        "#paths polyline", "ps => ps.map(p => p.getAttribute('points').split(' ')[0])"
+    )
+    mark = page.eval_on_selector("#start-mark", "c => [c.getAttribute('cx'), c.getAttribute('cy')]")
+    for p in first:
+        px, py = (float(v) for v in p.split(","))
+        assert abs(px - float(mark[0])) < 0.1 and abs(py - float(mark[1])) < 0.1
+    assert not page.errors, page.errors
+
+
+def test_a_slider_redraws_only_its_optimizer(page: Any, server: Any) -> None:
+    open_page(page, server, QUICK)
+    page.evaluate(
+        """() => {
+        window.mutated = new Set();
+        new MutationObserver(records => records.forEach(r => {
+            const g = (r.target.closest ? r.target : r.target.parentElement).closest('g.path');
+            if (g) window.mutated.add(g.dataset.name);
+        })).observe(document.getElementById('paths'),
+                    {subtree: true, childList: true, attributes: true});
+        }"""
+    )
+    before = revs(page)
+    adam = page.locator('.run[data-name="adam"]')
+    adam.locator('input[type=range][data-param="lr"]').fill("820")
+    page.wait_for_function(
+        "rev => document.querySelector('#paths g.path[data-name=adam]').dataset.rev !== rev",
+        arg=next(v for k, v in before.items() if k.startswith("adam#")),
+        timeout=60_000,
+    )
+    wait_settled(page)
+    after = revs(page)
+    changed = {k.split("#")[0] for k in after if after[k] != before[k]}
+    assert changed == {"adam"}
+    assert page.evaluate("[...window.mutated]") == ["adam"]
+    lr = adam.locator('input[type=text][data-param="lr"]').input_value()
+    assert f"adam:lr={lr}" in parse_qs(urlsplit(page.url).query)["optimizers"][0]
+
+
+def test_the_url_round_trips(page: Any, server: Any) -> None:
+    query = (
+        "?surface=expr%3Ax%5E2%20%2B%203*sin(y)%5E2&start=2,-1.5&steps=80"
+        "&optimizers=adam:lr=0.05,betas=(0.8,0.99),nag:lr=0.01,momentum=0.5,rmsprop"
+    )
+    open_page(page, server, query)
+    state = parse_qs(urlsplit(page.url).query)
+    assert state["surface"] == ["expr:x^2 + 3*sin(y)^2"]
+    assert state["start"] == ["2,-1.5"] and state["steps"] == ["80"]
+    specs = [str(s) for s in parse_specs(state["optimizers"][0])]
+    assert specs == ["adam:lr=0.05,betas=(0.8,0.99)", "nag:lr=0.01,momentum=0.5", "rmsprop"]
+    command = page.locator("#command").inner_text()
+    assert "--surface 'expr:x^2 + 3*sin(y)^2' --start=2.0,-1.5 --steps 80" in command
+    # Opening the page's own URL again gives the same state and the same command.
+    url = page.url
+    page.goto("about:blank")
+    open_page(page, server, "?" + urlsplit(url).query)
+    assert page.url == url and page.locator("#command").inner_text() == command
+    assert page.locator("#formula").input_value() == "x^2 + 3*sin(y)^2"
+
+
+def test_an_invalid_lr_shows_ravines_error(page: Any, server: Any) -> None:
+    open_page(page, server, QUICK)
+    field = page.locator('.run[data-name="adam"] input[type=text][data-param="lr"]')
+    field.fill("-1")
+    field.press("Enter")
+    error = page.locator('.run[data-name="adam"] .error-line')
+    error.wait_for(state="visible", timeout=60_000)
+    assert "Invalid lr: -1 (expected a real number in [0, inf))" in error.inner_text()
+    assert "invalid" in (field.get_attribute("class") or "")
+    # The other optimizers are still drawn, and a bad formula is reported as ravine words it.
+    assert page.locator('#paths g.path[data-name="sgd"] polyline').count() == 1
+    page.select_option("#surface", "expr:")
+    page.fill("#formula", "x^^2")
+    page.press("#formula", "Enter")
+    page.locator("#error").wait_for(state="visible", timeout=30_000)
+    assert "is not a valid formula" in page.locator("#error").inner_text()
+
+
+def test_the_inspector_and_playback(page: Any, server: Any) -> None:
+    open_page(page, server, QUICK)
+    page.locator('.run[data-name="adam"] .name').click()
+    page.locator("#inspector table").wait_for(timeout=30_000)
+    text = page.locator("#inspector").inner_text()
+    assert "1 - beta1^t" in text and "gradient g" in text
+    assert {"m", "v"} <= set(
+        page.eval_on_selector_all("#inspector td.k", "ts => ts.map(t => t.textContent)")
+    )
+    assert page.locator("#arrows .arrow").count() >= 2
+    page.locator("#scrub").fill("10")
+    page.wait_for_function(
+        "() => document.getElementById('inspect-title').textContent.endsWith('step 10')",
+        timeout=30_000,
+    )
+    page.locator("#play").click()
+    page.wait_for_function(
+        "() => Number(document.getElementById('scrub').value) > 10", timeout=30_000
+    )
+
+
+def test_a_screenshot_is_saved(page: Any, server: Any, tmp_path: Path) -> None:
+    open_page(page, server, "?surface=beale&steps=200")
+    page.locator('.run[data-name="adam"] .name').click()
+    page.locator("#inspector table").wait_for(timeout=30_000)
+    out = tmp_path / "playground.png"
+    page.screenshot(path=str(out))
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", data[16:24]) == (1400, 900)
+    target = os.environ.get("RAVINE_SCREENSHOT")
+    if target:  # how docs/images/playground.png is made
+        shutil.copyfile(out, target)
