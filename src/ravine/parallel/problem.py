@@ -7,7 +7,8 @@ then the bias) so that a shard of the parameters is a contiguous slice. The loss
 
 ``sparse`` is ravine's power-law problem (:func:`ravine.data.sparse_powerlaw`: feature j present
 with frequency 0.5 j^-1), where Hogwild!'s updates rarely collide; ``dense`` has every feature
-present in every example (max_freq = 1, alpha tiny), where they always do. The mini-batch
+present in every example (max_freq = 1, alpha tiny, rows scaled by 1 / sqrt(d) so that one
+learning rate suits both), where they always do. The mini-batch
 gradient and the per-example sparse step (Hogwild!, Niu et al. 2011, arXiv:1106.5730: touch only
 the coordinates of the example) are written here once and used by the simulator and the
 processes alike.
@@ -108,7 +109,8 @@ class Problem:
         wc = w[coords]
         s = self.signs[i]
         m = s * (float(wc @ vals) + float(w[-1]))
-        r = -s / (1.0 + np.exp(m))  # -s sigmoid(-m)
+        # -s sigmoid(-m), without overflowing exp for a large margin of either sign
+        r = -s * np.exp(-m) / (1.0 + np.exp(-m)) if m > 0 else -s / (1.0 + np.exp(m))
         delta = np.empty(len(coords) + 1, dtype=w.dtype)
         delta[:-1] = lr * (r * vals + self.l2 * wc)
         delta[-1] = lr * (r + self.l2 * w[-1])
@@ -149,6 +151,8 @@ def make_problem(
     x, labels = splits.train
     y = labels.float() * 2 - 1
     x_val, labels_val = splits.val
+    if name == "dense":  # rows of norm ~ 1 as in the sparse problem, so one lr suits both
+        x, x_val = x / n_features**0.5, x_val / n_features**0.5
     csr = x.numpy()
     nz = csr != 0
     indptr = np.concatenate([[0], np.cumsum(nz.sum(1))]).astype(np.int64)

@@ -1,0 +1,192 @@
+"""Messages between parameter-server shards and workers: gloo point-to-point + a TCPStore.
+
+Why this shape (checked on torch 2.13, pinned by tests/test_parallel_transport.py): in gloo a
+crashed peer closes only its own pair, but a timeout on one wait closes every pair of the group
+and a receive-from-any is not woken by a dead peer, so one big group cannot survive a dead or hung
+worker. Here every (shard, worker incarnation) gets its own two-process gloo group under its own
+PrefixStore prefix of one TCPStore, which is also the control plane: the join queue, heartbeats,
+readiness of each shard incarnation, progress and the stop flag. A SIGKILLed worker's pair errs
+at once and the shard keeps serving the others; a replacement joins under a new prefix.
+
+Wire protocol on a pair (rank 0 the shard, rank 1 the worker), one request at a time:
+
+    worker -> shard   header int64[2] = (kind, arg)  [+ float payload for PUSH and ELASTIC]
+    shard -> worker   header int64[2] = (version, staleness) packed with the float payload
+                      for PULL and ELASTIC, in one message
+
+Every wait is bounded: gloo ops by the pair's timeout, store waits by ``wait_key``'s.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections import Counter
+from enum import IntEnum
+
+import torch
+import torch.distributed as dist
+
+HEADER_BYTES = 16
+
+
+class Kind(IntEnum):
+    PULL = 1
+    PUSH = 2
+    ELASTIC = 3
+    BYE = 4
+
+
+class TransportError(RuntimeError):
+    """A pair or the control plane failed: the message names the peer or key waited for."""
+
+
+def connect_store(host: str, port: int, timeout: float, *, master: bool = False) -> dist.TCPStore:
+    """The control plane: a TCPStore client (or the server, ``master=True``; port 0 picks a free
+    one, read it back from ``.port``)."""
+    try:
+        return dist.TCPStore(
+            host,
+            port,
+            is_master=master,
+            timeout=datetime.timedelta(seconds=timeout),
+            wait_for_workers=False,
+        )
+    except (RuntimeError, dist.DistStoreError) as e:
+        raise TransportError(
+            f"cannot reach the control-plane store at {host}:{port} within {timeout:g} s: {e}"
+        ) from e
+
+
+def wait_key(store: dist.Store, key: str, timeout: float, what: str) -> bytes:
+    """``store[key]`` once it is set, or TransportError naming ``what`` after ``timeout`` s."""
+    try:
+        store.wait([key], datetime.timedelta(seconds=timeout))
+        return store.get(key)
+    except (RuntimeError, dist.DistStoreError) as e:
+        raise TransportError(
+            f"timed out after {timeout:g} s waiting for {what} (store key {key!r})"
+        ) from e
+
+
+def wait_change(store: dist.Store, key: str, old: bytes, timeout: float, what: str) -> bytes:
+    """``store[key]`` once it differs from ``old`` (polled), bounded like ``wait_key``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = wait_key(store, key, max(0.01, deadline - time.monotonic()), what)
+        if value != old:
+            return value
+        if time.monotonic() > deadline:
+            raise TransportError(f"timed out after {timeout:g} s waiting for {what} ({key!r})")
+        time.sleep(0.05)
+
+
+class Pair:
+    """A gloo group of exactly two processes under its own prefix of the control-plane store.
+
+    Construction is the rendezvous (bounded by ``timeout``); so is every send/recv. After an
+    error the pair is dead for good: make a new one under a new prefix.
+    """
+
+    def __init__(self, store: dist.Store, prefix: str, rank: int, timeout: float) -> None:
+        self.prefix, self.rank, self.peer = prefix, rank, 1 - rank
+        self.bytes: Counter[str] = Counter()
+        try:
+            self.group = dist.ProcessGroupGloo(
+                dist.PrefixStore(prefix, store), rank, 2, datetime.timedelta(seconds=timeout)
+            )
+        except RuntimeError as e:
+            raise TransportError(
+                f"pair {prefix!r}: peer did not join within {timeout:g} s: {e}"
+            ) from e
+
+    def send(self, tensor: torch.Tensor, tag: int = 0) -> dist.Work:
+        return self.group.send([tensor], self.peer, tag)
+
+    def recv(self, tensor: torch.Tensor, tag: int = 0) -> dist.Work:
+        return self.group.recv([tensor], self.peer, tag)
+
+
+def pair_prefix(shard: int, shard_incarnation: int, worker: int, worker_incarnation: int) -> str:
+    return f"pair/{shard}.{shard_incarnation}/{worker}.{worker_incarnation}/"
+
+
+class ReplyBuffer:
+    """The shard's reply: header and float payload in one contiguous byte buffer (one message)."""
+
+    def __init__(self, n: int, dtype: torch.dtype = torch.float32) -> None:
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        self.raw = torch.zeros(HEADER_BYTES + n * itemsize, dtype=torch.uint8)
+        self.header = self.raw[:HEADER_BYTES].view(torch.int64)
+        self.payload = self.raw[HEADER_BYTES:].view(dtype)
+        self.header_only = self.raw[:HEADER_BYTES]
+
+
+class ShardChannel:
+    """The worker's end of one shard's pair: requests in flight, replies read back.
+
+    ``start_*`` posts the request and its reply's receive without waiting, so a worker talks to
+    all its shards at once; ``finish`` waits (bounded by the pair timeout) and returns the reply.
+    """
+
+    def __init__(self, pair: Pair, n: int) -> None:
+        self.pair, self.n = pair, n
+        self.header = torch.zeros(2, dtype=torch.int64)
+        self.reply = ReplyBuffer(n)
+        self.works: list[dist.Work] = []
+        self.kind = Kind.PULL
+
+    def start(self, kind: Kind, arg: int = 0, payload: torch.Tensor | None = None) -> None:
+        self.kind = kind
+        self.header[0], self.header[1] = int(kind), arg
+        name = kind.name.lower()
+        works = [self.pair.send(self.header, 0)]
+        sent = HEADER_BYTES
+        if payload is not None:
+            payload = payload.contiguous()
+            works.append(self.pair.send(payload, 1))
+            sent += payload.numel() * payload.element_size()
+        if kind is not Kind.BYE:
+            buf = self.reply.header_only if kind is Kind.PUSH else self.reply.raw
+            works.append(self.pair.recv(buf, 2))
+            self.pair.bytes[f"{name}:received"] += buf.numel()
+        self.pair.bytes[f"{name}:sent"] += sent
+        self.works = works
+
+    def finish(self) -> tuple[int, int, torch.Tensor | None]:
+        """(version, staleness, payload or None) of the request started last."""
+        for work in self.works:
+            work.wait()
+        self.works = []
+        version, staleness = (int(v) for v in self.reply.header.tolist())
+        payload = None if self.kind is Kind.PUSH else self.reply.payload
+        return version, staleness, payload
+
+
+class ShardEndpoint:
+    """The shard's end of one worker's pair: receive a request, send its reply."""
+
+    def __init__(self, pair: Pair, n: int) -> None:
+        self.pair, self.n = pair, n
+        self.header = torch.zeros(2, dtype=torch.int64)
+        self.payload = torch.zeros(n)
+        self.reply = ReplyBuffer(n)
+
+    def receive(self) -> tuple[Kind, int, torch.Tensor | None]:
+        """The next request: (kind, arg, payload or None). Blocks up to the pair timeout."""
+        self.pair.recv(self.header, 0).wait()
+        kind, arg = Kind(int(self.header[0])), int(self.header[1])
+        if kind in (Kind.PUSH, Kind.ELASTIC):
+            self.pair.recv(self.payload, 1).wait()
+            return kind, arg, self.payload
+        return kind, arg, None
+
+    def respond(
+        self, kind: Kind, version: int, staleness: int = 0, payload: torch.Tensor | None = None
+    ) -> None:
+        self.reply.header[0], self.reply.header[1] = version, staleness
+        if payload is None:
+            self.pair.send(self.reply.header_only, 2).wait()
+        else:
+            self.reply.payload.copy_(payload)
+            self.pair.send(self.reply.raw, 2).wait()
