@@ -59,10 +59,10 @@ test-wheel: setup
 
 # The documentation site from docs/ and the docstrings, offline; a warning fails the build.
 docs: setup
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 docs-serve: setup
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

