@@ -253,29 +253,30 @@ class History:
     def load(cls, path: str | os.PathLike[str]) -> History:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
-        """Loss (train and val) and val accuracy against epoch; saves to ``path`` if given."""
-        import matplotlib
+    def plot(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        ax: Any = None,
+        metric: str | None = None,
+    ) -> Any:
+        """Plot the run; never changes matplotlib's backend (ravine.viz.history does the work).
 
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        Without ``ax``/``metric``: loss and accuracy panels (``history_figure``), saved to
+        ``path`` if given; returns the Figure. With ``ax`` and/or ``metric`` ("loss",
+        "accuracy", or any column such as "lr", "step_loss", "val_f1"): one metric drawn on
+        ``ax`` (a new one if None) by ``plot_history``; returns the Axes.
+        """
+        from ravine.viz.history import history_figure, plot_history
 
-        fig, axes = plt.subplots(1, 2 if self.val_accuracy else 1, figsize=(9, 3.5), squeeze=False)
-        ax = axes[0, 0]
-        ax.plot(self.epoch, self.train_loss, label="train")
-        if self.val_loss:
-            ax.plot(self.epoch, self.val_loss, label="val")
-        ax.set(xlabel="epoch", ylabel="loss", yscale="log")
-        ax.legend()
-        if self.val_accuracy:
-            axes[0, 1].plot(self.epoch, self.val_accuracy)
-            axes[0, 1].set(xlabel="epoch", ylabel="val accuracy")
-        fig.tight_layout()
+        if ax is None and metric is None:
+            return history_figure(self, path)
         if path is not None:
-            fig.savefig(path)
-            plt.close(fig)
-        return fig
+            raise ValueError(
+                "path= saves the two-panel figure; with ax= or metric= save the Axes' figure "
+                "yourself (ax.figure.savefig(path))"
+            )
+        return plot_history(self, ax, metric=metric or "loss")
 
 
 _SERIES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time")
