@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import subprocess
 import sys
@@ -11,8 +12,9 @@ import pytest
 import torch
 
 from ravine import schedules
-from ravine.cli import main
-from ravine.cli.train import key_values, parse_value
+from ravine.cli import SUBCOMMANDS, build_parser, main
+from ravine.cli.train import _build, describe_optimizer, key_values, parse_value
+from ravine.optim import registry
 from ravine.train import CHECKPOINT_NAME, History, load_checkpoint
 
 BASE = ["train", "--dataset", "digits", "--model", "logreg", "--epochs", "1", "--no-progress"]
@@ -43,7 +45,7 @@ def test_help_does_not_import_matplotlib():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     ).stdout
-    assert "{demo,viz,train}" in out  # the top-level help lists every subcommand
+    assert all(name in out for name, _, _ in SUBCOMMANDS)  # the top-level help lists them
     assert "--override-hyperparameters" in out and "--overwrite" in out
     assert out.strip().splitlines()[-1] == "False False"
 
@@ -91,9 +93,11 @@ def test_key_values_refuses_repeats_and_non_identifiers():
         ("maximize=no", "maximize", False),
         ("amsgrad=yes", "amsgrad", True),
         ("amsgrad=1", "amsgrad", True),  # 1/0 are booleans for a flag
+        ("amsgrad=False", "amsgrad", False),  # the issue: this used to turn AMSGrad on
+        ("amsgrad=True", "amsgrad", True),
         ("betas=(0.8,0.99)", "betas", (0.8, 0.99)),
     ],
-    ids=["maximize-no", "amsgrad-yes", "amsgrad-1", "betas-tuple"],
+    ids=["maximize-no", "amsgrad-yes", "amsgrad-1", "amsgrad-False", "amsgrad-True", "betas-tuple"],
 )
 def test_hp_reaches_the_optimizer_with_its_type(tmp_path, hp, key, expected):
     ck = tmp_path / "ck"
@@ -125,7 +129,8 @@ def test_hp_reaches_the_optimizer_with_its_type(tmp_path, hp, key, expected):
         (["--lr", "nan"], "argument --lr: expected a finite number"),
         (["--lr", "1e999"], "argument --lr: expected a finite number"),
         (["--min-delta", "inf"], "argument --min-delta: expected a finite number"),
-        (["--schedule", "exponential"], "schedule 'exponential' needs r"),
+        (["--schedule", "exponential", "--schedule-arg", "r=-1"], "r must be"),
+        (["--schedule", "warmup", "--schedule-arg", "warmup_steps=0.5"], "warmup_steps must be"),
         (["--schedule", "cosine", "--schedule-arg", "t=3"], "schedule 'cosine' does not take t;"),
         (
             ["--schedule", "piecewise", "--schedule-arg", "milestones=5", "factors=(1,1)"],
@@ -137,6 +142,8 @@ def test_hp_reaches_the_optimizer_with_its_type(tmp_path, hp, key, expected):
         (["--override-hyperparameters"], "applies to --resume only"),
         (["--plot", "curves.txt"], "--plot='curves.txt': the file name must end in one of"),
         (["--optimizer", "nosuch"], "nosuch"),
+        (["--verbose", "3"], "argument --verbose: invalid choice: 3"),
+        (["--device", "gpu"], "argument --device: device must be a torch device such as 'cpu'"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )
@@ -219,3 +226,105 @@ def test_resume_flags_refuse_what_cannot_be_honoured(tmp_path, capsys):
     assert History.load(tmp_path / "h.json").lr == [0.01, 0.5]
     assert _ravine(*ck, "--overwrite") == 0
     assert load_checkpoint(tmp_path / "ck" / CHECKPOINT_NAME)["epoch"] == 1
+
+
+# ------------------------------------------------- registered defaults, schedules, devices
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    return build_parser("train").parse_args(["train", *BASE[1:], *argv])
+
+
+@pytest.fixture(scope="module")
+def digits_splits():
+    from ravine.data import digits
+
+    return digits()
+
+
+# The issue's four (their registered lr is not 1e-3) and ones whose lr is or is not Adam's.
+@pytest.mark.parametrize("name", ["adadelta", "lbfgs", "rprop", "adagrad", "adamax", "adam", "sgd"])
+def test_without_lr_the_optimizer_gets_its_registered_default(digits_splits, name):
+    """The issue: --lr defaulted to 1e-3 and replaced each optimizer's own (Adadelta's 1.0)."""
+    args = _parse("--optimizer", name)
+    assert args.lr is None
+    _, opt, _ = _build(args, digits_splits)
+    expected = registry.get(name).defaults["lr"]
+    assert opt.param_groups[0]["lr"] == expected
+    assert describe_optimizer(args, opt) == f"{name} lr={expected!r} (registered default)"
+
+
+def test_lr_and_hp_given_win_and_are_reported(digits_splits):
+    args = _parse("--optimizer", "adam", "--lr", "0.05", "--hp", "betas=(0.8,0.9)")
+    _, opt, _ = _build(args, digits_splits)
+    assert opt.param_groups[0]["lr"] == 0.05 and opt.param_groups[0]["betas"] == (0.8, 0.9)
+    assert describe_optimizer(args, opt) == "adam lr=0.05 (--lr) betas=(0.8, 0.9)"
+
+
+# (schedule, lr after the run's T steps as a fraction of the initial lr)
+SCHEDULE_ENDS = [
+    ("cosine", 0.0),
+    ("exponential", 0.01),
+    ("inverse_time", 0.01),
+    ("piecewise", 0.01),
+    ("warmup", 1.0),
+    ("performance", 1.0),  # no validation loss given here: never stepped, stays put
+]
+
+
+def test_the_table_covers_every_schedule():
+    assert sorted(name for name, _ in SCHEDULE_ENDS) == sorted(schedules.SCHEDULES)
+
+
+@pytest.mark.parametrize("every", ["epoch", "batch"])
+@pytest.mark.parametrize(("name", "end"), SCHEDULE_ENDS)
+def test_every_schedule_without_arguments_spans_the_run(digits_splits, every, name, end):
+    args = _parse(
+        "--schedule", name, "--schedule-every", every, "--epochs", "8", "--batch-size", "128"
+    )
+    total = 8 * (math.ceil(len(digits_splits.train[0]) / 128) if every == "batch" else 1)
+    _, opt, sched = _build(args, digits_splits)
+    lr0 = registry.get("adam").defaults["lr"]
+    if name != "performance":
+        for _ in range(total):
+            opt.step()
+            sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(end * lr0, abs=1e-12)
+
+
+def test_schedule_arguments_given_replace_the_run_defaults(digits_splits):
+    args = _parse("--schedule", "piecewise", "--schedule-arg", "milestones=(1,)", "factors=(1,0.5)")
+    _, opt, sched = _build(args, digits_splits)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0005)
+
+
+def test_device_cpu_and_verbose_lines_and_written_paths_are_printed(tmp_path, capsys):
+    argv = ["--device", "cpu", "--verbose", "2", "--epochs", "2", "--optimizer", "adadelta"]
+    files = ["--history", str(tmp_path / "h.json"), "--plot", str(tmp_path / "p.png")]
+    ck = ["--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(["train", *BASE[1:-1], *argv, *files, *ck]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "adadelta lr=1.0 (registered default)"
+    assert [line.split(" - ")[0] for line in out[1:3]] == ["epoch 1/2", "epoch 2/2"]
+    assert out[-3:] == [
+        f"checkpoint: {tmp_path / 'ck' / CHECKPOINT_NAME}",
+        f"history: {tmp_path / 'h.json'}",
+        f"plot: {tmp_path / 'p.png'}",
+    ]
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: nothing to refuse")
+def test_device_cuda_without_cuda_is_refused_before_any_work(capsys):
+    assert _ravine("--device", "cuda") == 2
+    captured = capsys.readouterr()
+    assert "argument --device: device='cuda': CUDA is not available" in captured.err
+    assert captured.out == ""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_cuda_trains_there(capsys):
+    assert _ravine("--device", "cuda", "--optimizer", "adadelta", "--epochs", "2") == 0
+    assert "test accuracy" in capsys.readouterr().out

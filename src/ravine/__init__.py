@@ -5,6 +5,7 @@ Example::
     import ravine
     opt = ravine.Adam(model.parameters(), lr=1e-3)          # drop-in for torch.optim.Adam
     opt = ravine.create("nadam", model.parameters())         # any registered optimizer by name
+    ravine.optimizers()                                      # every name: paper, defaults, use
     history = ravine.fit(model, opt, train, val, batch_size=128, epochs=5)
 """
 
@@ -46,6 +47,7 @@ from ravine.optim import (
     TransformGradients,
     create,
 )
+from ravine.optim.registry import optimizers
 from ravine.tensorlist import TL
 from ravine.train import (
     CorruptCheckpointError,
@@ -103,5 +105,6 @@ __all__ = [
     "fit",
     "gradcheck",
     "models",
+    "optimizers",
     "schedules",
 ]

@@ -1,4 +1,5 @@
-"""The ``ravine`` command. Each subcommand lives in its own module, imported only when chosen."""
+"""The ``ravine`` command (also ``python -m ravine``). Each subcommand lives in its own module,
+imported only when chosen."""
 
 from __future__ import annotations
 
@@ -16,7 +17,36 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("bench", "ravine.cli.bench", "fair optimizer comparisons: same trials, seeds, one store"),
     ("meta-train", "ravine.cli.meta_train", "meta-train a learned optimizer (L2L LSTM, MLP)"),
     ("meta-eval", "ravine.cli.meta_eval", "learned optimizers vs tuned SGD/NAG/RMSprop/Adam"),
+    ("optimizers", "ravine.cli.optimizers", "every optimizer: paper, defaults, when to use it"),
 ]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every subcommand's --help: examples kept as written, each option's default shown.
+
+    A default of None or False (an optional value, an off switch) is not shown: the option's help
+    says what leaving it out means.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        default = action.default
+        # Identity, not ==: a default of 0 or 0.0 is a value worth showing.
+        unset = default is None or default is False or default is argparse.SUPPRESS
+        if unset or default == [] or "default" in help_text:
+            return help_text
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    import platform
+
+    import torch
+
+    import ravine
+
+    python = platform.python_version()
+    return f"ravine {ravine.__version__} (torch {torch.__version__}, Python {python})"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -25,6 +55,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ``ravine train --help`` must not pay for matplotlib, which ``ravine viz`` needs.
     """
     parser = argparse.ArgumentParser(prog="ravine", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_path, help_text in SUBCOMMANDS:
         if command is not None and name != command:
@@ -33,6 +64,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         module = importlib.import_module(module_path)
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(p)
+        p.formatter_class = HelpFormatter  # after: every subcommand's --help shows its defaults
         run: Callable[[argparse.Namespace], int] = module.run
         p.set_defaults(_run=run)
     return parser

@@ -1,14 +1,21 @@
 """Train a model on an offline dataset with ravine.fit and report its test loss and accuracy.
 
 examples:
+  ravine train --dataset digits --model logreg --optimizer adadelta   (its registered lr=1.0)
   ravine train --dataset digits --model logreg --optimizer sgd --lr 0.5 --epochs 3
-  ravine train --dataset mnist1d --optimizer adam --hp "betas=(0.9,0.99)" amsgrad=yes
+  ravine train --dataset mnist1d --optimizer adam --hp "betas=(0.9,0.99)" amsgrad=False
   ravine train --schedule cosine --schedule-every batch        (t_max: the run's scheduler steps)
-  ravine train --checkpoint-dir ck --epochs 10
+  ravine train --checkpoint-dir ck --epochs 10 --history h.json --plot curves.png
   ravine train --checkpoint-dir ck --epochs 20 --resume
+  ravine train --device cuda --verbose 2
 
---hp and --schedule-arg values are Python literals (numbers, tuples, None); true/false/yes/no (any
-case) are booleans; a bare word is a string. Output paths are checked before any work.
+Hyperparameters not given take the optimizer's registered defaults (`ravine optimizers` lists
+them). --hp and --schedule-arg values are Python literals (numbers, tuples, None, True/False, as
+in `ravine viz` specs); true/false/yes/no in any case are booleans too; a bare word is a string.
+A schedule's arguments not given come from the run's length T (scheduler steps: --epochs, times
+the batches per epoch with --schedule-every batch): cosine t_max=T; exponential, inverse_time
+and piecewise end at 1% of the initial lr (piecewise: x0.1 at T/2 and again at 3T/4); warmup
+over the first 5% of T. Output paths are checked before any work, and printed when written.
 """
 
 from __future__ import annotations
@@ -99,7 +106,10 @@ def _bool_flags(optimizer: str) -> set[str]:
 
 
 def optimizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """--lr plus --hp; --hp lr=... is refused (two learning rates, only one can win)."""
+    """--lr (when given) plus --hp; --hp lr=... is refused (two learning rates, only one can win).
+
+    What is left out takes the optimizer's registered default, as ravine.create gives it.
+    """
     hp = key_values(args.hp, "--hp")
     if "lr" in hp:
         raise ValueError(f"--hp lr={hp['lr']!r} duplicates --lr: give the learning rate with --lr")
@@ -112,7 +122,35 @@ def optimizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     for key in _bool_flags(args.optimizer) & hp.keys():
         if type(hp[key]) is int and hp[key] in (0, 1):
             hp[key] = bool(hp[key])
-    return {"lr": args.lr, **hp}
+    return hp if args.lr is None else {"lr": args.lr, **hp}
+
+
+def schedule_defaults(name: str, total: int) -> dict[str, Any]:
+    """Arguments of schedule ``name`` for a run of ``total`` scheduler steps (see the module
+    docstring): every decaying schedule ends at 1% of the initial learning rate."""
+    if name == "cosine":
+        return {"t_max": total}
+    if name == "exponential":  # exp(-T / r) = 0.01
+        return {"r": total / math.log(100.0)}
+    if name == "inverse_time":  # (1 + T / r) ** -1 = 0.01
+        return {"r": total / 99.0}
+    if name == "piecewise":
+        milestones = sorted({m for m in (total // 2, 3 * total // 4) if m >= 1})
+        return {"milestones": tuple(milestones), "factors": (1.0, 0.1, 0.01)[: len(milestones) + 1]}
+    if name == "warmup":
+        return {"warmup_steps": max(1, round(0.05 * total))}
+    return {}  # performance: its own defaults need no run length
+
+
+def _device(text: str) -> str:
+    """--device: a torch device that exists here (checked by fit's own check, before any work)."""
+    from ravine.train import _as_device
+
+    try:
+        _as_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -121,46 +159,81 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ravine.models import MODELS
     from ravine.schedules import SCHEDULES
 
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
-    p.add_argument("--data-dir", help="folder with IDX files (MNIST, Fashion-MNIST) or CIFAR-10")
-    p.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="offline dataset")
+    p.add_argument(
+        "--data-dir",
+        help="folder with IDX files (MNIST, Fashion-MNIST) or CIFAR-10 (default: the dataset's "
+        "own place, see ravine.data)",
+    )
+    p.add_argument("--model", default="mlp", choices=sorted(MODELS), help="model architecture")
     p.add_argument(
         "--batchnorm",
         choices=("on", "off"),
         help="BatchNorm layers (default: the model's own, on only for resnet18)",
     )
-    p.add_argument("--optimizer", default="adam", help="a ravine optimizer name")
-    p.add_argument("--lr", type=_finite_float(0.0), default=1e-3)
+    p.add_argument(
+        "--optimizer", default="adam", help="a registered optimizer name (`ravine optimizers`)"
+    )
+    p.add_argument(
+        "--lr",
+        type=_finite_float(0.0),
+        help="learning rate (default: the optimizer's registered one, e.g. adam 0.001, "
+        "adadelta 1.0, lbfgs 1.0; `ravine optimizers` lists them)",
+    )
     p.add_argument(
         "--hp",
         nargs="*",
         default=[],
         metavar="K=V",
-        help="more optimizer hyperparameters, e.g. betas=(0.9,0.99) eps=1e-8 amsgrad=yes",
+        help="more optimizer hyperparameters as Python literals, e.g. betas=(0.9,0.99) eps=1e-8 "
+        "amsgrad=False (default: the registered ones)",
     )
     p.add_argument(
         "--batch-size", type=_int_in(0, MAX_BATCH), default=128, help="0 for full-batch GD"
     )
-    p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=5)
-    p.add_argument("--schedule", choices=sorted(SCHEDULES))
+    p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=5, help="passes over the data")
+    p.add_argument(
+        "--schedule", choices=sorted(SCHEDULES), help="learning-rate schedule (default: none)"
+    )
     p.add_argument(
         "--schedule-arg",
         nargs="*",
         default=[],
         metavar="K=V",
-        help="schedule arguments, e.g. r=10 (exponential); cosine's t_max defaults to the "
-        "run's number of scheduler steps",
+        help="schedule arguments, e.g. r=10 (default: from the run's length, see above)",
     )
-    p.add_argument("--schedule-every", choices=("epoch", "batch"), default="epoch")
-    p.add_argument("--curriculum", choices=STRATEGIES)
+    p.add_argument(
+        "--schedule-every",
+        choices=("epoch", "batch"),
+        default="epoch",
+        help="step the schedule after every epoch or every batch",
+    )
+    p.add_argument(
+        "--curriculum", choices=STRATEGIES, help="order examples by difficulty (default: shuffle)"
+    )
     p.add_argument("--no-shuffle", action="store_true", help="visit examples in index order")
     p.add_argument(
-        "--patience", type=_int_in(1, MAX_EPOCHS), help="early stopping on validation loss"
+        "--patience",
+        type=_int_in(1, MAX_EPOCHS),
+        help="early stopping on validation loss after this many epochs without improvement "
+        "(default: off)",
     )
-    p.add_argument("--min-delta", type=_finite_float(0.0), default=0.0)
-    p.add_argument("--checkpoint-dir")
-    p.add_argument("--checkpoint-every", type=_int_in(1, MAX_EPOCHS), default=1)
+    p.add_argument(
+        "--min-delta",
+        type=_finite_float(0.0),
+        default=0.0,
+        help="early stopping: the least decrease that counts as an improvement",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        help="write checkpoint.pt here every --checkpoint-every epochs (default: no checkpoints)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_int_in(1, MAX_EPOCHS),
+        default=1,
+        help="epochs between checkpoints",
+    )
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     p.add_argument(
         "--overwrite",
@@ -172,10 +245,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --resume: continue with the given --lr/--hp instead of refusing a difference",
     )
-    p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0)
-    p.add_argument("--history", help="write the metrics history here (JSON)")
-    p.add_argument("--plot", help="write loss/accuracy curves here (PNG, SVG, PDF...)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="random seed")
+    p.add_argument(
+        "--device",
+        type=_device,
+        help="cpu, cuda or cuda:N (default: cpu, where the model is built)",
+    )
+    p.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        help="0 quiet, 1 a progress bar, 2 one line per epoch (default: the bar on a terminal, "
+        "lines otherwise)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="the same as --verbose 0")
+    p.add_argument("--history", help="write the metrics history here (JSON; default: not saved)")
+    p.add_argument(
+        "--plot", help="write loss/accuracy curves here (PNG, SVG, PDF...; default: none)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -260,13 +347,12 @@ def _build(args: argparse.Namespace, splits: Any) -> tuple[Any, Any, Any]:
         raise ValueError(f"--optimizer {args.optimizer} --hp: {e}") from None
     sched = None
     if args.schedule:
-        sargs = key_values(args.schedule_arg, "--schedule-arg")
-        if args.schedule == "cosine" and "t_max" not in sargs:
-            per_epoch = 1
-            if args.schedule_every == "batch":
-                n, bs = len(splits.train[0]), args.batch_size or len(splits.train[0])
-                per_epoch = math.ceil(n / min(bs, n))
-            sargs["t_max"] = args.epochs * per_epoch
+        given = key_values(args.schedule_arg, "--schedule-arg")
+        per_epoch = 1
+        if args.schedule_every == "batch":
+            n, bs = len(splits.train[0]), args.batch_size or len(splits.train[0])
+            per_epoch = math.ceil(n / min(bs, n))
+        sargs = {**schedule_defaults(args.schedule, args.epochs * per_epoch), **given}
         try:
             sched = schedules.create(args.schedule, opt, **sargs)
         except TypeError as e:
@@ -287,6 +373,7 @@ def _run(args: argparse.Namespace) -> int:
         kwargs["data_dir"] = args.data_dir
     splits = data.load(args.dataset, **kwargs)
     model, opt, sched = _build(args, splits)
+    print(describe_optimizer(args, opt), flush=True)
     has_val = len(splits.val[0]) > 0
     if early_stopping is not None and not has_val:
         raise ValueError(f"--patience needs a validation set, and {args.dataset} has none")
@@ -308,7 +395,8 @@ def _run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         override_hyperparameters=args.override_hyperparameters,
-        progress=False if args.no_progress else None,
+        device=args.device,
+        verbose=0 if args.no_progress else ("auto" if args.verbose is None else args.verbose),
     )
     test_loss, test_acc = evaluate(model, splits.test)
     acc = "" if test_acc is None else f", test accuracy {test_acc:.4f}"
@@ -316,8 +404,29 @@ def _run(args: argparse.Namespace) -> int:
         f"{args.model} on {args.dataset} with {args.optimizer}: {len(history.epoch)} epochs, "
         f"{history.steps} steps ({history.stop_reason}); test loss {test_loss:.4f}{acc}"
     )
+    if args.checkpoint_dir:
+        from ravine.train import CHECKPOINT_NAME
+
+        print(f"checkpoint: {Path(args.checkpoint_dir) / CHECKPOINT_NAME}")
     if args.history:
         history.save(args.history)
+        print(f"history: {args.history}")
     if args.plot:
-        history.plot(args.plot)
+        from ravine.viz.history import history_figure
+
+        history_figure(history, args.plot)
+        print(f"plot: {args.plot}")
     return 0
+
+
+def describe_optimizer(args: argparse.Namespace, opt: Any) -> str:
+    """``adadelta lr=1.0 (registered default)``, then the --hp given: what the run really uses."""
+    group = opt.param_groups[0]
+    parts = [args.optimizer]
+    if "lr" in group:
+        lr = group["lr"]
+        parts.append(f"lr={lr!r} " + ("(registered default)" if args.lr is None else "(--lr)"))
+    given = key_values(args.hp, "--hp")
+    if given:
+        parts.append(", ".join(f"{k}={group.get(k, v)!r}" for k, v in given.items()))
+    return " ".join(parts)

@@ -64,7 +64,6 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--surface", default="beale", help="surface name or expr:FORMULA")
     parser.add_argument(
         "--optimizers",
@@ -74,18 +73,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="optimizer specs (default: the seven classic ones with learning rates for Beale)",
     )
     parser.add_argument(
-        "--steps", type=int, default=200, help=f"steps per optimizer, 1..{MAX_STEPS} (200)"
+        "--steps", type=int, default=200, help=f"steps per optimizer, 1..{MAX_STEPS}"
     )
     parser.add_argument("--start", type=_start, help="start point X,Y (default: the surface's)")
-    parser.add_argument("--out", type=Path, help="output file (gallery: folder)")
     parser.add_argument(
-        "--format", choices=FORMATS, help="png, svg, gif or mp4 (default: --out's suffix)"
+        "--out",
+        type=Path,
+        help="output file (default: SURFACE[_VIEW].FORMAT in the current folder; gallery: the "
+        "folder, default gallery/)",
     )
-    parser.add_argument("--view", choices=tuple(VIEWS), default="contour", help="for png/svg")
-    parser.add_argument("--stride", type=int, default=2, help="steps per animation frame (2)")
-    parser.add_argument("--fps", type=int, default=20, help="animation frames per second (20)")
     parser.add_argument(
-        "--size", type=_size, default=DEFAULT_SIZE, help="image size WxH in pixels (900x640)"
+        "--format", choices=FORMATS, help="png, svg, gif or mp4 (default: --out's suffix, else png)"
+    )
+    parser.add_argument(
+        "--view",
+        choices=tuple(VIEWS),
+        default="contour",
+        help="for png/svg; an animation (gif/mp4) is always the contour view",
+    )
+    parser.add_argument("--stride", type=int, default=2, help="steps per animation frame")
+    parser.add_argument("--fps", type=int, default=20, help="animation frames per second")
+    parser.add_argument(
+        "--size",
+        type=_size,
+        default=DEFAULT_SIZE,
+        help=f"image size WxH in pixels (default: {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})",
     )
     parser.add_argument("--list", action="store_true", help="list surfaces and optimizers")
     parser.add_argument("--gallery", action="store_true", help="render the whole gallery")
@@ -192,7 +204,11 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ravine.cli.viz ...``: the same as ``ravine viz ...``."""
-    parser = argparse.ArgumentParser(prog="ravine viz", description=__doc__)
+    from ravine.cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(
+        prog="ravine viz", description=__doc__, formatter_class=HelpFormatter
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
