@@ -7,6 +7,8 @@ and a loss that turns NaN.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -26,11 +28,17 @@ def linear() -> tuple[nn.Module, object, tuple]:
     return nn.Linear(D, C), nn.functional.cross_entropy, _data()
 
 
-def mlp() -> tuple[nn.Module, object, tuple]:
-    """A small MLP: enough work per epoch for a SIGKILL to land inside a run."""
-    model = nn.Sequential(
-        nn.Linear(D, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, C)
-    )
+class _Slow(nn.Sequential):
+    """An MLP whose training steps take 10 ms more: a SIGKILL lands inside an epoch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            time.sleep(0.01)
+        return super().forward(x)
+
+
+def slow_mlp() -> tuple[nn.Module, object, tuple]:
+    model = _Slow(nn.Linear(D, 32), nn.ReLU(), nn.Linear(32, C))
     return model, nn.functional.cross_entropy, _data()
 
 
