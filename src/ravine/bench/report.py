@@ -103,7 +103,7 @@ def _load(store: Store, study: str) -> tuple[dict[str, Any], dict[tuple[str, str
     groups: dict[tuple[str, str], Group] = {}
     for row in store.runs(study):
         key = (row["problem"], row["optimizer"])
-        group = groups.setdefault(key, Group(*key))
+        group = groups.get(key) or groups.setdefault(key, Group(*key))
         run = Run(row, by_run.get(row["id"], []))
         if row["phase"] == "tune":
             group.tune[row["trial_index"]] = run

@@ -360,25 +360,25 @@ def win_probability(
         for name, v in trials.items()
     }
 
-    def below_and_at(values: np.ndarray, level: float) -> tuple[float, float]:
-        n = values.size
-        less = np.searchsorted(values, level, side="left")
-        at_most = np.searchsorted(values, level, side="right")
-        p_less = (less / n) ** k
-        return p_less, (at_most / n) ** k - p_less
-
-    result = {}
+    names = list(oriented)
+    levels = np.unique(np.concatenate(list(oriented.values())))
+    # below[name][j] = P(best of k < levels[j]); equal[name][j] = P(best of k == levels[j])
+    below, equal = {}, {}
     for name, values in oriented.items():
-        total = 0.0
-        for level in np.unique(values):
-            _, p_equal = below_and_at(values, level)
-            poly = np.array([1.0])
-            for other, other_values in oriented.items():
-                if other == name:
-                    continue
-                a, b = below_and_at(other_values, level)
-                poly = np.convolve(poly, [a, b])
-            share = np.sum(poly / np.arange(1, poly.size + 1))
-            total += p_equal * share
-        result[name] = float(total)
+        less = np.searchsorted(values, levels, side="left") / values.size
+        at_most = np.searchsorted(values, levels, side="right") / values.size
+        below[name] = less**k
+        equal[name] = at_most**k - below[name]
+    result = {}
+    for name in names:
+        poly = np.ones((levels.size, 1))  # coefficients of prod_B (a_B + b_B x), one row a level
+        for other in names:
+            if other == name:
+                continue
+            grown = np.zeros((levels.size, poly.shape[1] + 1))
+            grown[:, :-1] += poly * below[other][:, None]
+            grown[:, 1:] += poly * equal[other][:, None]
+            poly = grown
+        share = (poly / np.arange(1, poly.shape[1] + 1)).sum(axis=1)
+        result[name] = float(np.dot(equal[name], share))
     return result
