@@ -354,13 +354,18 @@ def test_export_writes_what_ravine_viz_writes(server: Any, tmp_path: Any) -> Non
     assert 'filename="beale.png"' in headers["Content-Disposition"]
     expected = plot(run("beale", specs, steps=40), tmp_path / "beale.png")
     assert data == expected.read_bytes()
-    status, headers, data = request(server, f"/api/export?{q}&format=gif")
-    assert status == 200 and data[:6] == b"GIF89a"
-    from PIL import Image
-
-    assert Image.open(io.BytesIO(data)).n_frames == 20
     status, _, raw = request(server, f"/api/export?{q}&format=jpg")
     assert status == 400 and "format='jpg'" in json.loads(raw)["error"]
+
+
+@pytest.mark.slow
+def test_export_animates_the_race(server: Any) -> None:
+    q = "surface=beale&steps=40&optimizers=sgd:lr%3D0.001,adam:lr%3D0.1&format=gif"
+    status, headers, data = request(server, f"/api/export?{q}")
+    assert status == 200 and headers["Content-Type"] == "image/gif" and data[:6] == b"GIF89a"
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(data)).n_frames == 20  # stride 2, as ravine viz's default
 
 
 def test_ravine_serve_command_prints_its_url_and_serves() -> None:

@@ -43,7 +43,7 @@ MAX_CLIENT_CHARS = 64
 WAIT_SECONDS = 30.0
 #: A cut prefix of every run, streamed before the full runs when a request has several steps to
 #: compute, so the page shows paths at once. A shorter run is an exact prefix of a longer one.
-PREVIEW_STEPS = 40
+PREVIEW_STEPS = 20
 #: ... when the request is this much work (steps x optimizers) or more; below it, the preview
 #: would only delay the full paths.
 PREVIEW_WORK = 1000
@@ -343,7 +343,8 @@ def trajectory_json(
         "status": traj.status,
         "points": finite(traj.points),
         "losses": finite(traj.losses),
-        "drawn": finite(drawn),
+        # What the static plots draw of a diverged run (cut at the window's edge); None: all.
+        "drawn": None if drawn is traj.points else finite(drawn),
         "end": end,
         "diverged_at": traj.diverged_at,
         "escaped_at": traj.escaped_at,
@@ -549,6 +550,15 @@ class Playground:
         return [t for t in out if t is not None]
 
     # -- contours ------------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Compute what the page shows first (the default state's contours and paths)."""
+        first = self.state({})
+        self.contour({"surface": first["surface"]["name"]})
+        scene = self.scene({"surface": first["surface"]["name"], "steps": first["steps"]})
+        self.trajectories_for(
+            scene, self.specs({"optimizers": [o["spec"] for o in first["optimizers"]]}, scene)
+        )
 
     def contour(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Filled bands (with their colours) and level lines, as the static contour plot draws

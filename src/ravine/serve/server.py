@@ -269,12 +269,12 @@ class PlaygroundServer(ThreadingHTTPServer):
         return [surface_info(surfaces.get(n), n) for n in surfaces.names()]
 
     def warm_up(self) -> threading.Thread:
-        """Import the plotting stack and draw the default surface in the background, so the
+        """Import the plotting stack and compute the default picture in the background, so the
         first page load does not pay for them."""
 
         def work() -> None:
             try:
-                self.playground.contour({"surface": "beale"})
+                self.playground.warm_up()
             except Exception:  # a failed warm-up only costs the first page time
                 traceback.print_exc(file=sys.stderr)
 

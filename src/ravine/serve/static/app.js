@@ -459,7 +459,7 @@ function drawRun(run) {
     g.replaceChildren();
     return;
   }
-  const drawn = data.drawn;
+  const drawn = data.drawn || data.points;
   const upto = Math.min(app.t, drawn.length - 1);
   let points = "";
   for (let i = 0; i <= upto; i++) {

@@ -1,0 +1,212 @@
+"""Playground latency in a real browser: headless Chromium (Debian's) driving `ravine serve`.
+
+Measured, each against its goal and beside the server's own compute time for the same work
+(``ravine.viz.run`` called in-process, no HTTP or browser: the reference for the overhead):
+
+- page ready: from starting ``ravine serve`` (a fresh process) to its first page (the default
+  picture: the 7 classic optimizers on Beale, 200 steps) with every path drawn (<= 2 s)
+- slider to redraw: one optimizer's lr slider moved to the frame its new path is drawn in,
+  on Beale with 7 optimizers x 300 steps (only that one is recomputed) (p95 <= 100 ms)
+- click to all paths: a click on the contour to the frame all 7 new paths (300 steps each)
+  are drawn in (p95 <= 350 ms)
+- first path: the same click to the first path drawn (p95 <= 60 ms)
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_latency.py [--repeats 20]``
+(needs /usr/bin/chromium: ``sudo bash scripts/ci/40-chromium.sh``; and ``pip install playwright``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STEPS = 300
+QUERY = f"?surface=beale&steps={STEPS}"
+GOALS_MS = {
+    "page ready": 2000,
+    "slider to redraw": 100,
+    "click to all paths": 350,
+    "first path": 60,
+}
+
+# Resolves once a new input has been followed by the wanted paths, at the animation frame after
+# they were drawn (so the time includes the frame that shows them).
+WAIT_JS = """
+async ([n0, ids, first]) => {
+  const done = () => {
+    const m = window.ravineMetrics.slice(n0);
+    const input = m.find(x => x.kind === 'input');
+    if (!input) return null;
+    const drawn = m.filter(x => x.kind === 'drawn' && x.t >= input.t);
+    if (first) return drawn.length ? input.t : null;
+    const full = new Set(drawn.filter(x => !x.partial).map(x => x.id));
+    return ids.every(id => full.has(id)) ? input.t : null;
+  };
+  return await new Promise(resolve => {
+    const check = () => {
+      const t0 = done();
+      if (t0 !== null) resolve(performance.now() - t0); else requestAnimationFrame(check);
+    };
+    check();
+  });
+}
+"""
+
+
+def start_server() -> tuple[subprocess.Popen[str], str, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ravine", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    found = re.search(r"http://\S+/", line)
+    if not found:
+        proc.kill()
+        raise RuntimeError(f"ravine serve printed {line!r}")
+    return proc, found.group(0), t0
+
+
+def page_ready(browser: Any, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        proc, url, t0 = start_server()
+        try:
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+            out.append(1000 * (time.perf_counter() - t0))
+        finally:
+            page.close()
+            proc.terminate()
+            proc.wait(timeout=30)
+    return out
+
+
+def run_ids(page: Any) -> dict[str, int]:
+    return page.evaluate(
+        "() => Object.fromEntries([...document.querySelectorAll('.run')]"
+        ".map(c => [c.dataset.name, Number(c.dataset.id)]))"
+    )
+
+
+def slider(page: Any, repeats: int) -> list[float]:
+    ids = run_ids(page)
+    out = []
+    for k in range(repeats):
+        n0 = page.evaluate("window.ravineMetrics.length")
+        # distinct values, so none is served from a cache
+        page.evaluate(
+            """v => { const s = document.querySelector(
+                '.run[data-name=adam] input[type=range][data-param=lr]');
+              s.value = v; s.dispatchEvent(new Event('input', {bubbles: true})); }""",
+            str(700 + 7 * k),
+        )
+        out.append(page.evaluate(WAIT_JS, [n0, [ids["adam"]], False]))
+    return out
+
+
+def clicks(page: Any, repeats: int) -> tuple[list[float], list[float]]:
+    ids = list(run_ids(page).values())
+    box = page.locator("#overlay").bounding_box()
+    rng = np.random.default_rng(0)
+    all_paths, first = [], []
+    for _ in range(repeats):
+        # starts around the default one, (1, 1.5): x in [0.5, 2.5], y in [0, 2] of [-4.5, 4.5]^2
+        fx, fy = rng.uniform(5.0 / 9, 7.0 / 9), rng.uniform(2.5 / 9, 4.5 / 9)
+        n0 = page.evaluate("window.ravineMetrics.length")
+        page.mouse.click(
+            box["x"] + 34 + fx * (box["width"] - 68), box["y"] + 34 + fy * (box["height"] - 68)
+        )
+        first.append(page.evaluate(WAIT_JS, [n0, ids, True]))
+        all_paths.append(page.evaluate(WAIT_JS, [n0, ids, False]))
+        page.wait_for_function("() => document.body.dataset.busy !== 'true'")
+    return all_paths, first
+
+
+def reference_ms(repeats: int) -> dict[str, float]:
+    """ravine.viz.run alone, in this process: the compute the server cannot avoid."""
+    from ravine.viz import run
+    from ravine.viz.gallery import CLASSIC
+
+    seven, one = [], []
+    for k in range(repeats):
+        t0 = time.perf_counter()
+        run("beale", list(CLASSIC), steps=STEPS, start=(1.0 + k * 1e-3, 1.5))
+        seven.append(1000 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        run("beale", [f"adam:lr={0.01 + k * 1e-4}"], steps=STEPS)
+        one.append(1000 * (time.perf_counter() - t0))
+    return {
+        "click to all paths": float(np.median(seven)),
+        "slider to redraw": float(np.median(one)),
+    }
+
+
+def p95(values: list[float]) -> float:
+    return float(np.percentile(values, 95))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=20, help="samples per figure (20)")
+    parser.add_argument("--ready-repeats", type=int, default=3, help="fresh servers started (3)")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    from ravine.serve import running
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        ready = page_ready(browser, args.ready_repeats)
+        with running() as server:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(server.url + QUERY)
+            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+            slide = slider(page, args.repeats)
+            all_paths, first = clicks(page, args.repeats)
+            page.close()
+        browser.close()
+    reference = reference_ms(args.repeats)
+    rows = [
+        ("page ready", ready),
+        ("slider to redraw", slide),
+        ("click to all paths", all_paths),
+        ("first path", first),
+    ]
+    print(f"Beale, {STEPS} steps, the 7 classic optimizers; headless Chromium; times in ms")
+    head = f"{'figure':<20s} {'n':>3s} {'median':>8s} {'p95':>8s} {'goal':>6s}  {'met':<4s}"
+    print(head + f" {'viz.run alone':>14s} {'p95 / viz.run':>14s}")
+    for name, values in rows:
+        ref = reference.get(name)
+        ok = "yes" if p95(values) <= GOALS_MS[name] else "NO"
+        extra = f" {ref:14.1f} {p95(values) / ref:14.2f}" if ref else ""
+        print(
+            f"{name:<20s} {len(values):3d} {statistics.median(values):8.1f} {p95(values):8.1f} "
+            f"{GOALS_MS[name]:6d}  {ok:<4s}{extra}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
