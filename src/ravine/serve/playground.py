@@ -584,12 +584,16 @@ class Playground:
         (traj,) = self.trajectories_for(scene, [spec])
         step = min(step, len(traj.points) - 1)  # a diverged run stops early
         key = self._key(scene, spec)
-        with self._compute:
+        if not self._compute.acquire(timeout=self.wait_seconds):
+            raise BusyError(f"the playground was busy for {self.wait_seconds:g} s; try again")
+        try:
             replay = self.replays.get(key)
             if replay is None or replay.t > step:
                 replay = Replay(scene.surface, spec, scene.start)
                 self.replays.put(key, replay)
             replay.advance(step)
+        finally:
+            self._compute.release()
         if not np.array_equal(replay.point(), traj.points[step]):
             raise RuntimeError(
                 f"replaying {spec_text(spec)} reached {replay.point()} at step {step}, but the "
