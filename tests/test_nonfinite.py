@@ -7,6 +7,10 @@ the update really writes) and once guarded. Where the unguarded update stays fin
 guarded one must write the same bits; where it does not, the guarded step must be refused
 (NonFiniteUpdateError under "raise", a counted skip under "skip") with every parameter, state
 tensor, step count and counter bit-identical to before. A normal step must work afterwards.
+
+Each case runs on the host path (CPU: the verdict read at once) and on the CUDA path, forced on
+CPU with ``ravine.optim.guard.DEFER_ON_CPU`` (the verdict decided on the device and read at the
+next step or ``flush_guard``), where no tensor may be read back during a step.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import pytest
 import torch
 
 import ravine
-from ravine.optim import registry
+from ravine.optim import guard, registry
 from ravine.optim.base import (
     NonFiniteGradientError,
     NonFiniteUpdateError,
@@ -43,6 +47,7 @@ STEPWISE = [n for n in registry.names() if n != "lbfgs"]  # L-BFGS needs a closu
 # (the in-kernel guard falling back to the checked path, and float16's checked path), the slow
 # target all of them.
 COMPILED_DEFAULT = {("adam", "float32"), ("adagrad", "float16")}
+MODES = ("host", "device")  # the verdict read at once (CPU), or on the device (CUDA's path)
 
 
 def _cases() -> list[Any]:
@@ -51,20 +56,34 @@ def _cases() -> list[Any]:
         for impl in ("loop", "foreach", "compiled"):
             for dtype in HUGE:
                 for policy in ("raise", "skip"):
-                    marks = []
-                    if impl == "compiled" and (name, dtype) not in COMPILED_DEFAULT:
-                        marks.append(pytest.mark.slow)
-                    cases.append(
-                        pytest.param(
-                            name,
-                            impl,
-                            dtype,
-                            policy,
-                            id=f"{name}-{impl}-{dtype}-{policy}",
-                            marks=marks,
+                    for mode in MODES:
+                        marks = []
+                        if impl == "compiled" and (name, dtype) not in COMPILED_DEFAULT:
+                            marks.append(pytest.mark.slow)
+                        if mode == "device" and policy == "raise" and impl != "loop":
+                            marks.append(pytest.mark.slow)  # "skip" and loop cover the path
+                        cases.append(
+                            pytest.param(
+                                name,
+                                impl,
+                                dtype,
+                                policy,
+                                mode,
+                                id=f"{name}-{impl}-{dtype}-{policy}-{mode}",
+                                marks=marks,
+                            )
                         )
-                    )
     return cases
+
+
+@pytest.fixture
+def on_device(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """on_device("device") runs the CUDA path of the guard on CPU (for the rest of the test)."""
+
+    def switch(mode: str) -> None:
+        monkeypatch.setattr(guard, "DEFER_ON_CPU", mode == "device")
+
+    return switch
 
 
 def _params(dtype: torch.dtype) -> list[torch.nn.Parameter]:
@@ -127,7 +146,8 @@ def _skipped(opt: torch.optim.Optimizer) -> int:
 
 
 def _run(name: str, impl: str, dtype: torch.dtype, policy: str, huge: float) -> Any:
-    """One normal step, then the overflowing one; returns (before, after, error, skipped)."""
+    """One normal step, then the overflowing one; returns (before, after, error, skipped).
+    The guard's verdict is read before ``after`` (``flush_guard``: a no-op on the host path)."""
     params = _params(dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. DelayTolerantAdagrad's compiled fallback note
@@ -140,26 +160,34 @@ def _run(name: str, impl: str, dtype: torch.dtype, policy: str, huge: float) -> 
     error = None
     try:
         opt.step()
+        opt.flush_guard()
     except NonFiniteGradientError as e:
         error = e
     after = _snapshot(opt, params)
     return opt, params, before, after, error, _skipped(opt) - skipped
 
 
-@pytest.mark.parametrize(("name", "impl", "dtype", "policy"), _cases())
+@pytest.mark.parametrize(("name", "impl", "dtype", "policy", "mode"), _cases())
 def test_overflowing_update_is_refused_or_identical(
-    name: str, impl: str, dtype: str, policy: str
+    name: str, impl: str, dtype: str, policy: str, mode: str, on_device: Any
 ) -> None:
     torch_dtype, huge = HUGE[dtype]
     _, _, _, unguarded, _, _ = _run(name, impl, torch_dtype, "ignore", huge)
     overflows = not _all_finite(unguarded)
+    on_device(mode)
     opt, params, before, after, error, skipped = _run(name, impl, torch_dtype, policy, huge)
+    flat = impl == "compiled" and name != "delay_tolerant_adagrad"  # that one runs eagerly
+    if mode == "device" and flat and dtype != "float16":
+        # impl="compiled" on CUDA refuses a gradient above the overflow limit (1e20 is)
+        # instead of running it checked: the host learns of it too late to run it then.
+        overflows = True
 
     assert _all_finite(after), "non-finite values written under nonfinite=" + policy
     if overflows:
         if policy == "raise":
             assert isinstance(error, NonFiniteUpdateError)
-            assert "parameter group 0, parameter" in str(error) and "at step 2" in str(error)
+            where = "parameter group 0" if flat and mode == "device" else "group 0, parameter"
+            assert where in str(error) and "at step 2" in str(error)
         else:
             assert error is None and skipped == 1
         assert _same(after[0], before[0]) and _same(after[1], before[1])
@@ -173,20 +201,27 @@ def test_overflowing_update_is_refused_or_identical(
     assert _skipped(opt) == skipped and _all_finite(_snapshot(opt, params))
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("impl", ["loop", "foreach", "compiled"])
 @pytest.mark.parametrize("policy", ["raise", "skip"])
-def test_refused_first_step_leaves_nothing(impl: str, policy: str) -> None:
+def test_refused_first_step_leaves_nothing(
+    impl: str, policy: str, mode: str, on_device: Any
+) -> None:
     """Even the lazily created state of a first step is undone (impl="compiled" builds its
     flat buffers, state included, before the step: there the state is zeros at step 0)."""
+    on_device(mode)
     params = _params(torch.float16)
     opt = ravine.Adagrad(params, impl=impl, nonfinite=policy)
     before = [p.detach().clone() for p in params]
     _set_grads(params, 300.0)  # g*g = 90000 > 65504
+    where = "group 0 .*" if impl == "compiled" and mode == "device" else "group 0, parameter 0 .*"
     if policy == "raise":
-        with pytest.raises(NonFiniteUpdateError, match=r"group 0, parameter 0 .* at step 1"):
+        with pytest.raises(NonFiniteUpdateError, match=where + "at step 1"):
             opt.step()
+            opt.flush_guard()
     else:
         opt.step()
+        opt.flush_guard()
         assert opt.skipped_steps == 1
     assert _same([p.detach() for p in params], before)
     for state in opt.state.values():
@@ -195,11 +230,15 @@ def test_refused_first_step_leaves_nothing(impl: str, policy: str) -> None:
         assert not opt.state
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("impl", ["loop", "foreach", "compiled"])
 @pytest.mark.parametrize("policy", ["raise", "skip"])
-def test_a_scalar_too_large_for_the_dtype_is_an_overflow_too(impl: str, policy: str) -> None:
+def test_a_scalar_too_large_for_the_dtype_is_an_overflow_too(
+    impl: str, policy: str, mode: str, on_device: Any
+) -> None:
     """weight_decay=1e308 is a finite float, but not a float32: torch refuses the scalar with a
     RuntimeError. It is an overflowing update like any other, refused by the policy."""
+    on_device(mode)
     params = _params(torch.float32)
     opt = ravine.SGD(params, lr=1e30, weight_decay=1e308, impl=impl, nonfinite=policy)
     before = [p.detach().clone() for p in params]
@@ -207,15 +246,19 @@ def test_a_scalar_too_large_for_the_dtype_is_an_overflow_too(impl: str, policy: 
     if policy == "raise":
         with pytest.raises(NonFiniteUpdateError):
             opt.step()
+            opt.flush_guard()
     else:
         opt.step()
+        opt.flush_guard()
         assert opt.skipped_steps == 1
     assert _same([p.detach() for p in params], before)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("impl", ["loop", "foreach", "compiled"])
-def test_refusal_is_atomic_across_groups(impl: str) -> None:
+def test_refusal_is_atomic_across_groups(impl: str, mode: str, on_device: Any) -> None:
     """A float32 group that could step alone is not written when a float16 group overflows."""
+    on_device(mode)
     wide = torch.nn.Parameter(torch.ones(5))
     narrow = torch.nn.Parameter(torch.ones(5, dtype=torch.float16))
     opt = ravine.Adagrad([{"params": [wide]}, {"params": [narrow]}], impl=impl)
@@ -226,6 +269,7 @@ def test_refusal_is_atomic_across_groups(impl: str) -> None:
     narrow.grad.fill_(300.0)
     with pytest.raises(NonFiniteUpdateError, match="parameter group 1, parameter 0"):
         opt.step()
+        opt.flush_guard()
     after = _snapshot(opt, [wide, narrow])
     assert _same(after, before)
 
@@ -342,3 +386,120 @@ def test_lookahead_synchronisation_of_float16_stays_finite(impl: str) -> None:
     assert opt.optimizer.skipped_steps == 0 and opt.lookahead_steps == 2
     assert bool(torch.isfinite(p).all()) and bool(torch.isfinite(opt.state[p]["slow_param"]).all())
     assert p.tolist() == [0.0] * 4
+
+
+# -- the CUDA path: no host read per step -------------------------------------------------------
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+
+@pytest.fixture
+def host_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every call of a Tensor method that reads a value back to the host, by name (on CUDA
+    each is a sync: the host waits for the device to finish all work queued so far)."""
+    calls: list[str] = []
+    for name in HOST_READS:
+        method = getattr(torch.Tensor, name)
+
+        def counted(*args: Any, _name: str = name, _method: Any = method, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _method(*args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls
+
+
+def _model_steps(
+    opt: Any, model: torch.nn.Module, steps: int, nan_at: int | None, reads: list[str]
+) -> list[int]:
+    """Training steps (backward outside the count); the host reads counted per step()."""
+    x = torch.linspace(-1, 1, 24, dtype=torch.float64).reshape(8, 3).to(model.weight.dtype)
+    per_step = []
+    for i in range(steps):
+        opt.zero_grad()
+        model(x).float().pow(2).mean().backward()
+        if i == nan_at:
+            with torch.no_grad():
+                model.weight.grad[0, 1] = math.nan
+        start = len(reads)
+        opt.step()
+        per_step.append(len(reads) - start)
+    return per_step
+
+
+@pytest.mark.parametrize(
+    ("impl", "dtype"),
+    [
+        ("loop", torch.float32),
+        ("foreach", torch.float32),
+        ("foreach", torch.float16),
+        ("compiled", torch.float32),
+        pytest.param("compiled", torch.float16, marks=pytest.mark.slow),  # another kernel
+    ],
+    ids=str,
+)
+def test_the_cuda_path_reads_nothing_back_per_step(
+    impl: str, dtype: torch.dtype, on_device: Any, host_reads: list[str]
+) -> None:
+    """Counted over training steps with a NaN gradient among them: no item/bool/float/tolist
+    in any step, and the skip is counted once the verdict is read (by the next step)."""
+    on_device("device")
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).to(dtype)
+    opt = ravine.SGD(model.parameters(), lr=0.1, momentum=0.9, impl=impl, nonfinite="skip")
+    per_step = _model_steps(opt, model, 6, nan_at=3, reads=host_reads)
+    assert per_step == [0] * 6, host_reads
+    assert opt.skipped_steps == 1  # read by step 5
+    assert {int(s["step"]) for s in opt.state_dict()["state"].values()} == {5}
+
+
+@pytest.mark.parametrize("impl", ["loop", "foreach", "compiled"])
+def test_the_cuda_path_takes_the_same_steps(impl: str, on_device: Any) -> None:
+    """Skipping a NaN step on the device leaves the run bit-identical to the host path's."""
+    runs = []
+    for mode in MODES:
+        on_device(mode)
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2).to(torch.float64)
+        opt = ravine.Adam(model.parameters(), lr=0.1, impl=impl, nonfinite="skip")
+        _model_steps(opt, model, 6, nan_at=2, reads=[])
+        opt.flush_guard()
+        runs.append((_snapshot(opt, list(model.parameters())), opt.skipped_steps))
+    assert runs[0][1] == runs[1][1] == 1
+    assert _same(runs[0][0], runs[1][0])
+
+
+@pytest.mark.parametrize("impl", ["loop", "foreach", "compiled"])
+def test_on_cuda_a_refused_step_raises_at_the_next_call(impl: str, on_device: Any) -> None:
+    """The NaN step writes nothing; its error comes from the next step(), which takes no step
+    either, naming the refused step; state_dict() then holds its step count as before it."""
+    on_device("device")
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).to(torch.float64)
+    opt = ravine.Adam(model.parameters(), lr=0.1, impl=impl)
+    _model_steps(opt, model, 2, nan_at=None, reads=[])
+    before = _snapshot(opt, list(model.parameters()))
+    _model_steps(opt, model, 1, nan_at=0, reads=[])  # returns: the verdict is on the device
+    where = "group 0" if impl == "compiled" else "group 0, parameter 0"
+    with pytest.raises(NonFiniteGradientError, match=f"{where} .*at step 3.*reported late"):
+        _model_steps(opt, model, 1, nan_at=None, reads=[])
+    assert _same(_snapshot(opt, list(model.parameters())), before)
+    _model_steps(opt, model, 1, nan_at=None, reads=[])  # and training goes on
+    assert {int(s["step"]) for s in opt.state_dict()["state"].values()} == {3}
+
+
+def test_on_cuda_state_dict_and_flush_read_the_verdict(on_device: Any) -> None:
+    on_device("device")
+    model = torch.nn.Linear(3, 2)
+    opt = ravine.Adam(model.parameters(), nonfinite="skip")
+    _model_steps(opt, model, 1, nan_at=0, reads=[])
+    assert opt.skipped_steps == 0  # not read yet
+    assert opt.state_dict()["ravine"]["skipped_steps"] == 1 and not opt.state
+    opt = ravine.Adam(model.parameters())
+    _model_steps(opt, model, 1, nan_at=0, reads=[])
+    with pytest.raises(NonFiniteGradientError, match="at step 1"):
+        opt.flush_guard()
+    opt.flush_guard()  # read once
+    fresh = ravine.Adam(model.parameters())
+    _model_steps(opt, model, 1, nan_at=0, reads=[])
+    opt.load_state_dict(fresh.state_dict())  # the loaded state replaces the pending step
+    opt.flush_guard()

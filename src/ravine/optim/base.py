@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ravine.optim.compiled import FlatEngine
-from ravine.optim.engines import EagerEngine, Engine
+from ravine.optim.engines import EagerEngine, Engine, resolve
 
 # Re-exported: optimizer files and user code import the guard's errors and bounds and the range
 # constants from here.
@@ -187,6 +187,19 @@ class Optimizer(torch.optim.Optimizer):
       (counted in ``skipped_steps``); ``"ignore"`` does not check (saves one read of the
       gradients per step). Only float16 steps and steps with huge gradients pay more than that
       read (see ``EagerEngine.guarded_step`` and :func:`overflow_limit`).
+
+      On CUDA the guard reads nothing back per step (no host sync): the device decides, and
+      the host reads the verdict when the next ``step()`` (after its closure), ``state_dict()``
+      or :meth:`flush_guard` comes, waiting only for the device to finish that step. What
+      differs there: a refused step writes nothing, as on CPU, but its error is raised (or
+      its skip counted in ``skipped_steps``) by that next call, one step late; the step count
+      moves back then. With impl="foreach"/"loop" every step runs checked on the device (a
+      copy of the parameters and state is held during the step, and the copies go back unless
+      everything is finite: ~2x the step's memory traffic); with impl="compiled" the fused
+      kernel decides from max|g| as on CPU, but a finite gradient above the overflow limit is
+      refused rather than run checked (float16 groups run checked on the device instead).
+      Gradient transforms, sparse gradients or parameters on several devices read the
+      verdict at once, as on CPU.
     - ``grad_transforms``: a sequence of :class:`GradientTransform` applied in order.
     - ``grad_noise``: annealed Gaussian gradient noise, shorthand for appending
       ``ravine.optim.transforms.GradientNoise(eta=grad_noise)`` (or the transform given) to
@@ -375,8 +388,16 @@ class Optimizer(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = self._evaluate_closure(closure)
+        resolve(self)  # after the closure: the device is busy with its passes meanwhile
         self.engine.step(self)
         return loss
+
+    def flush_guard(self) -> None:
+        """Read now the non-finite guard's verdict on the last step where it is still on the
+        device (CUDA, see ``nonfinite``): a refused step is raised (``"raise"``) or counted in
+        ``skipped_steps`` (``"skip"``). Waits for the device to finish that step; a no-op
+        when no verdict is pending (always on CPU). ``step`` and ``state_dict`` call it."""
+        resolve(self)
 
     def _rule(
         self,
@@ -432,6 +453,7 @@ class Optimizer(torch.optim.Optimizer):
         continues from exactly (see :mod:`ravine.optim.torch_format`; ValueError where torch
         has no such class or setting)."""
         check_format(format)
+        resolve(self)  # a checkpoint never holds the step count of a refused step
         state = self.engine.state_dict(super().state_dict())
         state["ravine"] = {
             "optimizer": type(self).__name__,
@@ -465,6 +487,7 @@ class Optimizer(torch.optim.Optimizer):
             if check is not None:
                 check(saved)
         self._optimizer_load_state_dict_pre_hooks = type(hooks)()  # they ran above
+        self.__dict__.pop("_pending_verdict", None)  # the loaded state replaces that step's
         try:
             super().load_state_dict(checked)
         finally:

@@ -104,8 +104,12 @@ from ravine.optim.engines import (
     update_message,
 )
 from ravine.optim.guard import (
+    DEFERRED_NOTE,
     NonFiniteGradientError,
     NonFiniteUpdateError,
+    Verdict,
+    checked_on_device,
+    deferred,
     hyperparameter_scale,
     max_abs,
     overflow_limit,
@@ -438,6 +442,8 @@ class FlatEngine:
         self.rebuilds = 0  # full re-flattenings (first step, new params, load_state_dict...)
         self.resyncs = 0  # steps whose .grad tensors had been replaced and were copied back
         self.verifications = 0  # per-parameter checks of a flat group (see _current)
+        # (ok, finite) of the last deferred guarded kernel, on the device (_deferred_update)
+        self.flags: tuple[Tensor, Tensor] | None = None
 
     # -- layout --------------------------------------------------------------------------------
     def _signature(self, opt: Optimizer) -> tuple[Any, ...]:
@@ -667,7 +673,11 @@ class FlatEngine:
         The guarded kernel writes the update if g is finite and below the overflow limit (one
         reduction over g, the guard's usual cost); otherwise a finite g runs checked. float16
         skips the guarded kernel (its limit is -inf: every step is at risk).
+
+        On CUDA nothing is read back (:meth:`_deferred_update`).
         """
+        if deferred(fg.p.device):
+            return self._deferred_update(opt, fg)
         if overflow_limit(fg.p.dtype) == -math.inf:
             applied, finite = False, bool(_all_finite(fg.g))
         else:
@@ -680,6 +690,60 @@ class FlatEngine:
         if culprit is None:
             return None
         return lambda: NonFiniteUpdateError(update_message(opt, _entries(opt), culprit))
+
+    def _deferred_update(self, opt: Optimizer, fg: FlatGroup) -> Refusal | None:
+        """:meth:`_guarded_update` deciding on the device (CUDA): the guarded kernel writes
+        nothing unless g is finite and below the overflow limit, and its flags become the step's
+        pending verdict (``ravine.optim.guard.Verdict``), read when the next step begins; the
+        host counts the step as taken meanwhile, and the verdict undoes that if it was refused.
+        Unlike the CPU path a finite g above the limit is refused, not run checked: the host
+        only learns of it after the gradients are gone. float16 groups (every step at risk) run
+        checked on the device instead (``checked_on_device``). Only the eager fallback of a
+        kernel that failed to compile still reads its verdict at once."""
+        step = fg.step
+        group_index = fg.group_index
+
+        def undo() -> None:
+            fg.step = step
+            fg.step_cell[0] = step
+
+        def error(index: int) -> NonFiniteGradientError:
+            where = f"parameter group {group_index} (impl='compiled', flat buffers)"
+            if index == 0:
+                return NonFiniteGradientError(
+                    f"non-finite gradient (NaN or Inf) in {where} at step {step + 1}; no "
+                    "parameter or state was updated. Pass nonfinite='skip' to skip such steps."
+                    + DEFERRED_NOTE
+                )
+            return NonFiniteUpdateError(
+                f"non-finite update: a gradient in {where} at step {step + 1} was above the "
+                "overflow limit (ravine.optim.guard.overflow_limit times the hyperparameters), "
+                "or the update would write NaN or Inf; no parameter or state was updated. On "
+                "cuda, impl='compiled' refuses such a step instead of running it checked."
+                + DEFERRED_NOTE
+            )
+
+        if overflow_limit(fg.p.dtype) == -math.inf:
+            flags, order = checked_on_device(
+                [fg.g], [fg.p, *fg.state], lambda: self._update(opt, fg, fg.g)
+            )
+            opt._pending_verdict = Verdict(flags, order, undo, error)
+            return None
+        self.flags = None
+        applied, finite = self._update(opt, fg, fg.g, guard=True, defer=True)
+        if self.flags is None:  # the eager fallback decided on the host
+            if applied:
+                return None
+            if not finite:
+                return lambda: NonFiniteGradientError(nonfinite_message(opt, _entries(opt)))
+            culprit, _ = self._checked(opt, [(fg, fg.g)])
+            if culprit is None:
+                return None
+            return lambda: NonFiniteUpdateError(update_message(opt, _entries(opt), culprit))
+        ok, finite_g = self.flags
+        self.flags = None
+        opt._pending_verdict = Verdict(torch.stack([finite_g, ok]), [0, 1], undo, error)
+        return None
 
     def _guarded_step(
         self, opt: Optimizer, rest: list[tuple[int, int, Tensor, Tensor]]
@@ -791,12 +855,14 @@ class FlatEngine:
         return flat_grads, views[i:]
 
     def _update(
-        self, opt: Optimizer, fg: FlatGroup, g: Tensor, guard: bool = False
+        self, opt: Optimizer, fg: FlatGroup, g: Tensor, guard: bool = False, defer: bool = False
     ) -> tuple[bool, bool]:
         """One step of a flat group; returns (applied, gradient finite). With ``guard``, a
         gradient holding NaN or Inf or above the overflow limit (at risk, see
         :meth:`_guarded_update`) leaves everything (parameters, state, step count) as it
-        was and ``applied`` is False."""
+        was and ``applied`` is False. With ``defer`` too, the guarded kernel's (ok, finite)
+        flags are left on the device in ``self.flags`` unread, and the step counted as
+        applied (see :meth:`_deferred_update`)."""
         group = opt.param_groups[fg.group_index]
         t = fg.step + 1
         # The hyperparameters seldom change between steps: reuse the kernel and scalars found
@@ -827,13 +893,15 @@ class FlatEngine:
         fg.kernel = kernel
         done = False
         if kernel.fn is not None:
-            scalars = host if fg.p.device.type == "cpu" else host.to(fg.p.device)
+            scalars = host if fg.p.device.type == "cpu" else _to_device(host, fg.p.device)
             try:
                 flags = self._run_kernel(fg, kernel, (fg.p, g, *fg.state, scalars))
                 done = True
             except Exception as exc:  # any compile failure falls back, loudly
                 kernel.fn, kernel.failed = None, f"{type(exc).__name__}: {exc}"
-            if done and guard and not bool(flags[0]):
+            if done and guard and defer:
+                self.flags = flags
+            elif done and guard and not bool(flags[0]):
                 cells[0] = fg.step
                 return False, bool(flags[1])
         if not done:
@@ -910,6 +978,16 @@ class FlatEngine:
                     _zero_one(p, set_to_none)
         for _, _, p in self.outside:
             _zero_one(p, set_to_none)
+
+
+def _to_device(host: Tensor, device: torch.device) -> Tensor:
+    """The kernel's scalars on ``device``. On CUDA through a pinned copy, without waiting: a
+    copy from pageable memory makes the host wait for the device to catch up (a sync every
+    step); the pinned block is not reused before the copy has run (torch's host allocator
+    records the stream), and ``host`` may change right after."""
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 def _isfinite_all(g: Tensor) -> Tensor:

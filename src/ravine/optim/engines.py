@@ -28,8 +28,12 @@ import torch
 from torch import Tensor
 
 from ravine.optim.guard import (
+    DEFERRED_NOTE,
     NonFiniteGradientError,
     NonFiniteUpdateError,
+    Verdict,
+    checked_on_device,
+    deferred,
     hyperparameter_scale,
     max_abs,
     overflow_limit,
@@ -117,6 +121,8 @@ class EagerEngine:
             grads = transformed(opt, entries, [e[3] for e in entries])
             for batch in self.batches(opt, entries, grads):
                 self.apply(opt, batch)
+        elif can_defer(opt, entries):
+            self.deferred_step(opt, entries)
         else:
             self.guarded_step(opt, entries)
 
@@ -196,14 +202,7 @@ class EagerEngine:
         tensors in between (the step holds them for the whole call; not for Hogwild! style
         concurrent readers).
         """
-        owners: list[Tensor] = []
-        written: list[Tensor] = []
-        for batch in batches:
-            names = opt.state_names_for(opt.param_groups[batch.group_index])
-            for p, state in zip(batch.params, batch.states):
-                for x in (p, *(state[n] for n in names)):
-                    owners.append(p)
-                    written.append(x.detach())
+        owners, written = self.written(opt, batches)
         saved = [torch.empty_like(x) for x in written]
         torch._foreach_copy_(saved, written)
         steps = [batch.states[0]["step"] for batch in batches]
@@ -234,6 +233,69 @@ class EagerEngine:
             return next(p for p, x in zip(owners, written) if not bool(torch.isfinite(x).all()))
         finally:
             roll_back()
+
+    @staticmethod
+    def written(opt: Optimizer, batches: list[Batch]) -> tuple[list[Tensor], list[Tensor]]:
+        """What an update of ``batches`` writes (each parameter and its state tensors), and the
+        parameter each belongs to."""
+        owners: list[Tensor] = []
+        written: list[Tensor] = []
+        for batch in batches:
+            names = opt.state_names_for(opt.param_groups[batch.group_index])
+            for p, state in zip(batch.params, batch.states):
+                for x in (p, *(state[n] for n in names)):
+                    owners.append(p)
+                    written.append(x.detach())
+        return owners, written
+
+    def deferred_step(self, opt: Optimizer, entries: Entries) -> None:
+        """A guarded step on CUDA, with no host read (:func:`can_defer` says when).
+
+        Every step runs checked on the device (:func:`~ravine.optim.guard.checked_on_device`:
+        the parameters and state are copied, the update runs, and the copies go back unless
+        the gradients and all that was written are finite), so no at-risk test is needed. The
+        host counts the step as taken; the verdict is read when the next step, ``state_dict``
+        or ``flush_guard`` comes (:class:`~ravine.optim.guard.Verdict`), which then undoes the
+        step counts and lazily created state of a refused step and raises or counts it.
+        """
+        grads = [e[3] for e in entries]
+        fresh: list[Tensor] = []
+        batches = self.batches(opt, entries, grads, fresh)
+        owners, written = self.written(opt, batches)
+        steps = [batch.states[0]["step"] for batch in batches]
+        current: list[Batch] = []
+
+        def undo() -> None:
+            for batch, step in zip(batches, steps):
+                for state in batch.states:
+                    state["step"] = step
+            for p in fresh:  # lazily created state: as if the step never began
+                del opt.state[p]
+
+        def update() -> None:
+            for batch in batches:
+                current[:] = [batch]
+                self.apply(opt, batch)
+
+        try:
+            flags, order = checked_on_device(grads, written, update)
+        except RuntimeError as error:
+            undo()
+            # A Python scalar too large for the dtype: refused at once, as by apply_checked.
+            if "without overflow" not in str(error):
+                raise
+            culprit = current[0].params[0]
+            refuse(opt, lambda: NonFiniteUpdateError(update_message(opt, entries, culprit)))
+            return
+
+        def error(index: int) -> NonFiniteGradientError:
+            if index < len(entries):
+                gi, pi, p, _ = entries[index]
+                return NonFiniteGradientError(gradient_message(opt, gi, pi, p) + DEFERRED_NOTE)
+            culprit = owners[index - len(entries)]
+            return NonFiniteUpdateError(update_message(opt, entries, culprit) + DEFERRED_NOTE)
+
+        opt._pending_verdict = Verdict(flags, order, undo, error)
 
     # -- batches and the rule ------------------------------------------------------------------
     @staticmethod
@@ -372,16 +434,43 @@ def refuse(opt: Optimizer, error: Callable[[], NonFiniteGradientError]) -> None:
     raise error()
 
 
+def can_defer(opt: Optimizer, entries: Entries) -> bool:
+    """Whether the guard can decide this step on the device (EagerEngine.deferred_step): all
+    gradients dense and on one CUDA device, and no gradient transforms (their state lives on
+    the host). Otherwise the verdict is read at once."""
+    device = entries[0][3].device
+    return (
+        deferred(device)
+        and not opt.grad_transforms
+        and all(g.device == device and not g.is_sparse for *_, g in entries)
+    )
+
+
+def resolve(opt: Optimizer) -> None:
+    """Read the verdict of the last deferred guarded step, if the host has not yet: a refused
+    step has its bookkeeping undone and is counted (``"skip"``) or raised (``"raise"``)."""
+    verdict = opt.__dict__.pop("_pending_verdict", None)
+    if verdict is None:
+        return
+    error = verdict.failure()
+    if error is not None:
+        refuse(opt, lambda: error)
+
+
+def gradient_message(opt: Optimizer, gi: int, pi: int, p: Tensor) -> str:
+    step = int(opt.state.get(p, {}).get("step", 0)) + 1
+    return (
+        f"non-finite gradient (NaN or Inf) in parameter group {gi}, parameter {pi} "
+        f"(shape {tuple(p.shape)}) at step {step}; no parameter or state was updated. "
+        "Pass nonfinite='skip' to skip such steps."
+    )
+
+
 def nonfinite_message(opt: Optimizer, entries: Entries) -> str:
     for gi, pi, p, g in entries:
         values = g.coalesce().values() if g.is_sparse else g
         if not bool(torch.isfinite(values).all()):
-            step = int(opt.state.get(p, {}).get("step", 0)) + 1
-            return (
-                f"non-finite gradient (NaN or Inf) in parameter group {gi}, parameter {pi} "
-                f"(shape {tuple(p.shape)}) at step {step}; no parameter or state was updated. "
-                "Pass nonfinite='skip' to skip such steps."
-            )
+            return gradient_message(opt, gi, pi, p)
     return "non-finite gradient"  # pragma: no cover - max_abs said otherwise
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -87,3 +87,103 @@ def max_abs(tensors: Iterable[Tensor]) -> dict[tuple[torch.device, torch.dtype],
             return None
         bounds[kind] = bound
     return bounds
+
+
+# -- the guard on CUDA: decided on the device, read by the host one step later --------------------
+# Tests set this to run the CUDA path on CPU (``bool``/``item`` calls can then be counted).
+DEFER_ON_CPU = False
+
+
+def deferred(device: torch.device) -> bool:
+    """Whether the guard decides a step on ``device`` itself and the host reads the verdict
+    later (CUDA; other accelerators read it at once, as the CPU does)."""
+    return device.type == "cuda" or (DEFER_ON_CPU and device.type == "cpu")
+
+
+def finite_flags(tensors: Sequence[Tensor]) -> tuple[Tensor, list[int]]:
+    """Whether each tensor is finite, as one bool vector on their device, and the index in
+    ``tensors`` of each of its entries (they are grouped by dtype): one max-norm kernel per
+    dtype, no host read."""
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    reals = [torch.view_as_real(x) if x.is_complex() else x for x in tensors]
+    for i, x in enumerate(reals):
+        by_dtype.setdefault(x.dtype, []).append(i)
+    parts, order = [], []
+    for indices in by_dtype.values():
+        norms = torch._foreach_norm([reals[i] for i in indices], math.inf)
+        parts.append(torch.isfinite(torch.stack(norms)))
+        order.extend(indices)
+    return torch.cat(parts), order
+
+
+def checked_on_device(
+    grads: Sequence[Tensor], written: Sequence[Tensor], update: Callable[[], None]
+) -> tuple[Tensor, list[int]]:
+    """Run ``update`` (which writes ``written`` in place) so that it writes nothing unless the
+    gradients and everything it wrote are finite, deciding on the device: the written tensors
+    are copied, the update runs, and ``torch.where`` puts the copies back if a flag is false.
+
+    Returns the flags (gradients first, then the written tensors; see :func:`finite_flags`)
+    and their order. No host read: the verdict stays on the device until :class:`Verdict`
+    reads it. If ``update`` raises, the copies go back at once and the error propagates.
+    """
+    g_flags, g_order = finite_flags(grads)
+    saved = [torch.empty_like(x) for x in written]
+    torch._foreach_copy_(saved, written)
+    try:
+        update()
+    except BaseException:
+        torch._foreach_copy_(list(written), saved)
+        raise
+    w_flags, w_order = finite_flags(written)
+    flags = torch.cat([g_flags, w_flags])
+    ok = flags.all()
+    for x, s in zip(written, saved):
+        torch.where(ok, x, s, out=x)
+    return flags, g_order + [len(grads) + i for i in w_order]
+
+
+class Verdict:
+    """A guarded step whose outcome the host has not read yet (CUDA).
+
+    ``flags`` (a device bool vector, see :func:`checked_on_device`) is copied to pinned host
+    memory without waiting and an event is recorded after the copy; :meth:`failure` waits for
+    that event only, i.e. until the device has finished that step, not for work queued after it
+    (the next forward and backward pass), and reads the copy. ``undo`` puts the host's
+    bookkeeping of the step back (step counts, lazily created state); ``error(index)`` builds
+    the error for the first non-finite tensor (an index into gradients, then written tensors).
+    """
+
+    def __init__(
+        self,
+        flags: Tensor,
+        order: list[int],
+        undo: Callable[[], None],
+        error: Callable[[int], NonFiniteGradientError],
+    ) -> None:
+        self.order, self.undo, self.error = order, undo, error
+        self.event: Any = None
+        if flags.device.type == "cuda":
+            self.flags = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+            self.flags.copy_(flags, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.flags = flags
+
+    def failure(self) -> NonFiniteGradientError | None:
+        """The error of the step if it was refused (its bookkeeping then undone), else None."""
+        if self.event is not None:
+            self.event.synchronize()
+        finite = self.flags.numpy()  # host memory: no device read
+        if finite.all():
+            return None
+        self.undo()
+        return self.error(self.order[int(finite.argmin())])
+
+
+DEFERRED_NOTE = (
+    " (on cuda the guard decides on the device and the host reads its verdict when the next "
+    "step, state_dict() or flush_guard() comes: this is reported late, and nothing was "
+    "written by this step)"
+)

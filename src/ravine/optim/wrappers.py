@@ -118,6 +118,14 @@ class _Wrapper(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none)
 
+    def flush_guard(self) -> None:
+        """The inner optimizer's :meth:`ravine.optim.base.Optimizer.flush_guard`, if it has
+        one. (A wrapper reads the inner ``skipped_steps`` right after its step: on CUDA a
+        refused step is counted there one step late, so Lookahead counts it among its k.)"""
+        flush = getattr(self.optimizer, "flush_guard", None)
+        if flush is not None:
+            flush()
+
     def _params(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
 
@@ -561,6 +569,10 @@ class LBFGS(torch.optim.LBFGS):
             _check_params([p[1] if isinstance(p, tuple) else p for p in params], 0, [])
         param_group.update({k: group[k] for k in LBFGS_KINDS if k in param_group})
         super().add_param_group(param_group)
+
+    def flush_guard(self) -> None:
+        """Nothing to read: L-BFGS checks each step at once, on every device (its line search
+        reads values back anyway)."""
 
     def state_dict(self, format: str = "ravine") -> dict[str, Any]:
         """torch's, with a ``"ravine"`` record of the class and ravine's step counter;
