@@ -31,6 +31,7 @@ __all__ = [
     "Comparison",
     "Profile",
     "bootstrap_difference",
+    "bootstrap_interval",
     "compare",
     "expected_best_curve",
     "expected_best_of_k",
@@ -276,6 +277,25 @@ class Comparison:
     winner: Literal["a", "b", "tie"]
 
 
+def bootstrap_interval(
+    values: Sequence[float],
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """mean(values) and its percentile bootstrap interval (resampling the values)."""
+    x = _values("values", values, None)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    n_boot = _check_positive_int("n_boot", n_boot)
+    rng = np.random.default_rng(seed)
+    boot = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lower, upper = np.quantile(boot, [alpha, 1.0 - alpha])
+    return float(x.mean()), float(lower), float(upper)
+
+
 def bootstrap_difference(
     a: Sequence[float],
     b: Sequence[float],
@@ -299,16 +319,13 @@ def bootstrap_difference(
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     n_boot = _check_positive_int("n_boot", n_boot)
-    rng = np.random.default_rng(seed)
     if paired:
-        d = x - y
-        boot = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
-        mean = float(d.mean())
-    else:
-        bx = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-        by = y[rng.integers(0, y.size, size=(n_boot, y.size))].mean(axis=1)
-        boot = bx - by
-        mean = float(x.mean() - y.mean())
+        return bootstrap_interval(x - y, confidence=confidence, n_boot=n_boot, seed=seed)
+    rng = np.random.default_rng(seed)
+    bx = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    by = y[rng.integers(0, y.size, size=(n_boot, y.size))].mean(axis=1)
+    boot = bx - by
+    mean = float(x.mean() - y.mean())
     alpha = (1.0 - confidence) / 2.0
     lower, upper = np.quantile(boot, [alpha, 1.0 - alpha])
     return mean, float(lower), float(upper)
