@@ -71,7 +71,7 @@ def main() -> None:
     def run_fit() -> float:
         model, opt = fresh()
         t = time.perf_counter()
-        fit(model, opt, (x, y), batch_size=args.batch_size, epochs=args.epochs, progress=False)
+        fit(model, opt, (x, y), batch_size=args.batch_size, epochs=args.epochs, verbose=0)
         return time.perf_counter() - t
 
     def run_loop() -> float:
