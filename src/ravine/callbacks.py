@@ -74,8 +74,12 @@ class EpochFunction(Callback):
         return f"EpochFunction({self.function!r})"
 
 
-def as_callbacks(callbacks: Sequence[Callback | Callable[[int, History], Any]]) -> list[Callback]:
+def as_callbacks(
+    callbacks: Sequence[Callback | Callable[[int, History], Any]] | None,
+) -> list[Callback]:
     """Check ``fit(callbacks=...)`` and wrap plain functions; ValueError naming a bad entry."""
+    if callbacks is None:
+        return []
     if isinstance(callbacks, Callback) or callable(callbacks):
         raise ValueError(
             f"callbacks must be a sequence of Callback objects or functions f(epoch, history), "
