@@ -73,6 +73,7 @@ x, y = _data()
 KINDS = [
     ("tensors", (x, y), 6, True),
     ("numpy-float64", (x.double().numpy(), y.numpy()), 6, True),
+    ("numpy-int32-targets", (x.numpy(), y.int().numpy()), 6, True),
     ("TensorDataset", TensorDataset(x, y), 6, True),
     ("Dataset", Pairs(x, y), 6, True),
     ("Dataset-dicts", Records(x, y), 6, True),
@@ -155,6 +156,17 @@ def test_resume_is_bit_identical_where_the_docs_promise_it(tmp_path, name, make,
     for a, b in zip(model.parameters(), ref):
         assert torch.equal(a, b), name
     assert h.train_loss == h_ref.train_loss and h.step_loss == h_ref.step_loss
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_resume_with_worker_processes_is_bit_identical(tmp_path):
+    """Workers seed themselves from torch's global RNG, which the checkpoint restores."""
+
+    def make():
+        return DataLoader(Pairs(x, y, noise=0.1), batch_size=5, shuffle=True, num_workers=2)
+
+    test_resume_is_bit_identical_where_the_docs_promise_it(tmp_path, "workers", make, None)
 
 
 def _gen():

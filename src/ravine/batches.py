@@ -2,7 +2,8 @@
 
 * Tensors: an ``(inputs, targets)`` pair of tensors or numpy arrays, or a ``TensorDataset`` of
   two tensors. Moved once to the training device and indexed directly (the fast path: no
-  DataLoader, no collation); numpy floating arrays take the model's floating dtype.
+  DataLoader, no collation); numpy floating arrays take the model's floating dtype, numpy
+  integer targets int64.
 * A map-style ``torch.utils.data.Dataset`` (``__getitem__`` and ``__len__``): fit builds a
   DataLoader per epoch whose batches follow fit's own seeded order (shuffle, curriculum).
 * An ``IterableDataset``: batched by a DataLoader with fit's ``batch_size``, in its own order.
@@ -211,13 +212,20 @@ class IterableBatches(Batches):
             yield to_device(inputs, device), to_device(targets, device)
 
 
-def _as_tensor(name: str, value: Any, float_dtype: torch.dtype) -> torch.Tensor:
+def _as_tensor(
+    name: str, value: Any, float_dtype: torch.dtype, targets: bool = False
+) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, np.ndarray):
         t = torch.from_numpy(np.ascontiguousarray(value))
-        # numpy's default float64 would meet a float32 model: follow the model, as Keras does
-        return t.to(float_dtype) if t.is_floating_point() else t
+        # numpy's default float64 would meet a float32 model: follow the model, as Keras does;
+        # integer targets (int32 on some platforms) become int64, what torch's losses index with
+        if t.is_floating_point():
+            return t.to(float_dtype)
+        if targets and t.dtype not in (torch.bool, torch.int64) and not t.is_complex():
+            return t.long()
+        return t
     raise ValueError(f"{name} must hold tensors or numpy arrays, got {type(value).__name__}")
 
 
@@ -246,7 +254,8 @@ def as_batches(
             )
         data = data.tensors
     if _is_pair(data):
-        x, y = (_as_tensor(name, v, float_dtype) for v in data)
+        x = _as_tensor(name, data[0], float_dtype)
+        y = _as_tensor(name, data[1], float_dtype, targets=True)
         if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
             raise ValueError(
                 f"{name} inputs and targets must be non-empty and of equal length, "

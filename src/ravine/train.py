@@ -834,7 +834,8 @@ def fit(
 
         A batch is an (inputs, targets) pair, a dict (keys in ravine.batches.INPUT_KEYS and
         TARGET_KEYS, e.g. "inputs"/"targets", "image"/"label"), or whatever ``unpack(batch) ->
-        (inputs, targets)`` reads. numpy floating arrays take the model's floating dtype.
+        (inputs, targets)`` reads. numpy floating arrays take the model's floating dtype and
+        numpy integer targets become int64.
     batch_size: examples per step for tensors and Datasets (required for them); None or >= N is
         batch gradient descent (one step per epoch on the whole set, in index order since order
         cannot change a full-batch mean), 1 is stochastic, n is mini-batch (ceil(N / n) steps,
