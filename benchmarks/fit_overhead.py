@@ -7,6 +7,10 @@ median and min of each and their ratio. The goal is a ratio within 1.05.
 
     .venv/bin/python benchmarks/fit_overhead.py                      # MLP 2x500 on MNIST
     .venv/bin/python benchmarks/fit_overhead.py --model logreg --batch-size 32
+    .venv/bin/python benchmarks/fit_overhead.py --data loader  # both sides read a DataLoader
+
+With --data loader both sides iterate the same shuffled DataLoader (fit's path for loaders and
+any re-iterable of batches) instead of indexing tensors.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from ravine import data, fit, models
 
@@ -47,6 +52,23 @@ def hand_loop(
     return total / n
 
 
+def loader_loop(
+    model: nn.Module, opt: torch.optim.Optimizer, loader: DataLoader, epochs: int
+) -> float:
+    total, n = 0.0, 0
+    for _ in range(epochs):
+        model.train()
+        total, n = 0.0, 0
+        for xb, yb in loader:
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(yb)
+            n += len(yb)
+    return total / n
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", default="mnist", choices=sorted(data.DATASETS))
@@ -56,12 +78,14 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--data", default="tensors", choices=("tensors", "loader"))
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     splits = data.load(args.dataset)
     x, y = splits.train[0][: args.n].contiguous(), splits.train[1][: args.n].contiguous()
+    loader = DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=True)
 
     def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:
         torch.manual_seed(0)
@@ -71,13 +95,19 @@ def main() -> None:
     def run_fit() -> float:
         model, opt = fresh()
         t = time.perf_counter()
-        fit(model, opt, (x, y), batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+        if args.data == "loader":
+            fit(model, opt, loader, epochs=args.epochs, verbose=0)
+        else:
+            fit(model, opt, (x, y), batch_size=args.batch_size, epochs=args.epochs, verbose=0)
         return time.perf_counter() - t
 
     def run_loop() -> float:
         model, opt = fresh()
         t = time.perf_counter()
-        hand_loop(model, opt, x, y, args.batch_size, args.epochs, seed=0)
+        if args.data == "loader":
+            loader_loop(model, opt, loader, args.epochs)
+        else:
+            hand_loop(model, opt, x, y, args.batch_size, args.epochs, seed=0)
         return time.perf_counter() - t
 
     run_fit(), run_loop()  # warm-up: allocator, kernels, lazy imports
@@ -89,7 +119,7 @@ def main() -> None:
 
     steps = args.epochs * -(-len(x) // args.batch_size)
     print(
-        f"{args.model} on {args.dataset}: N={len(x)}, batch {args.batch_size}, "
+        f"{args.model} on {args.dataset} ({args.data}): N={len(x)}, batch {args.batch_size}, "
         f"{args.epochs} epoch(s) = {steps} steps, {torch.get_num_threads()} threads, "
         f"{args.repeats} alternating repeats"
     )

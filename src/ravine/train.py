@@ -875,15 +875,16 @@ def fit(
     callbacks: ravine.Callback objects (hooks at train, epoch and batch begin/end; a hook sets
         ``run.stop_training = True`` to stop: history.stop_reason becomes "callback", the epoch
         is recorded and checkpointed; a stop mid-epoch skips the rest of that epoch, also on
-        resume) and plain functions f(epoch, history), called after each epoch's checkpoint.
+        resume; the weights stay those of the last step, without early stopping's restore)
+        and plain functions f(epoch, history), called after each epoch's checkpoint.
         Loggers: ravine.loggers.CSVLogger, TensorBoardLogger.
     sync_every: steps between host reads of the loss (each read waits for the device). None:
         every step on CPU, where a read waits for nothing, and every 50 steps on accelerators.
     eval_batch_size: examples per evaluation batch (tensors and Datasets).
 
-    Per step, fit keeps each loss as a device tensor (history.step_loss, read once per epoch),
-    and accuracy and metric sums on the device: with sync_every > 1 nothing in the loop waits
-    for the device between reads.
+    Per step, fit keeps each loss as a device tensor (history.step_loss, read every sync_every
+    steps), and predicted classes and metric sums on the device: with sync_every > 1 nothing
+    in the loop waits for the device between reads.
 
     A NaN or infinite training loss raises NonFiniteLossError (epoch, batch, last checkpoint,
     and whether the parameters moved). When the loss is read every step (sync_every=1, the CPU
@@ -969,7 +970,8 @@ def _loop(
                 h.on_epoch_begin(epoch + 1, run)
         if run.stop_training:  # asked before this epoch's first step: end at the last one
             history.stop_reason = "callback"
-            _save(run, state)
+            if state.epoch > 0 and state.last_checkpoint != state.epoch:
+                _save(run, state)  # epochs since the last checkpoint (checkpoint_every > 1)
             break
         t0 = time.perf_counter()
         order = _epoch_order(run, state, epoch, curriculum_levels)
