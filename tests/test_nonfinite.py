@@ -48,6 +48,7 @@ STEPWISE = [n for n in registry.names() if n != "lbfgs"]  # L-BFGS needs a closu
 # target all of them.
 COMPILED_DEFAULT = {("adam", "float32"), ("adagrad", "float16")}
 MODES = ("host", "device")  # the verdict read at once (CPU), or on the device (CUDA's path)
+QUICK_HOST_ONLY = {("foreach", "raise"), ("loop", "skip")}
 
 
 def _cases() -> list[Any]:
@@ -60,8 +61,9 @@ def _cases() -> list[Any]:
                         marks = []
                         if impl == "compiled" and (name, dtype) not in COMPILED_DEFAULT:
                             marks.append(pytest.mark.slow)
-                        if mode == "device" and policy == "raise" and impl != "loop":
-                            marks.append(pytest.mark.slow)  # "skip" and loop cover the path
+                        # the device path's quick cases: foreach skipping, loop raising
+                        if mode == "device" and (impl, policy) in QUICK_HOST_ONLY:
+                            marks.append(pytest.mark.slow)
                         cases.append(
                             pytest.param(
                                 name,

@@ -5,7 +5,9 @@ the reason, before anything changes."""
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -481,3 +483,13 @@ def test_a_subclass_with_its_own_rule_has_no_counterpart() -> None:
     params = _two_params()
     with pytest.raises(ValueError, match=r"Halved has no torch\.optim counterpart"):
         Halved(params).load_state_dict(_stepped(torch.optim.Adam(params), params).state_dict())
+
+
+@pytest.mark.parametrize("page", ["checkpoints.md", "nonfinite.md"])
+def test_the_docs_examples_run(page: str) -> None:
+    """The pages' Python blocks run as written."""
+    text = (Path(__file__).parent.parent / "docs" / page).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, f"docs/{page}", "exec"), {})
