@@ -404,3 +404,35 @@ def test_ravine_serve_refuses_bad_addresses(argv: list[str], message: str) -> No
     finally:
         sys.stderr = old
     assert "ravine serve: error:" in err.getvalue() and message in err.getvalue()
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_paths() -> None:
+    """Shares of a request run in two spawned workers equal one ravine.viz.run of all of them;
+    what a fresh process cannot rebuild (an optimizer registered at run time) runs here."""
+    from ravine.optim import registry
+    from ravine.optim.sgd import SGD
+
+    with running(workers=2) as srv:
+        deadline = time.monotonic() + 120
+        while not srv.playground.workers.ready and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert srv.playground.workers.ready
+        for surface, steps in (("beale", 300), ("expr:sin(x)*cos(y) + 0.1*(x^2 + y^2)", 120)):
+            lines = trajectories(srv, surface=surface, optimizers=list(CLASSIC), steps=steps)
+            expected = run(surface, list(CLASSIC), steps=steps)
+            got = full_runs(lines)
+            assert [g["index"] for g in got] == list(range(7))
+            for g, e in zip(got, expected):
+                assert np.array_equal(np.array(g["points"], dtype=np.float64), e.points)
+                assert np.array_equal(np.array(g["losses"], dtype=np.float64), e.losses)
+        assert srv.playground.stats["in_workers"] == 14
+        registry.register("test_serve_workers_sgd", SGD, paper="test")
+        try:
+            specs = ["test_serve_workers_sgd:lr=0.001", "adam:lr=0.1"]
+            got = full_runs(trajectories(srv, surface="beale", optimizers=specs, steps=50))
+            expected = run("beale", ["sgd:lr=0.001", "adam:lr=0.1"], steps=50)
+            assert [g["points"] for g in got] == [e.points.tolist() for e in expected]
+            assert srv.playground.stats["in_workers"] == 14
+        finally:
+            registry._REGISTRY.pop("test_serve_workers_sgd", None)

@@ -12,8 +12,10 @@ state in the URL, and turns into a `ravine viz` command or a PNG/SVG/GIF/MP4 wit
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import webbrowser
+from types import FrameType
 
 DEFAULT_PORT = 8000
 
@@ -29,18 +31,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PORT,
         help=f"port to bind, 0..65535; 0 picks a free one (default {DEFAULT_PORT})",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that compute paths besides the server's, 0..64 (default: one per core, "
+        "at most 4; 0 on one core)",
+    )
     parser.add_argument("--open", action="store_true", help="open the page in a browser")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from ravine.serve.server import make_server
+    from ravine.serve.workers import default_workers
 
+    workers = default_workers() if args.workers is None else args.workers
     try:
-        server = make_server(args.host, args.port, verbose=args.verbose)
+        server = make_server(args.host, args.port, verbose=args.verbose, workers=workers)
     except (ValueError, OSError) as err:
         # OSError: the port is taken or the address is not this machine's
-        print(f"ravine serve: error: --host={args.host} --port={args.port}: {err}", file=sys.stderr)
+        print(
+            f"ravine serve: error: --host={args.host} --port={args.port} --workers={workers}: "
+            f"{err}",
+            file=sys.stderr,
+        )
         return 2
     server.warm_up()
     print(f"ravine serve: playground at {server.url}  (Ctrl-C stops it)", flush=True)
@@ -52,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.open:
         webbrowser.open(server.url)
+    # A plain `kill` stops the server as Ctrl-C does, workers included.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ import torch
 from ravine import surfaces
 from ravine.optim import hyperparameters as hp
 from ravine.optim.base import NonFiniteGradientError
+from ravine.serve.workers import Workers
 from ravine.surfaces import Surface
 from ravine.viz.specs import OptimizerSpec, parse_specs
 from ravine.viz.trajectory import Trajectory, check_start, check_work
@@ -357,8 +358,11 @@ def trajectory_json(
 class Playground:
     """The state behind one ``ravine serve``: caches, the computation slot, counters."""
 
-    def __init__(self, *, wait_seconds: float = WAIT_SECONDS) -> None:
+    def __init__(
+        self, *, wait_seconds: float = WAIT_SECONDS, workers: Workers | None = None
+    ) -> None:
         self.wait_seconds = wait_seconds
+        self.workers = workers or Workers(0)
         self.latest = Latest()
         self.trajectories = LRU(CACHE_SIZE)
         self.contours = LRU(32)
@@ -366,7 +370,7 @@ class Playground:
         self._surfaces = LRU(64)
         self._compute = threading.Lock()
         self._export = threading.Lock()
-        self.stats = {"computed": 0, "stale": 0, "runs": 0, "cache_hits": 0}
+        self.stats = {"computed": 0, "stale": 0, "runs": 0, "cache_hits": 0, "in_workers": 0}
         self._stats_lock = threading.Lock()
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -502,33 +506,56 @@ class Playground:
     ) -> Iterator[dict[str, Any]]:
         if not self._compute.acquire(timeout=self.wait_seconds):
             raise BusyError(f"the playground was busy for {self.wait_seconds:g} s; try again")
+        index = list(todo)
         specs = list(todo.values())
+        texts = [spec_text(s) for s in specs]
         try:
             if self.latest.stale(client, seq):
                 self._count("stale")
                 yield {"stale": True}
                 return
+            pooled = len(specs) > 1 and self.workers.can_run(
+                scene.surface_text, [s.name for s in specs]
+            )
+            # The workers start on their shares before the preview runs here.
+            submitted = (
+                self.workers.submit(scene.surface_text, texts, scene.steps, scene.start)
+                if pooled
+                else [(list(range(len(specs))), None)]
+            )
             if scene.steps > 2 * PREVIEW_STEPS and scene.steps * len(specs) >= PREVIEW_WORK:
                 preview = run_trajectories(
                     scene.surface, specs, steps=PREVIEW_STEPS, start=scene.start
                 )
-                for (i, spec), traj in zip(todo.items(), preview):
-                    yield trajectory_json(traj, i, spec_text(spec), cached=False, partial=True)
+                for i, text, traj in zip(index, texts, preview):
+                    yield trajectory_json(traj, i, text, cached=False, partial=True)
                 if self.latest.stale(client, seq):
                     self._count("stale")
                     yield {"stale": True}
                     return
-            # One batched run of every missing spec: the same call, and so the same numbers, as
-            # ``ravine.viz.run(surface, specs, steps=..., start=...)``.
-            full = run_trajectories(scene.surface, specs, steps=scene.steps, start=scene.start)
             self._count("computed")
             self._count("runs", len(specs))
-            for spec, traj in zip(specs, full):
-                self.trajectories.put(self._key(scene, spec), traj)
+            for share, results in self.workers.finished(submitted):
+                if results is None:
+                    # One batched run: the same call, and so the same numbers, as
+                    # ``ravine.viz.run(surface, specs, steps=..., start=...)``.
+                    trajs = run_trajectories(
+                        scene.surface,
+                        [specs[k] for k in share],
+                        steps=scene.steps,
+                        start=scene.start,
+                    )
+                else:
+                    self._count("in_workers", len(share))
+                    trajs = [
+                        Trajectory(specs[k], scene.surface, points, losses, scene.steps, div, esc)
+                        for k, (points, losses, div, esc) in zip(share, results)
+                    ]
+                for k, traj in zip(share, trajs):
+                    self.trajectories.put(self._key(scene, specs[k]), traj)
+                    yield trajectory_json(traj, index[k], texts[k], cached=False)
         finally:
             self._compute.release()
-        for (i, spec), traj in zip(todo.items(), full):
-            yield trajectory_json(traj, i, spec_text(spec), cached=False)
 
     def trajectories_for(self, scene: Scene, specs: list[OptimizerSpec]) -> list[Trajectory]:
         """Every spec's trajectory, from the cache or computed (not streamed; export, inspect)."""

@@ -30,6 +30,7 @@ from ravine.serve.playground import (
     optimizer_controls,
     palette,
 )
+from ravine.serve.workers import Workers
 
 #: Largest request body accepted (a page state is a few hundred bytes).
 MAX_BODY = 64 * 1024
@@ -204,10 +205,13 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(seq, bool) or not isinstance(seq, int):
             raise PlaygroundError(f"seq={seq!r}: expected an integer")
         lines = self.server.playground.stream(body, client=client, seq=seq)
-        # The first line is computed before the headers go out, so a bad request is a plain
-        # 400 with ravine's message rather than an error inside a 200 stream.
-        first = next(lines)
-        self._stream([first], lines)
+        try:
+            # The first line is computed before the headers go out, so a bad request is a plain
+            # 400 with ravine's message rather than an error inside a 200 stream.
+            first = next(lines)
+            self._stream([first], lines)
+        finally:
+            lines.close()  # a page that went away frees the computation slot at once
 
     def _stream(self, head: Iterable[dict[str, Any]], rest: Iterable[dict[str, Any]]) -> None:
         self._headers(HTTPStatus.OK, "application/x-ndjson", None)
@@ -247,13 +251,18 @@ class PlaygroundServer(ThreadingHTTPServer):
         playground: Playground | None = None,
         *,
         verbose: bool = False,
+        workers: int = 0,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
-        self.playground = playground or Playground()
+        self.playground = playground or Playground(workers=Workers(workers))
         self.verbose = verbose
         self.loopback_only = address[0] in LOOPBACK_HOSTS
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.playground.workers.close()
 
     @property
     def url(self) -> str:
@@ -270,11 +279,13 @@ class PlaygroundServer(ThreadingHTTPServer):
 
     def warm_up(self) -> threading.Thread:
         """Import the plotting stack and compute the default picture in the background, so the
-        first page load does not pay for them."""
+        first page load does not pay for them; then start the worker processes."""
 
         def work() -> None:
             try:
                 self.playground.warm_up()
+                # After the first picture: spawning workers competes with it for the cores.
+                self.playground.workers.start()
             except Exception:  # a failed warm-up only costs the first page time
                 traceback.print_exc(file=sys.stderr)
 
@@ -284,25 +295,28 @@ class PlaygroundServer(ThreadingHTTPServer):
 
 
 def make_server(
-    host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False
+    host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False, workers: int = 0
 ) -> PlaygroundServer:
-    """A playground server bound to ``host:port`` (port 0: a free one; see ``server.url``)."""
+    """A playground server bound to ``host:port`` (port 0: a free one; see ``server.url``),
+    computing in ``workers`` processes besides its own (0: in its own only)."""
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port={port!r}: expected an integer from 0 to 65535 (0: a free port)")
-    return PlaygroundServer((host, port), verbose=verbose)
+    Workers(workers)  # checked before anything is bound
+    return PlaygroundServer((host, port), verbose=verbose, workers=workers)
 
 
 @contextmanager
 def running(
-    host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False
+    host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False, workers: int = 0
 ) -> Iterator[PlaygroundServer]:
     """A playground server answering from a background thread for the ``with`` block (tests,
     benchmarks, notebooks); shut down and closed after it."""
-    server = make_server(host, port, verbose=verbose)
+    server = make_server(host, port, verbose=verbose, workers=workers)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
     )
     thread.start()
+    server.playground.workers.start()
     try:
         yield server
     finally:
