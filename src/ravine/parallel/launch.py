@@ -12,8 +12,8 @@ each), and supervises them without ever restarting the job:
 - the run as a whole is bounded by ``timeout``: past it every child is killed and TimeoutError
   names who had not finished.
 
-``faults`` injects faults for tests and the soak: (seconds after start, "kill" | "stop",
-"worker" | "shard", index).
+``faults`` injects faults for tests and the soak: (seconds after worker 0's first step,
+"kill" | "stop", "worker" | "shard", index).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ravine.parallel.worker import progress_key, worker_main
 
 @dataclass(frozen=True)
 class Fault:
-    """A fault to inject: at ``at`` s after the start, ``action`` ("kill": SIGKILL, "stop":
+    """A fault to inject: ``at`` s after worker 0's first step, ``action`` ("kill": SIGKILL, "stop":
     SIGSTOP) the ``role`` ("worker" or "shard") number ``index``."""
 
     at: float
@@ -112,6 +112,7 @@ class Supervisor:
         self.incarnation: Counter[tuple[str, int]] = Counter()
         self.started: dict[tuple[str, int], float] = {}
         self.seen: list[dict[str, Any]] = []
+        self.training_start: float | None = None
         self.parts = [problem.shard(w, config.workers) for w in range(config.workers)]
 
     def start(self, role: str, index: int) -> None:
@@ -156,7 +157,15 @@ class Supervisor:
             proc.join(5.0)
             self.replace(role, index)
 
-    def inject(self, now: float) -> None:
+    def inject(self) -> None:
+        """Inject the faults due, timed from the first worker's first step."""
+        if not self.faults:
+            return
+        if self.training_start is None:
+            if not self.store.check(["worker/0/start"]):
+                return
+            self.training_start = float(self.store.get("worker/0/start"))
+        now = time.time() - self.training_start
         while self.faults and self.faults[0].at <= now:
             f = self.faults.pop(0)
             proc = self.procs[f.role, f.index]
@@ -182,7 +191,7 @@ class Supervisor:
                         f"ravine parallel: the run did not finish within timeout={timeout:g} s "
                         f"(workers {left} had not finished)"
                     )
-                self.inject(now)
+                self.inject()
                 pending = [w for w in range(config.workers) if not self.worker_done(w)]
                 if not pending:
                     break
@@ -233,7 +242,10 @@ class Supervisor:
         staleness: Counter[int] = Counter()
         for c in shards:
             staleness.update({int(k): int(v) for k, v in c["staleness"].items()})
-        faults = self.seen + [f for s in stats for f in s["faults"]]
+        faults = [
+            {**f, "t": f["t"] - (first - self.spec.t0)}
+            for f in self.seen + [f for s in stats for f in s["faults"]]
+        ]
         updates = sum(int(self.store.add(progress_key(w), 0)) for w in range(config.workers))
         extra = {
             "shard_versions": [int(c["version"]) for c in shards],

@@ -51,10 +51,15 @@ def set_one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def start_heartbeat(store: dist.Store, key: str, interval: float) -> threading.Event:
-    """A daemon thread writing time.time() to ``key`` every ``interval`` s; set the returned
-    event to stop it. A SIGSTOPped process stops beating, which is how a hang is noticed."""
+def start_heartbeat(spec: RunSpec, key: str) -> threading.Event:
+    """A daemon thread writing time.time() to ``key`` every ``spec.heartbeat_interval`` s; set
+    the returned event to stop it. A SIGSTOPped process stops beating, which is how a hang is
+    noticed. The thread has its own store connection: a TCPStore client is one socket, and a
+    blocking wait on it (a pair's rendezvous, a worker waiting for a shard) would hold the beat.
+    """
     stop = threading.Event()
+    store = spec.store()
+    interval = spec.heartbeat_interval
 
     def beat() -> None:
         while not stop.is_set():
@@ -122,9 +127,8 @@ class Recorder:
         self.curve.append((time.time() - self.t0, self.updates, loss))
 
     def fault(self, kind: str, who: str, detail: str) -> None:
-        self.faults.append(
-            {"t": time.time() - self.t0, "kind": kind, "who": who, "detail": detail[:300]}
-        )
+        detail = detail.split(". This is typically")[0][:300]  # gloo's advice adds nothing
+        self.faults.append({"t": time.time() - self.t0, "kind": kind, "who": who, "detail": detail})
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -65,9 +65,9 @@ class ShardServer:
         who = f"worker {worker}.{worker_incarnation}"
         prefix = pair_prefix(self.index, self.incarnation, worker, worker_incarnation)
         try:
-            endpoint = ShardEndpoint(
-                Pair(self.store, prefix, 0, self.spec.pair_timeout), self.shard.hi - self.shard.lo
-            )
+            # its own store connection: the rendezvous waits on it (see start_heartbeat)
+            pair = Pair(self.spec.store(), prefix, 0, self.spec.pair_timeout)
+            endpoint = ShardEndpoint(pair, self.shard.hi - self.shard.lo)
             while True:
                 kind, arg, payload = endpoint.receive()
                 if kind is Kind.BYE:
@@ -93,9 +93,7 @@ class ShardServer:
 
     def run(self) -> None:
         store = self.store
-        beat = start_heartbeat(
-            store, f"hb/shard{self.index}.{self.incarnation}", self.spec.heartbeat_interval
-        )
+        beat = start_heartbeat(self.spec, f"hb/shard{self.index}.{self.incarnation}")
         seen = store.add(join_counter(self.index), 0)
         self.checkpoint()  # the starting state is on disk before anyone can push
         store.set(ready_key(self.index), str(self.incarnation))

@@ -190,3 +190,15 @@ class ShardEndpoint:
         else:
             self.reply.payload.copy_(payload)
             self.pair.send(self.reply.raw, 2).wait()
+
+
+def echo_main(host: str, port: int, prefix: str, n: int, rounds: int, timeout: float) -> None:
+    """The far end of a raw pair (rank 1): ``rounds`` times, receive n floats and send them back.
+    The raw-gloo baseline of benchmarks/parallel_speed.py and the peer of the transport tests."""
+    torch.set_num_threads(1)
+    store = connect_store(host, port, timeout)
+    pair = Pair(store, prefix, 1, timeout)
+    buf = torch.zeros(n)
+    for _ in range(rounds):
+        pair.recv(buf).wait()
+        pair.send(buf).wait()

@@ -120,7 +120,7 @@ def worker_main(config: Config, spec: RunSpec, index: int, incarnation: int, par
     set_one_thread()
     store = spec.store()
     rec = Recorder("worker", index, incarnation, spec.t0)
-    beat = start_heartbeat(store, f"hb/worker{index}.{incarnation}", spec.heartbeat_interval)
+    beat = start_heartbeat(spec, f"hb/worker{index}.{incarnation}")
     done = int(store.add(progress_key(index), 0))
     steps = config.steps - done
     client = ServerClient(config, spec, store, index, incarnation, rec)

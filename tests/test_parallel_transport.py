@@ -1,0 +1,139 @@
+"""The behaviour ravine.parallel's transport relies on, pinned on this torch (gloo + TCPStore)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+from ravine.parallel.runtime import Children, atomic_save, load_checkpoint
+from ravine.parallel.transport import (
+    Kind,
+    Pair,
+    ShardChannel,
+    ShardEndpoint,
+    TransportError,
+    connect_store,
+    echo_main,
+    wait_change,
+    wait_key,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def store():
+    return connect_store("127.0.0.1", 0, 10.0, master=True)
+
+
+def _echo(pair: Pair, value: float, n: int = 8) -> torch.Tensor:
+    out, back = torch.full((n,), value), torch.zeros(n)
+    pair.send(out).wait()
+    pair.recv(back).wait()
+    return back
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_peer_errs_its_pair_at_once_and_the_other_pairs_go_on(store):
+    with Children() as children:
+        peers = [
+            children.start(echo_main, "127.0.0.1", store.port, f"p{i}/", 8, 100, 60.0, name="e")
+            for i in range(2)
+        ]
+        # the pairs' timeout is long: an error within seconds can only be the dead peer's
+        pairs = [Pair(store, f"p{i}/", 0, 60.0) for i in range(2)]
+        for i, pair in enumerate(pairs):
+            assert torch.equal(_echo(pair, i + 1.0), torch.full((8,), i + 1.0))
+        os.kill(peers[1].pid, signal.SIGKILL)
+        peers[1].join(10)
+        start = time.monotonic()
+        with pytest.raises(RuntimeError):
+            _echo(pairs[1], 5.0)
+        assert time.monotonic() - start < 10.0
+        assert torch.equal(_echo(pairs[0], 7.0), torch.full((8,), 7.0))  # still served
+        # a replacement joins under a new prefix
+        children.start(echo_main, "127.0.0.1", store.port, "p1.1/", 8, 1, 60.0, name="e")
+        assert torch.equal(_echo(Pair(store, "p1.1/", 0, 60.0), 9.0), torch.full((8,), 9.0))
+        peers[0].kill()
+
+
+@pytest.mark.timeout(60)
+def test_shard_protocol_round_trips_in_one_message_each_way(store):
+    n = 5
+    results = {}
+
+    def shard_side() -> None:
+        # its own client: a TCPStore client is one socket, and the rendezvous waits on it
+        own = connect_store("127.0.0.1", store.port, 10.0)
+        end = ShardEndpoint(Pair(own, "proto/", 0, 20.0), n)
+        for _ in range(3):
+            kind, arg, payload = end.receive()
+            results[kind] = (arg, None if payload is None else payload.clone())
+            if kind is Kind.PULL:
+                end.respond(kind, 7, 0, torch.arange(n, dtype=torch.float32))
+            elif kind is Kind.PUSH:
+                end.respond(kind, 8, 3)
+            else:
+                end.respond(kind, 9, 0, payload * 2)
+
+    thread = threading.Thread(target=shard_side, daemon=True)
+    thread.start()
+    channel = ShardChannel(Pair(store, "proto/", 1, 20.0), n)
+    channel.start(Kind.PULL)
+    version, staleness, x = channel.finish()
+    assert (version, staleness) == (7, 0) and torch.equal(x, torch.arange(n, dtype=torch.float32))
+    channel.start(Kind.PUSH, 6, torch.ones(n))
+    assert channel.finish()[:2] == (8, 3)
+    channel.start(Kind.ELASTIC, 0, torch.full((n,), 1.5))
+    assert torch.equal(channel.finish()[2], torch.full((n,), 3.0))
+    thread.join(10)
+    assert results[Kind.PUSH][0] == 6 and torch.equal(results[Kind.PUSH][1], torch.ones(n))
+    sent = channel.pair.bytes
+    assert sent["push:sent"] == 16 + 4 * n and sent["push:received"] == 16
+    assert sent["pull:sent"] == 16 and sent["pull:received"] == 16 + 4 * n
+
+
+@pytest.mark.timeout(30)
+def test_store_waits_are_bounded_and_name_what_they_waited_for(store):
+    start = time.monotonic()
+    with pytest.raises(TransportError, match="waiting for shard 3 to accept workers"):
+        wait_key(store, "shard/3/ready", 0.3, "shard 3 to accept workers")
+    store.set("k", "a")
+    with pytest.raises(TransportError, match="new incarnation"):
+        wait_change(store, "k", b"a", 0.3, "new incarnation")
+    assert time.monotonic() - start < 5
+    store.set("k", "b")
+    assert wait_change(store, "k", b"a", 1.0, "x") == b"b"
+
+
+@pytest.mark.timeout(60)
+def test_a_pair_whose_peer_never_comes_fails_within_its_timeout(store):
+    start = time.monotonic()
+    with pytest.raises(TransportError, match="peer did not join within 1 s"):
+        Pair(store, "nobody/", 0, 1.0)
+    assert time.monotonic() - start < 20
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_store_fails_with_its_address():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(TransportError, match=f"127.0.0.1:{port} within 1 s"):
+        connect_store("127.0.0.1", port, 1.0)
+
+
+def test_checkpoint_is_written_atomically_and_read_with_weights_only(tmp_path):
+    path = tmp_path / "shard0.pt"
+    atomic_save({"param": torch.ones(3), "version": 5}, path)
+    atomic_save({"param": torch.zeros(3), "version": 6}, path)
+    state = load_checkpoint(path)
+    assert state["version"] == 6 and torch.equal(state["param"], torch.zeros(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["shard0.pt"]  # no temporary left behind
