@@ -253,10 +253,11 @@ class PlaygroundServer(ThreadingHTTPServer):
         verbose: bool = False,
         workers: int = 0,
     ) -> None:
+        # Set before binding: a failed bind calls server_close, which closes the workers.
+        self.playground = playground or Playground(workers=Workers(workers))
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
-        self.playground = playground or Playground(workers=Workers(workers))
         self.verbose = verbose
         self.loopback_only = address[0] in LOOPBACK_HOSTS
 
