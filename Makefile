@@ -1,5 +1,6 @@
 # `make demo` and `make test` work on a fresh clone: they build .venv on first use and reuse it.
-# On a GPU machine override TORCH_SPEC, e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url ..."`.
+# TORCH_SPEC picks the torch build: PyPI's Linux wheel is the CUDA one; for CPU only, e.g.
+# `make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"`.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
