@@ -57,7 +57,7 @@ class Problem:
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     needs_data_dir: bool = False
     factory: str | None = None
-    note: str = ""
+    note: str = field(default="", compare=False)  # a remark for --list, not part of the problem
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
@@ -85,8 +85,15 @@ class Problem:
             "metric": self.metric,
             "dataset_kwargs": dict(self.dataset_kwargs),
             "model_kwargs": dict(self.model_kwargs),
+            "needs_data_dir": self.needs_data_dir,
             "factory": self.factory,
         }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Problem:
+        """The problem a store recorded (``spec()``'s inverse): workers train exactly that,
+        even if this ravine's table has changed since."""
+        return cls(**{k: v for k, v in spec.items() if k in _SPEC_FIELDS})
 
     def with_epochs(self, epochs: int | None) -> Problem:
         """The same problem with another epoch budget (None: keep it)."""
@@ -101,6 +108,10 @@ def _p(name: str, dataset: str, model: str, bs: int, epochs: int, **kw: Any) -> 
     return Problem(name, dataset, model, bs, epochs, **kw)
 
 
+_SPEC_FIELDS = (
+    "name", "dataset", "model", "loss", "batch_size", "epochs", "metric", "dataset_kwargs",
+    "model_kwargs", "needs_data_dir", "factory",
+)  # fmt: skip
 _MNIST1D = {"num_samples": 5000, "seed": 42}
 # Budgets follow the seed comparison's models at CPU scale: MNIST-sized sets 10 epochs of
 # mini-batches of 128; MNIST-1D 60 epochs of 100 (2160 steps, the paper trains 6000).

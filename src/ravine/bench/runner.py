@@ -186,20 +186,8 @@ class Sweep:
 
     @classmethod
     def from_config(cls, name: str, config: dict[str, Any]) -> Sweep:
-        probs = []
-        for spec in config["problems"]:
-            spec = dict(spec)
-            if spec.get("factory"):
-                p = problems_mod.user_problem(
-                    spec["factory"],
-                    batch_size=spec["batch_size"],
-                    epochs=spec["epochs"],
-                    metric=spec["metric"],
-                )
-            else:
-                p = problems_mod.get(spec["name"], data_dir=config.get("data_dir"))
-                p = p.with_epochs(spec["epochs"])
-            probs.append(p)
+        """The study a store recorded, problems as recorded (not as today's table says)."""
+        probs = [problems_mod.Problem.from_spec(spec) for spec in config["problems"]]
         return cls(
             probs,
             config["optimizers"],
