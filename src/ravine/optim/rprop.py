@@ -83,8 +83,10 @@ class Rprop(Optimizer):
 
         def factor_of(s: Tensor) -> Tensor:
             # The etas in s's dtype: torch.where on Python floats would round them to float32.
-            up = torch.as_tensor(eta_plus, dtype=s.dtype, device=s.device)
-            down = torch.as_tensor(eta_minus, dtype=s.dtype, device=s.device)
+            # torch.full rather than as_tensor: a fill on the device, where as_tensor copies
+            # from the host and waits for the device (a sync per step on CUDA).
+            up = torch.full((), eta_plus, dtype=s.dtype, device=s.device)
+            down = torch.full((), eta_minus, dtype=s.dtype, device=s.device)
             return torch.where(s > 0, up, torch.where(s < 0, down, 1.0))
 
         factor = agreement.map(factor_of)
