@@ -13,6 +13,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("demo", "ravine.cli.demo", "run the main demo (what `make demo` runs)"),
     ("viz", "ravine.cli.viz", "optimizers on 2-D loss surfaces: contours, 3-D, loss, GIF/MP4"),
     ("train", "ravine.cli.train", "train a model on an offline dataset with fit()"),
+    ("parallel", "ravine.cli.parallel", "Hogwild!, Downpour, EASGD, all-reduce with processes"),
     ("serve", "ravine.cli.serve", "the playground: a local page where the optimizers race"),
     ("bench", "ravine.cli.bench", "fair optimizer comparisons: same trials, seeds, one store"),
     ("meta-train", "ravine.cli.meta_train", "meta-train a learned optimizer (L2L LSTM, MLP)"),

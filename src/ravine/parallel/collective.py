@@ -11,9 +11,7 @@ within the timeout, and the run reports the failure): that is what the parameter
 from __future__ import annotations
 
 import datetime
-import json
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -26,10 +24,11 @@ from ravine.parallel.runtime import (
     Recorder,
     RunResult,
     RunSpec,
-    atomic_save,
-    load_checkpoint,
+    from_bytes,
     merge_curves,
+    read_stats,
     set_one_thread,
+    tensor_bytes,
 )
 
 
@@ -79,11 +78,8 @@ def sync_main(config: Config, spec: RunSpec, rank: int, part: Problem) -> None:
         if step % config.eval_every == 0:
             rec.point(part.loss(x.detach()))
     final = x.detach() if config.algo == "allreduce" else center
-    atomic_save(
-        {"param": final.clone(), "replica": x.detach().clone()},
-        Path(spec.run_dir) / f"replica{rank}.pt",
-    )
-    rec.save(spec.run_dir)
+    store.set(f"replica/{rank}", tensor_bytes({"param": final, "replica": x.detach()}))
+    rec.save(store)
 
 
 def run_sync(config: Config, spec: RunSpec, problem: Problem, timeout: float) -> RunResult:
@@ -109,15 +105,18 @@ def run_sync(config: Config, spec: RunSpec, problem: Problem, timeout: float) ->
                 f"ravine parallel: synchronous {config.algo} failed (replica: exit code "
                 f"{failed}); a synchronous run cannot survive a dead replica"
             )
-    folder = Path(spec.run_dir)
-    stats = [
-        json.loads((folder / "stats" / f"worker{r}.0.json").read_text())
-        for r in range(config.workers)
-    ]
-    first = min(float(spec.store().get(f"worker/{r}/start")) for r in range(config.workers))
-    shift = first - spec.t0
+    return collect_sync(config, spec.store(), problem, end, spec.t0)
+
+
+def collect_sync(
+    config: Config, store: dist.Store, problem: Problem, end: float, t0: float
+) -> RunResult:
+    """The run's report from what the replicas published in the store."""
+    stats = read_stats(store, "worker", config.workers)
+    first = min(float(store.get(f"worker/{r}/start")) for r in range(config.workers))
+    shift = first - t0
     curves = [[(t - shift, u, loss) for t, u, loss in s["curve"]] for s in stats]
-    states = [load_checkpoint(folder / f"replica{r}.pt") for r in range(config.workers)]
+    states = [from_bytes(store.get(f"replica/{r}")) for r in range(config.workers)]
     bytes_: dict[str, int] = {}
     for s in stats:
         for k, v in s["bytes"].items():

@@ -28,12 +28,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from ravine.parallel.config import SERVER_ALGOS, Config
 from ravine.parallel.problem import Problem, make_problem
-from ravine.parallel.runtime import Children, RunResult, RunSpec, load_checkpoint, merge_curves
-from ravine.parallel.server import checkpoint_path, shard_main
-from ravine.parallel.transport import connect_store
+from ravine.parallel.runtime import (
+    Children,
+    RunResult,
+    RunSpec,
+    from_bytes,
+    merge_curves,
+    read_stats,
+)
+from ravine.parallel.server import shard_main
+from ravine.parallel.transport import connect_store, wait_key
 from ravine.parallel.worker import progress_key, worker_main
 
 
@@ -80,8 +88,6 @@ def run(
     with tempfile.TemporaryDirectory(prefix="ravine-parallel-") as tmp:
         folder = str(run_dir) if run_dir is not None else tmp
         Path(folder).mkdir(parents=True, exist_ok=True)
-        for old in Path(folder).glob("stats/*.json"):  # a reused folder: this run's stats only
-            old.unlink()
         if config.algo == "hogwild":
             from ravine.parallel.hogwild import run_hogwild
 
@@ -217,55 +223,143 @@ class Supervisor:
                 time.sleep(0.02)
 
     def collect(self, end: float) -> RunResult:
-        """Merge what the processes wrote. Wall time counts from the first worker's first step:
-        starting the processes is reported apart (startup_s)."""
-        import json
-
-        config, folder = self.config, Path(self.spec.run_dir)
-        first = min(float(self.store.get(f"worker/{w}/start")) for w in range(config.workers))
-        stats = [json.loads(p.read_text()) for p in sorted((folder / "stats").glob("*.json"))]
-        workers = [s for s in stats if s["role"] == "worker"]
-        curves: list[list[tuple[float, int, float]]] = [[] for _ in range(config.workers)]
-        done_before: dict[int, int] = {}
-        for s in sorted(workers, key=lambda s: (s["index"], s["incarnation"])):
-            # a replacement counts its updates from zero: offset by what earlier ones did
-            offset = done_before.get(s["index"], 0)
-            curves[s["index"]].extend(
-                (t - (first - self.spec.t0), u + offset, loss) for t, u, loss in s["curve"]
-            )
-            done_before[s["index"]] = offset + s["updates"]
-        bytes_: Counter[str] = Counter()
-        for s in workers:
-            bytes_.update(s["bytes"])
-        shards = [load_checkpoint(checkpoint_path(str(folder), s)) for s in range(config.shards)]
-        w_final = torch.cat([c["param"] for c in shards])
-        staleness: Counter[int] = Counter()
-        for c in shards:
-            staleness.update({int(k): int(v) for k, v in c["staleness"].items()})
-        faults = [
-            {**f, "t": f["t"] - (first - self.spec.t0)}
-            for f in self.seen + [f for s in stats for f in s["faults"]]
-        ]
-        updates = sum(int(self.store.add(progress_key(w), 0)) for w in range(config.workers))
-        extra = {
-            "shard_versions": [int(c["version"]) for c in shards],
-            "resumed_versions": [
-                s["extra"]["resumed_version"] for s in stats if "resumed_version" in s["extra"]
-            ],
-            "clamped": sum(int(c["clamped"]) for c in shards),
-            "pushes_dropped": sum(s["extra"].get("pushes_dropped", 0) for s in workers),
-            "startup_s": first - self.spec.t0,
-            "incarnations": {f"{r}{i}": self.incarnation[r, i] + 1 for r, i in self.procs},
-        }
-        return RunResult(
-            config.to_dict(),
-            end - first,
-            updates,
-            self.problem.loss(w_final),
-            merge_curves(curves),
-            dict(bytes_),
-            dict(staleness),
-            sorted(faults, key=lambda f: f["t"]),
-            extra,
-            params=w_final,
+        incarnations = {f"{r}{i}": self.incarnation[r, i] + 1 for r, i in self.procs}
+        return collect_server_run(
+            self.config, self.store, self.problem, end, self.spec.t0, self.seen, incarnations
         )
+
+
+def collect_server_run(
+    config: Config,
+    store: Any,
+    problem: Problem,
+    end: float,
+    t0: float,
+    launcher_faults: list[dict[str, Any]],
+    incarnations: dict[str, int],
+) -> RunResult:
+    """The report of a parameter-server run from what its processes published in the store.
+
+    Wall time counts from the first worker's first step; starting the processes is reported
+    apart (startup_s). Times of curves and faults are on that clock too.
+    """
+    first = min(float(store.get(f"worker/{w}/start")) for w in range(config.workers))
+    shift = first - t0
+    workers = read_stats(store, "worker", config.workers)
+    shard_stats = read_stats(store, "shard", config.shards)
+    curves: list[list[tuple[float, int, float]]] = [[] for _ in range(config.workers)]
+    done_before: dict[int, int] = {}
+    for s in sorted(workers, key=lambda s: (s["index"], s["incarnation"])):
+        # a replacement counts its updates from zero: offset by what earlier ones did
+        offset = done_before.get(s["index"], 0)
+        curves[s["index"]].extend((t - shift, u + offset, loss) for t, u, loss in s["curve"])
+        done_before[s["index"]] = offset + s["updates"]
+    bytes_: Counter[str] = Counter()
+    for s in workers:
+        bytes_.update(s["bytes"])
+    shards = [from_bytes(store.get(f"shard/{s}/state")) for s in range(config.shards)]
+    w_final = torch.cat([c["param"] for c in shards])
+    staleness: Counter[int] = Counter()
+    for c in shards:
+        staleness.update({int(k): int(v) for k, v in c["staleness"].items()})
+    faults = [
+        {**f, "t": f["t"] - shift}
+        for f in launcher_faults + [f for s in workers + shard_stats for f in s["faults"]]
+    ]
+    extra = {
+        "shard_versions": [int(c["version"]) for c in shards],
+        "resumed_versions": [
+            s["extra"]["resumed_version"] for s in shard_stats if "resumed_version" in s["extra"]
+        ],
+        "clamped": sum(int(c["clamped"]) for c in shards),
+        "pushes_dropped": sum(s["extra"].get("pushes_dropped", 0) for s in workers),
+        "startup_s": shift,
+        "incarnations": incarnations,
+    }
+    return RunResult(
+        config.to_dict(),
+        end - first,
+        sum(int(store.add(progress_key(w), 0)) for w in range(config.workers)),
+        problem.loss(w_final),
+        merge_curves(curves),
+        dict(bytes_),
+        dict(staleness),
+        sorted(faults, key=lambda f: f["t"]),
+        extra,
+        params=w_final,
+    )
+
+
+def under_torchrun() -> bool:
+    """True in a process started by torchrun (its agent sets these)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")) and (
+        "TORCHELASTIC_RUN_ID" in os.environ
+    )
+
+
+def run_torchrun(
+    config: Config, *, run_dir: str | os.PathLike[str], problem: Problem | None = None
+) -> RunResult | None:
+    """This process's part of a run under torchrun: the role comes from the rank.
+
+    Parameter-server algorithms need WORLD_SIZE = shards + workers (ranks 0..S-1 are the
+    shards, the rest workers); synchronous ones WORLD_SIZE = workers. The control plane is the
+    agent's store at MASTER_ADDR:MASTER_PORT (rank 0 hosts one there if the agent does not),
+    under a prefix of the run id and restart count. Rank 0 returns the report, the others None.
+    torchrun restarts every process when one fails: under it, faults end the attempt instead
+    of being repaired in place (that is what ``run`` on one machine does).
+    """
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if config.algo == "hogwild":
+        raise ValueError(
+            "Invalid algo: 'hogwild' under torchrun (Hogwild! shares memory: one machine; "
+            "run it without torchrun)"
+        )
+    server = config.algo in SERVER_ALGOS
+    expected = config.shards + config.workers if server else config.workers
+    if world != expected:
+        what = "shards + workers" if server else "workers"
+        raise ValueError(
+            f"Invalid WORLD_SIZE: {world} (expected {what} = {expected} for {config.algo})"
+        )
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    root = connect_store(host, port, 60.0, master=rank == 0 and not agent_store)
+    prefix = (
+        f"ravine/{os.environ['TORCHELASTIC_RUN_ID']}/"
+        f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+    )
+    store = dist.PrefixStore(prefix, root)
+    if rank == 0:
+        store.set("t0", repr(time.time()))
+    t0 = float(wait_key(store, "t0", 60.0, "rank 0 to start the run"))
+    deadline = None if config.time_limit is None else t0 + config.time_limit
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    spec = RunSpec(host, port, str(run_dir), t0, prefix=prefix, deadline=deadline)
+    problem = problem or make_problem(
+        config.problem, n_samples=config.n_samples, n_features=config.n_features, seed=config.seed
+    )
+    if not server:
+        from ravine.parallel.collective import collect_sync, sync_main
+
+        sync_main(config, spec, rank, problem.shard(rank, config.workers))
+        if rank != 0:
+            return None
+        for r in range(config.workers):
+            wait_key(store, f"replica/{r}", spec.pair_timeout, f"replica {r}'s result")
+        return collect_sync(config, store, problem, time.time(), t0)
+    if rank >= config.shards:
+        w = rank - config.shards
+        worker_main(config, spec, w, 0, problem.shard(w, config.workers))
+        return None
+    from ravine.parallel.server import ShardServer
+
+    ShardServer(config, spec, rank, 0).run()
+    if rank != 0:
+        return None
+    end = time.time()
+    for s in range(config.shards):
+        wait_key(store, f"shard/{s}/final", spec.pair_timeout, f"shard {s} to stop")
+    incarnations = {f"shard{s}": 1 for s in range(config.shards)}
+    incarnations.update({f"worker{w}": 1 for w in range(config.workers)})
+    return collect_server_run(config, store, problem, end, t0, [], incarnations)

@@ -3,6 +3,7 @@ files and the statistics each process records."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -92,20 +93,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save, atomically (see atomic_write_bytes)."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, tensor_bytes(obj))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A shard checkpoint: tensors and plain containers only (weights_only=True)."""
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def atomic_write_json(obj: Any, path: Path) -> None:
-    atomic_write_bytes(path, json.dumps(obj).encode())
 
 
 @dataclass
@@ -143,9 +136,39 @@ class Recorder:
             "extra": self.extra,
         }
 
-    def save(self, run_dir: str) -> None:
-        name = f"{self.role}{self.index}.{self.incarnation}.json"
-        atomic_write_json(self.to_dict(), Path(run_dir) / "stats" / name)
+    def save(self, store: dist.Store) -> None:
+        """Publish to the control plane (the collector may be on another machine)."""
+        store.set(stats_key(self.role, self.index, self.incarnation), json.dumps(self.to_dict()))
+
+
+def stats_key(role: str, index: int, incarnation: int) -> str:
+    return f"stats/{role}{index}.{incarnation}"
+
+
+def read_stats(store: dist.Store, role: str, count: int) -> list[dict[str, Any]]:
+    """Every incarnation's published statistics of ``count`` processes of ``role``."""
+    found = []
+    for index in range(count):
+        inc = 0
+        while store.check([stats_key(role, index, inc)]) or store.check(
+            [stats_key(role, index, inc + 1)]  # a killed incarnation may have published nothing
+        ):
+            key = stats_key(role, index, inc)
+            if store.check([key]):
+                found.append(json.loads(store.get(key)))
+            inc += 1
+    return found
+
+
+def tensor_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def from_bytes(data: bytes) -> Any:
+    """The inverse of tensor_bytes, with weights_only=True (nothing but tensors and containers)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def run_role(target: Callable[..., None], *args: Any) -> None:

@@ -27,6 +27,7 @@ from ravine.parallel.runtime import (
     load_checkpoint,
     set_one_thread,
     start_heartbeat,
+    tensor_bytes,
 )
 from ravine.parallel.transport import Kind, Pair, ShardEndpoint, TransportError, pair_prefix
 
@@ -98,7 +99,7 @@ class ShardServer:
         self.checkpoint()  # the starting state is on disk before anyone can push
         store.set(ready_key(self.index), str(self.incarnation))
         last_checkpoint = time.monotonic()
-        while not store.check(["stop"]):
+        while not self.finished(store):
             count = store.add(join_counter(self.index), 0)
             for n in range(seen + 1, count + 1):
                 w, winc, sinc = (int(v) for v in store.get(join_key(self.index, n)).split(b"."))
@@ -116,8 +117,15 @@ class ShardServer:
         self.rec.staleness = self.shard.staleness
         self.rec.updates = self.shard.version
         self.rec.extra["clamped"] = self.shard.clamped
-        self.rec.save(self.spec.run_dir)
+        self.rec.save(store)
+        with self.lock:
+            store.set(f"shard/{self.index}/state", tensor_bytes(self.shard.state_dict()))
         store.set(f"shard/{self.index}/final", str(self.incarnation))
+
+    def finished(self, store) -> bool:
+        """The launcher said stop, or (under torchrun, no launcher) every worker is done."""
+        done = int(store.add("workers_done", 0)) >= self.config.workers
+        return done or store.check(["stop"])
 
 
 def shard_main(config: Config, spec: RunSpec, index: int, incarnation: int) -> None:

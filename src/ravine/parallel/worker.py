@@ -145,7 +145,7 @@ def worker_main(config: Config, spec: RunSpec, index: int, incarnation: int, par
                     break
                 if time.monotonic() - last_flush > 1.0:  # a killed worker leaves its curve
                     rec.bytes = client.bytes()
-                    rec.save(spec.run_dir)
+                    rec.save(store)
                     last_flush = time.monotonic()
                 reply = None
             else:
@@ -154,6 +154,7 @@ def worker_main(config: Config, spec: RunSpec, index: int, incarnation: int, par
         pass
     client.bye()
     rec.bytes = client.bytes()
-    rec.save(spec.run_dir)
+    rec.save(store)
     store.set(f"worker/{index}/done", str(incarnation))
+    store.add("workers_done", 1)
     beat.set()
