@@ -193,3 +193,16 @@ def test_warmup_cosine_multiplier(total: int, warmup: int, t: int, expected: flo
 def test_a_bad_sweep_is_refused_before_anything_is_written(kw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _sweep(**kw)
+
+
+def test_progress_counts(finished: tuple[Sweep, str], tmp_path: Path) -> None:
+    from ravine.bench.runner import expected_total
+
+    sweep, url = finished
+    with open_store(url) as store:
+        n = len(store.runs(sweep.name))
+        assert expected_total(store, sweep) == (n, n)
+    with open_store(tmp_path / "new.sqlite") as store:
+        plan(store, sweep)
+        groups = len(OPTIMIZERS)
+        assert expected_total(store, sweep) == (0, groups * (K + 1) + groups * 2 * S)

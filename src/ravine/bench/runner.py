@@ -311,22 +311,29 @@ def decide_all(store: Store, sweep: Sweep) -> int:
 
 
 def expected_total(store: Store, sweep: Sweep) -> tuple[int, int]:
-    """(runs ended, runs the study will have): undecided finals counted as 2 S (S if K = 0)."""
-    rows = store.runs(sweep.name)
-    done = sum(r["status"] in TERMINAL for r in rows)
-    decided = {(r["problem"], r["optimizer"]) for r in rows if r["phase"] == "final"}
+    """(runs ended, runs the study will have): undecided finals counted as 2 S (S if K = 0);
+    a group whose tuning runs all failed gets none."""
+    done, total = 0, 0
+    tune_ok: dict[tuple[str, str], bool] = {}
+    tune_open: dict[tuple[str, str], bool] = {}
+    decided: set[tuple[str, str]] = set()
+    for r in store.group_counts(sweep.name):  # type: ignore[arg-type]
+        key, n = (r["problem"], r["optimizer"]), int(r["n"])
+        done += n if r["status"] in TERMINAL else 0
+        if r["phase"] == "final":
+            decided.add(key)
+            total += n
+        else:
+            tune_ok[key] = tune_ok.get(key, False) or r["status"] == "finished"
+            tune_open[key] = tune_open.get(key, False) or r["status"] not in TERMINAL
+    total += len(sweep.problems) * len(sweep.optimizers) * (sweep.k + 1)
     per_group = sweep.seeds * (1 if sweep.k == 0 else 2)
-    tune_failed: dict[tuple[str, str], bool] = {}
-    for r in rows:
-        if r["phase"] == "tune":
-            key = (r["problem"], r["optimizer"])
-            ok = r["status"] == "finished"
-            tune_failed[key] = tune_failed.get(key, True) and not ok and r["status"] in TERMINAL
-    groups = len(sweep.problems) * len(sweep.optimizers)
-    hopeless = sum(1 for key, failed in tune_failed.items() if failed and key not in decided)
-    total = len(sweep.problems) * len(sweep.optimizers) * (sweep.k + 1)
-    total += sum(1 for r in rows if r["phase"] == "final")
-    total += (groups - len(decided) - hopeless) * per_group
+    for p in sweep.problems:
+        for o in sweep.optimizers:
+            key = (p.name, o)
+            hopeless = not tune_ok.get(key, False) and not tune_open.get(key, True)
+            if key not in decided and not hopeless:
+                total += per_group
     return done, total
 
 
@@ -619,7 +626,7 @@ def run_sweep(
                     while any(p.is_alive() for p in procs):
                         bar.refresh_from(store)
                         for p in procs:
-                            p.join(timeout=1.0 / workers)
+                            p.join(timeout=1.0 / workers)  # about one refresh a second
                 finally:
                     for p in procs:
                         if p.is_alive():  # interrupted: the runs are re-claimed next time

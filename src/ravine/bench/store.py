@@ -464,6 +464,14 @@ class Store:
             r["hp"] = json.loads(r["hp"])
         return rows
 
+    def group_counts(self, study: str) -> list[dict[str, Any]]:
+        """Run counts per (problem, optimizer, phase, status): progress without reading runs."""
+        return self._rows(
+            "SELECT problem, optimizer, phase, status, COUNT(*) AS n FROM runs WHERE study = ? "
+            "GROUP BY problem, optimizer, phase, status",
+            (study,),
+        )
+
     def counts(self, study: str) -> dict[str, int]:
         """Runs of ``study`` per status (every status present, zero when none)."""
         out = dict.fromkeys(STATUSES, 0)
