@@ -77,6 +77,8 @@ class MetaConfig:
     horizon: int = 100
     unroll: int = 20
     meta_lr: float = 1e-3
+    # The meta learning rate follows a cosine from meta_lr to meta_lr * meta_lr_final.
+    meta_lr_final: float = 1.0
     grad_clip: float = 1.0
     loss_clip: float = 10.0
     second_order: bool = False
@@ -100,7 +102,7 @@ class MetaConfig:
             raise ValueError(
                 f"Invalid unroll: {self.unroll!r} (expected a divisor of horizon {self.horizon})"
             )
-        for name in ("meta_lr", "grad_clip", "loss_clip"):
+        for name in ("meta_lr", "meta_lr_final", "grad_clip", "loss_clip"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"Invalid {name}: {value!r} (expected a finite number > 0)")
@@ -199,6 +201,12 @@ def held_out_score(net: LearnedNetwork, config: MetaConfig) -> float:
     return score if math.isfinite(score) else math.inf
 
 
+def _meta_lr(config: MetaConfig, iteration: int) -> float:
+    final = config.meta_lr_final
+    cosine = 0.5 * (1 + math.cos(math.pi * iteration / config.iterations))
+    return config.meta_lr * (final + (1 - final) * cosine)
+
+
 def _checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".ckpt")
 
@@ -247,6 +255,8 @@ def meta_train(
         if stop_after is not None and done_here >= stop_after:
             break
         i = state["iteration"]
+        for group in meta_opt.param_groups:
+            group["lr"] = _meta_lr(config, i)
         problem = task.sample(config.seed * _STRIDE + i, config.horizon)
         theta = {k: v.clone().requires_grad_(True) for k, v in problem.params.items()}
         rnn = _initial_state(net, theta)

@@ -3,8 +3,8 @@ recurrent state, schedulers, ``ravine.fit``, ``ravine viz``.
 
     theta <- theta + lr * delta,   (delta, state) = net(theta, g, state, t)
 
-``net`` is one of :mod:`ravine.learned.nets`, called through ``torch.func.functional_call`` with
-its meta-weights cast to the parameters' dtype: the very function meta-training differentiates.
+``net`` is one of :mod:`ravine.learned.nets` (a copy with its meta-weights cast to the
+parameters' dtype): its forward is the very function meta-training differentiates.
 ``lr`` multiplies the network's step (1.0: the step it was meta-trained to take), so learning-rate
 schedules apply. Each state float of a coordinate is one state tensor shaped like the parameter
 (``state_names``), so checkpoints, the non-finite guard and complex parameters (pairs of reals)
@@ -16,6 +16,7 @@ of the class, which cannot hold a network's weights.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -55,7 +56,7 @@ class LearnedOptimizer(Optimizer):
             self._refuse_compiled()
         self.weights = weights
         self.net: LearnedNetwork = load_network(weights, self.network_kind)
-        self._cast: dict[tuple[torch.dtype, torch.device], dict[str, Tensor]] = {}
+        self._cast: dict[tuple[torch.dtype, torch.device], LearnedNetwork] = {}
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay), **options)
 
     @property
@@ -78,34 +79,29 @@ class LearnedOptimizer(Optimizer):
     def state_names_for(self, group: dict[str, Any]) -> tuple[str, ...]:
         return self.net.state_names
 
-    def _weights_for(self, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
-        """The meta-weights in ``dtype`` on ``device``, converted once."""
+    def _network_for(self, dtype: torch.dtype, device: torch.device) -> LearnedNetwork:
+        """The network with its meta-weights in ``dtype`` on ``device``, converted once."""
         key = (dtype, device)
         if key not in self._cast:
-            self._cast[key] = {
-                k: v.detach().to(device=device, dtype=dtype) for k, v in self.net.named_parameters()
-            }
+            self._cast[key] = copy.deepcopy(self.net).to(device=device, dtype=dtype)
         return self._cast[key]
 
     def update(self, p: TL, g: TL, *states: TL, t: Any, lr: Any) -> None:
         # Half precision computes in float32 (the network's own precision) and stores back.
         dtype = p[0].dtype if p[0].dtype in (torch.float32, torch.float64) else torch.float32
-        sizes = [x.numel() for x in p]
-        flat = [torch.cat([x.reshape(-1) for x in s]).to(dtype) for s in states]
-        matrix = torch.stack(flat, dim=1)  # (coordinates, state floats)
-        deltas, new = torch.func.functional_call(
-            self.net,
-            self._weights_for(dtype, p[0].device),
-            (
-                [x.reshape(-1).to(dtype) for x in p],
-                [x.reshape(-1).to(dtype) for x in g],
-                list(matrix.split(sizes)),
-                t,
-            ),
+        net = self._network_for(dtype, p[0].device)
+        n = len(p)
+        # (coordinates, state floats) per tensor: one stack of its state tensors.
+        matrices = [
+            torch.stack([s[i] for s in states], dim=-1).reshape(-1, len(states)).to(dtype)
+            for i in range(n)
+        ]
+        deltas, new = net(
+            [x.reshape(-1).to(dtype) for x in p], [x.reshape(-1).to(dtype) for x in g], matrices, t
         )
-        columns = torch.cat(new).t()
-        for s, column in zip(states, columns):
-            s.copy_(TL([c.view_as(x) for c, x in zip(column.split(sizes), s)], foreach=s.foreach))
+        sources = [c.view_as(p[i]) for i in range(n) for c in new[i].unbind(-1)]
+        targets = [s[i] for i in range(n) for s in states]
+        TL(targets, foreach=p.foreach).copy_(TL(sources, foreach=p.foreach))
         p.add_(TL([d.view_as(x) for d, x in zip(deltas, p)], foreach=p.foreach), alpha=lr)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ravine.learned.nets import LearnedNetwork, build
+from ravine.optim.hyperparameters import HyperparameterError
 
 __all__ = [
     "BUNDLED_DIR",
@@ -78,6 +79,7 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide bundled weights from other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -87,9 +89,9 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
 def load(weights: str | os.PathLike[str], kind: str) -> dict[str, Any]:
     """A weights record of ``kind`` by bundled name or path, checked: format, keys, kind."""
     if not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(
-            f"Invalid weights: {type(weights).__name__} (expected a bundled name, a path or a "
-            "weights record)"
+        raise HyperparameterError(
+            f"Invalid weights: {type(weights).__name__} {weights!r} (expected a bundled name, a "
+            "path or a weights record)"
         )
     path = _path(weights, kind)
     record = torch.load(path, map_location="cpu", weights_only=True)
