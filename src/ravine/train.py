@@ -970,8 +970,8 @@ def _loop(
                 h.on_epoch_begin(epoch + 1, run)
         if run.stop_training:  # asked before this epoch's first step: end at the last one
             history.stop_reason = "callback"
-            if state.epoch > 0 and state.last_checkpoint != state.epoch:
-                _save(run, state)  # epochs since the last checkpoint (checkpoint_every > 1)
+            if state.epoch > 0:  # the checkpoint records the stop (and any unsaved epochs)
+                _save(run, state)
             break
         t0 = time.perf_counter()
         order = _epoch_order(run, state, epoch, curriculum_levels)
