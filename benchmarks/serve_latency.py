@@ -11,6 +11,9 @@ Measured, each against its goal and beside the server's own compute time for the
   are drawn in (p95 <= 350 ms)
 - first path: the same click to the first path drawn (p95 <= 60 ms)
 
+The slider and click figures are taken twice: with ``ravine serve``'s default worker processes
+(one per core, at most 4) and with ``--workers 0`` (everything in the server's process).
+
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_latency.py [--repeats 20]``
 (needs /usr/bin/chromium: ``sudo bash scripts/ci/40-chromium.sh``; and ``pip install playwright``).
 """
@@ -18,11 +21,13 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_latency.py [--repeats
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
 import numpy as np
@@ -71,10 +76,11 @@ async ([n0, ids, first]) => {
 """
 
 
-def start_server() -> tuple[subprocess.Popen[str], str, float]:
+def start_server(*extra: str) -> tuple[subprocess.Popen[str], str, float]:
+    """``ravine serve --port 0`` in a fresh process: (process, url, time it was started)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ravine", "serve", "--port", "0"],
+        [sys.executable, "-m", "ravine", "serve", "--port", "0", *extra],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -85,6 +91,22 @@ def start_server() -> tuple[subprocess.Popen[str], str, float]:
         proc.kill()
         raise RuntimeError(f"ravine serve printed {line!r}")
     return proc, found.group(0), t0
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def wait_for_workers(url: str) -> int:
+    """The server's worker count, once they have all started (up to two minutes)."""
+    deadline = time.monotonic() + 120
+    while True:
+        with urllib.request.urlopen(url + "api/stats", timeout=30) as resp:
+            stats = json.loads(resp.read())
+        if stats["workers_ready"] or stats["workers"] == 0 or time.monotonic() > deadline:
+            return int(stats["workers"])
+        time.sleep(0.2)
 
 
 def page_ready(browser: Any, repeats: int) -> list[float]:
@@ -98,8 +120,7 @@ def page_ready(browser: Any, repeats: int) -> list[float]:
             out.append(1000 * (time.perf_counter() - t0))
         finally:
             page.close()
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
     return out
 
 
@@ -167,6 +188,26 @@ def p95(values: list[float]) -> float:
     return float(np.percentile(values, 95))
 
 
+def interactive(browser: Any, repeats: int, *extra: str) -> tuple[int, dict[str, list[float]]]:
+    """Slider and click latencies against one ``ravine serve`` (its workers started)."""
+    proc, url, _ = start_server(*extra)
+    try:
+        workers = wait_for_workers(url)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url + QUERY)
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        slide = slider(page, repeats)
+        all_paths, first = clicks(page, repeats)
+        page.close()
+    finally:
+        stop(proc)
+    return workers, {
+        "slider to redraw": slide,
+        "click to all paths": all_paths,
+        "first path": first,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20, help="samples per figure (20)")
@@ -174,36 +215,30 @@ def main() -> int:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from ravine.serve import running
-
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         ready = page_ready(browser, args.ready_repeats)
-        with running() as server:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server.url + QUERY)
-            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-            slide = slider(page, args.repeats)
-            all_paths, first = clicks(page, args.repeats)
-            page.close()
+        configs = [
+            interactive(browser, args.repeats),
+            interactive(browser, args.repeats, "--workers", "0"),
+        ]
         browser.close()
     reference = reference_ms(args.repeats)
-    rows = [
-        ("page ready", ready),
-        ("slider to redraw", slide),
-        ("click to all paths", all_paths),
-        ("first path", first),
-    ]
     print(f"Beale, {STEPS} steps, the 7 classic optimizers; headless Chromium; times in ms")
-    head = f"{'figure':<20s} {'n':>3s} {'median':>8s} {'p95':>8s} {'goal':>6s}  {'met':<4s}"
-    print(head + f" {'viz.run alone':>14s} {'p95 / viz.run':>14s}")
-    for name, values in rows:
+    print(
+        f"{'figure':<20s} {'server':<10s} {'n':>3s} {'median':>8s} {'p95':>8s} {'goal':>6s}  "
+        f"{'met':<4s} {'viz.run alone':>14s} {'p95 / viz.run':>14s}"
+    )
+    rows = [("page ready", "default", ready)]
+    for workers, figures in configs:
+        rows += [(name, f"workers={workers}", values) for name, values in figures.items()]
+    for name, server, values in rows:
         ref = reference.get(name)
         ok = "yes" if p95(values) <= GOALS_MS[name] else "NO"
         extra = f" {ref:14.1f} {p95(values) / ref:14.2f}" if ref else ""
         print(
-            f"{name:<20s} {len(values):3d} {statistics.median(values):8.1f} {p95(values):8.1f} "
-            f"{GOALS_MS[name]:6d}  {ok:<4s}{extra}"
+            f"{name:<20s} {server:<10s} {len(values):3d} {statistics.median(values):8.1f} "
+            f"{p95(values):8.1f} {GOALS_MS[name]:6d}  {ok:<4s}{extra}"
         )
     return 0
 

@@ -180,7 +180,11 @@ class Handler(BaseHTTPRequestHandler):
             "/api/contours": lambda: pg.contour(query),
             "/api/state": lambda: pg.state(query),
             "/api/inspect": lambda: pg.inspect(query),
-            "/api/stats": lambda: dict(pg.stats),
+            "/api/stats": lambda: {
+                **pg.stats,
+                "workers": pg.workers.n,
+                "workers_ready": pg.workers.ready,
+            },
         }
         if path == "/api/export":
             data, content_type, name = pg.export(query)

@@ -7,35 +7,40 @@ overhead, which threads cannot share out (the GIL); processes can. Each worker r
 batched run are independent, so a path is the same bit for bit whichever share it ran in
 (tests/test_serve.py compares them with one ``ravine.viz.run`` of all the specs).
 
-Workers are spawned (not forked: a forked torch can hang in its thread pools) at server start
-and import ravine once. Only what a fresh process can rebuild is sent to them: a built-in
-surface or an ``expr:`` formula, and specs whose optimizer is registered when ravine is
-imported. Anything else, and any failure in a worker, runs in the server's own process.
+Workers are spawned (not forked: a forked torch can hang in its thread pools) and import ravine
+once. Only what a fresh process can rebuild is sent to them: a built-in surface or an ``expr:``
+formula, and specs whose optimizer is registered when ravine is imported. Anything else, and
+any share a worker fails, runs in the server's own process, where an error is raised as usual.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import queue
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.pool import Pool
+from typing import Any
 
 import numpy as np
 
-#: The longest one share of a request may take before the server gives up on it.
+#: The longest one share of a request may take before the server gives up waiting for it.
 MAX_SHARE_SECONDS = 600.0
 
 Share = tuple[np.ndarray, np.ndarray, int | None, int | None]
+Submitted = tuple["queue.Queue[tuple[list[int], list[Share] | None]]", list[list[int]]]
 
 
-def _init_worker() -> None:
+def _init_worker(started: Any) -> None:
     import torch
 
     import ravine.viz.trajectory  # noqa: F401 - pay for the imports before the first request
 
     # One intra-op thread per worker: the tensors are 2-element, and the workers share cores.
     torch.set_num_threads(1)
+    with started.get_lock():
+        started.value += 1
 
 
 def _run_share(
@@ -49,10 +54,6 @@ def _run_share(
     ]
 
 
-def _ready() -> bool:
-    return True
-
-
 class Workers:
     """A pool of ``n`` processes running shares of ``ravine.viz.run``; ``n=0``: none."""
 
@@ -60,14 +61,14 @@ class Workers:
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 64:
             raise ValueError(f"workers={n!r}: expected an integer from 0 to 64 (0: no workers)")
         self.n = n
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: Pool | None = None
+        self._started: Any = None
         self._lock = threading.Lock()
         self._known: frozenset[str] = frozenset()
         self._surfaces: frozenset[str] = frozenset()
-        self._warm: list[Future[bool]] = []
 
     def start(self) -> None:
-        """Spawn the workers now (in the background) rather than on the first request."""
+        """Spawn the workers (they import ravine in the background)."""
         if self.n == 0:
             return
         from ravine import surfaces
@@ -78,22 +79,15 @@ class Workers:
                 # What a fresh process knows: whatever ravine registers on import.
                 self._known = frozenset(registry.names())
                 self._surfaces = frozenset(surfaces.names())
-                self._pool = ProcessPoolExecutor(
-                    self.n,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker,
-                )
-                self._warm = [self._pool.submit(_ready) for _ in range(self.n)]
+                context = multiprocessing.get_context("spawn")
+                self._started = context.Value("i", 0)
+                self._pool = context.Pool(self.n, _init_worker, (self._started,))
 
     @property
     def ready(self) -> bool:
         """Whether every worker has started and imported ravine (until then, requests run in
         the server's process rather than wait for them)."""
-        return (
-            self._pool is not None
-            and bool(self._warm)
-            and all(f.done() and f.exception() is None for f in self._warm)
-        )
+        return self._pool is not None and self._started.value >= self.n
 
     def can_run(self, surface: str, names: Sequence[str]) -> bool:
         surface_ok = surface.startswith("expr:") or surface in self._surfaces
@@ -101,55 +95,47 @@ class Workers:
 
     def submit(
         self, surface: str, specs: Sequence[str], steps: int, start: tuple[float, float]
-    ) -> list[tuple[list[int], Future[list[Share]] | None]]:
-        """Send ``specs`` out in one share per worker (round robin): (indices, future) pairs;
-        a share that could not be sent has no future."""
+    ) -> Submitted:
+        """Send ``specs`` out in one share per worker (round robin); see :meth:`finished`."""
+        done: queue.Queue[tuple[list[int], list[Share] | None]] = queue.Queue()
+        shares = [list(range(k, len(specs), self.n)) for k in range(min(self.n, len(specs)))]
         pool = self._pool
-        shares = min(self.n, len(specs))
-        out: list[tuple[list[int], Future[list[Share]] | None]] = []
-        for k in range(shares):
-            indices = list(range(k, len(specs), shares))
-            try:
-                assert pool is not None
-                share = [specs[i] for i in indices]
-                out.append((indices, pool.submit(_run_share, surface, share, steps, start)))
-            except (AssertionError, BrokenProcessPool, RuntimeError):
-                out.append((indices, None))
-        return out
+        for indices in shares:
+            if pool is None:
+                done.put((indices, None))
+                continue
 
-    def finished(
-        self, submitted: list[tuple[list[int], Future[list[Share]] | None]]
-    ) -> Iterator[tuple[list[int], list[Share] | None]]:
-        """Shares as they finish: (indices, results), or (indices, None) where the worker
-        failed, for the caller to run in process (where an error is raised as usual)."""
-        futures = {f: indices for indices, f in submitted if f is not None}
-        for indices, f in submitted:
-            if f is None:
-                yield indices, None
-        broken = False
-        for future in as_completed(futures, timeout=MAX_SHARE_SECONDS):
-            try:
-                yield futures[future], future.result()
-            except BrokenProcessPool:
-                broken = True
-                yield futures[future], None
-            except Exception:
-                yield futures[future], None
-        if broken:
-            self._restart()
+            def ok(result: list[Share], indices: list[int] = indices) -> None:
+                done.put((indices, result))
 
-    def _restart(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-        self.start()
+            def failed(_: BaseException, indices: list[int] = indices) -> None:
+                done.put((indices, None))
+
+            share = [specs[i] for i in indices]
+            try:
+                pool.apply_async(_run_share, (surface, share, steps, start), {}, ok, failed)
+            except ValueError:  # the pool was closed meanwhile
+                done.put((indices, None))
+        return done, shares
+
+    def finished(self, submitted: Submitted) -> Iterator[tuple[list[int], list[Share] | None]]:
+        """Shares as they finish: (indices, results), or (indices, None) where a worker failed,
+        for the caller to run in process."""
+        done, shares = submitted
+        for _ in shares:
+            try:
+                yield done.get(timeout=MAX_SHARE_SECONDS)
+            except queue.Empty:
+                raise TimeoutError(
+                    f"a worker took more than {MAX_SHARE_SECONDS:g} s on one share"
+                ) from None
 
     def close(self) -> None:
-        """Stop the workers; one busy with a share exits when it is done (a share is bounded)."""
+        """Stop the workers at once (a share in progress is dropped)."""
         with self._lock:
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool.terminate()
+                self._pool.join()
                 self._pool = None
 
 
@@ -157,8 +143,6 @@ def default_workers() -> int:
     """Workers for ``ravine serve``: one per core, at most 4 (seven optimizers in shares of
     two); none on a single core, where they would only add their start-up. The server's own
     thread only waits while they compute."""
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return min(4, cores) if cores and cores > 1 else 0
 
