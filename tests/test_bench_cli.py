@@ -29,6 +29,9 @@ def test_a_tiny_sweep_runs_to_the_end(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main([*TINY, "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "0 failed, 0 left" in out
+    # the summary: one line per (problem, optimizer), default and tuned test accuracy
+    line = next(x for x in out.splitlines() if x.startswith("bench_tiny:linear"))
+    assert line.split()[1] == "sgd" and line.count("+-") == 2
     with open_store(store) as s:
         runs = s.runs()
     assert {r["status"] for r in runs} == {"finished"} and len(runs) in (3, 4)

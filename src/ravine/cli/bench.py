@@ -185,6 +185,62 @@ def build_sweep(args: argparse.Namespace) -> Any:
     )
 
 
+def summary(store: Any, study: str) -> list[str]:
+    """One line per (problem, optimizer): mean +- sd over the final seeds of the last epoch's
+    test accuracy (test loss where there is no accuracy), default and tuned, and the tuned hp."""
+    import statistics
+
+    runs = store.runs(study)
+    last: dict[int, dict[str, Any]] = {}
+    for e in store.epochs(study):
+        last[e["run_id"]] = e
+    groups: dict[tuple[str, str], dict[int, list[float]]] = {}
+    hps: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for r in runs:
+        key = (r["problem"], r["optimizer"])
+        groups.setdefault(key, {})
+        if r["phase"] != "final" or r["status"] != "finished" or r["id"] not in last:
+            continue
+        e = last[r["id"]]
+        value = e["test_accuracy"] if e["test_accuracy"] is not None else e["test_loss"]
+        groups[key].setdefault(r["trial_index"], []).append(value)
+        hps[(*key, r["trial_index"])] = r["hp"]
+
+    def cell(values: list[float] | None) -> str:
+        if not values:
+            return f"{'-':>15}"
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.3f} +- {sd:.3f}".rjust(15)
+
+    lines = [
+        f"{'problem':18} {'optimizer':10} {'default (test)':>15} {'tuned (test)':>15}  tuned hp"
+    ]
+    for (problem, optimizer), by_trial in groups.items():
+        tuned = [i for i in by_trial if i != 0]
+        t = tuned[0] if tuned else (0 if 0 in by_trial else None)
+        hp = (
+            ""
+            if t is None
+            else ", ".join(
+                f"{k}={_short(v)}" for k, v in sorted(hps[(problem, optimizer, t)].items())
+            )
+            or "(the default)"
+        )
+        if t is None:
+            hp = "(no trial finished)"
+        lines.append(
+            f"{problem:18} {optimizer:10} {cell(by_trial.get(0))} "
+            f"{cell(by_trial.get(t) if t is not None else None)}  {hp}"
+        )
+    return lines
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return "(" + ", ".join(_short(x) for x in v) + ")"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list:
         _list()
@@ -222,6 +278,11 @@ def run(args: argparse.Namespace) -> int:
         return 130
     elapsed = time.monotonic() - t0
     left = counts["pending"] + counts["running"]
+    if not left:
+        from ravine.bench.store import open_store
+
+        with open_store(args.store) as store:
+            print("\n".join(summary(store, sweep.name)))
     print(
         f"{counts['finished']} finished, {counts['failed']} failed, {left} left "
         f"in {elapsed:.0f}s (store {args.store}, study {sweep.name})"
