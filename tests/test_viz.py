@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
 import ravine
@@ -17,8 +19,15 @@ from ravine import surfaces
 from ravine.cli.viz import main as viz_main
 from ravine.viz import animation as animate_mod
 from ravine.viz.animation import MissingFFmpegError, animate, frame_steps, render_frames
-from ravine.viz.gallery import SCENES, make_gallery
-from ravine.viz.plots import clip_diverged, contour_figure, exit_point, plot
+from ravine.viz.gallery import SCENES, make_gallery, render_scene
+from ravine.viz.plots import (
+    clip_diverged,
+    contour_figure,
+    exit_point,
+    panels_figure,
+    plot,
+    split_labels,
+)
 from ravine.viz.specs import parse_spec, parse_specs
 from ravine.viz.trajectory import run, run_one
 
@@ -292,7 +301,8 @@ def beale_trajs():
 def test_png_views_are_valid_images_of_the_requested_size(
     tmp_path: Path, beale_trajs, view: str, size: tuple[int, int]
 ) -> None:
-    path = plot(beale_trajs, tmp_path / f"{view}.png", view=view, size=size)
+    path = tmp_path / f"{view}.png"
+    assert isinstance(plot(beale_trajs, path, view=view, size=size), Figure)
     with Image.open(path) as im:
         im.verify()
     with Image.open(path) as im:
@@ -306,7 +316,8 @@ def test_surfaces_undefined_in_part_of_the_window_still_draw(tmp_path: Path, vie
     # log(x) is NaN for x < 0: the 3-D view's floor and lift came out NaN and matplotlib
     # failed while drawing ("operands could not be broadcast ...")
     trajs = run("expr:log(x) + y**2", "sgd:lr=0.01", steps=5, start=(2.0, 1.0))
-    path = plot(trajs, tmp_path / "hole.png", view=view, size=(320, 240))
+    path = tmp_path / "hole.png"
+    plot(trajs, path, view=view, size=(320, 240))
     with Image.open(path) as im:
         assert im.size == (320, 240)
 
@@ -318,7 +329,8 @@ def test_3d_view_of_a_surface_undefined_everywhere_says_so(tmp_path: Path) -> No
 
 
 def test_svg_is_a_valid_svg_of_the_requested_size(tmp_path: Path, beale_trajs) -> None:
-    path = plot(beale_trajs, tmp_path / "beale.svg", size=(640, 480))
+    path = tmp_path / "beale.svg"
+    plot(beale_trajs, path, size=(640, 480))
     root = ET.parse(path).getroot()
     assert root.tag.endswith("svg")
     assert root.get("width") == "460.8pt" and root.get("height") == "345.6pt"  # 72 pt per inch
@@ -347,7 +359,8 @@ def test_plot_rejects_bad_arguments(tmp_path: Path, beale_trajs, kwargs: dict, m
 def test_plot_format_for_a_suffix_that_names_no_image_type(
     tmp_path: Path, beale_trajs, name: str, fmt: str
 ) -> None:
-    path = plot(beale_trajs, tmp_path / name, fmt=fmt, size=(320, 240))
+    path = tmp_path / name
+    plot(beale_trajs, path, fmt=fmt, size=(320, 240))
     head = path.read_bytes()[:200]
     assert (b"<svg" in head) if fmt == "svg" else head.startswith(b"\x89PNG")
 
@@ -497,7 +510,12 @@ CLI_ERRORS = [
     ("out-under-a-file", ["--out", "{tmp}/afile/x.png"], "afile' is not a directory"),
     ("out-is-a-folder", ["--format", "png", "--out", "{tmp}"], "is a directory, expected a file"),
     ("out-folder-named-png", ["--out", "{tmp}/adir.png"], "adir.png' is a directory"),
-    ("view-for-animation", ["--format", "gif", "--view", "3d"], "--view=3d is for png/svg"),
+    (
+        "3d-view-for-animation",
+        ["--format", "gif", "--view", "3d"],
+        "--view=3d is for png/svg; an animation (--format gif) shows the contour view only",
+    ),
+    ("loss-view-for-mp4", ["--format", "mp4", "--view", "loss"], "--view=loss is for png/svg"),
     ("zero-stride", ["--format", "gif", "--stride", "0"], "stride=0: expected a positive"),
     ("zero-fps", ["--format", "gif", "--fps", "0"], "fps=0: expected an integer from 1 to 100"),
     ("huge-fps", ["--format", "gif", "--fps", str(10**30)], "fps=1000000000000000000000000000"),
@@ -642,3 +660,76 @@ def test_whole_gallery(tmp_path: Path) -> None:
     for p in paths:
         with Image.open(p) as im:
             im.verify()
+
+
+# --- figures returned, colour bars, panels, legends (issue 15, point 7) --------------------------
+
+
+def test_plot_returns_the_figure_and_writes_only_when_given_a_path(tmp_path: Path, beale_trajs):
+    fig = plot(beale_trajs, view="loss", size=(320, 240))
+    assert isinstance(fig, Figure) and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="fmt='svg' without a path"):
+        plot(beale_trajs, fmt="svg")
+
+
+@pytest.mark.parametrize(
+    ("surface", "label", "scale"),
+    [("beale", "f(x, y) - f*", "log"), ("quadratic", "f(x, y)", "linear")],
+)
+def test_contour_maps_have_a_colour_bar_saying_what_the_levels_are(surface, label, scale):
+    trajs = run(surface, "sgd:lr=0.001", steps=5)
+    fig = contour_figure(trajs, size=(640, 480))
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    (bar,) = ax.child_axes  # an inset, so it follows the map's box
+    assert bar.get_ylabel() == label and bar.get_yscale() == scale
+    # Between the map and the legend, overlapping neither.
+    legend = ax.get_legend().get_window_extent()
+    box, bar_box = ax.get_window_extent(), bar.get_tightbbox()
+    assert box.x1 < bar_box.x0 and bar_box.x1 <= legend.x0 <= fig.bbox.width
+
+
+def test_panels_share_one_legend_of_short_labels() -> None:
+    trajs = run(
+        "quadratic", ["momentum:lr=0.01,momentum=0.5", "momentum:lr=0.01,momentum=0.9"], steps=5
+    )
+    nag = run("quadratic", ["nag:lr=0.01,momentum=0.5", "nag:lr=0.01,momentum=0.9"], steps=5)
+    fig = panels_figure([trajs, nag], size=(640, 460))
+    fig.canvas.draw()
+    left, right, bar = fig.axes
+    assert (left.get_title(), right.get_title()) == ("momentum lr=0.01", "nag lr=0.01")
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "momentum=0.5",
+        "momentum=0.9",
+        "minimum",
+        "start",
+    ]
+    assert bar.get_ylabel() == "f(x, y)"
+
+
+def test_split_labels_moves_shared_words_to_the_title() -> None:
+    trajs = run("quadratic", ["sgd:lr=0.01", "sgd:lr=0.05"], steps=2)
+    assert split_labels(trajs) == ("sgd", ["lr=0.01", "lr=0.05"])
+    assert split_labels(trajs[:1]) == ("sgd lr=0.01", ["sgd lr=0.01"])
+
+
+def test_loss_view_legend_sits_under_the_curves_and_leaves_them_the_width(beale_trajs):
+    fig = plot(beale_trajs, view="loss", size=(900, 640))
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    (legend,) = fig.legends
+    box = ax.get_window_extent()
+    assert legend.get_window_extent().y1 < box.y0
+    assert box.width > 0.8 * fig.bbox.width
+
+
+def test_gallery_momentum_scene_is_two_panels(tmp_path: Path) -> None:
+    (path,) = render_scene(
+        replace(next(s for s in SCENES if s.name == "quadratic-momentum"), views=("contour",)),
+        tmp_path,
+        quick=True,
+    )
+    assert path.name == "quadratic-momentum.png"
+    with Image.open(path) as im:
+        assert im.size == (640, 460)

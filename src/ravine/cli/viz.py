@@ -156,7 +156,11 @@ def _render(args: argparse.Namespace) -> int:
     view = args.view
     if fmt in ANIMATION_FORMATS:
         if view != "contour":
-            raise ValueError(f"--view={view} is for png/svg; an animation shows the contour view")
+            # Refused, not ignored: the animation would silently be the contour view.
+            raise ValueError(
+                f"--view={view} is for png/svg; an animation (--format {fmt}) shows the contour "
+                f"view only: drop --view, or write the {view} view with --format png"
+            )
         check_animation(steps, args.stride, args.fps, args.size)
         if fmt == "mp4" and ffmpeg_path() is None:
             raise MissingFFmpegError(
@@ -171,7 +175,8 @@ def _render(args: argparse.Namespace) -> int:
     if fmt in ANIMATION_FORMATS:
         path = animate(trajectories, out, fmt=fmt, stride=args.stride, fps=args.fps, size=args.size)
     else:
-        path = plot(trajectories, out, view=view, fmt=fmt, size=args.size)
+        plot(trajectories, out, view=view, fmt=fmt, size=args.size)
+        path = out
     t2 = time.perf_counter()
     print(f"{'optimizer':<36s} {'final (x, y)':>26s} {'f(x, y)':>12s}  status")
     for t in trajectories:

@@ -25,6 +25,7 @@ from ravine.viz.plots import (
     check_size,
     clip_diverged,
     draw_contours,
+    level_label,
     new_figure,
     output_format,
     set_title,
@@ -91,7 +92,7 @@ def render_frames(
 
     fig = new_figure(size)
     ax = fig.add_subplot()
-    draw_contours(ax, surface, window=window)
+    filled = draw_contours(ax, surface, window=window)
     ax.set_aspect("equal", adjustable="box")
     set_title(ax, _title(surface, trajectories, title))
     win = ax.get_xlim() + ax.get_ylim()
@@ -111,7 +112,7 @@ def render_frames(
         crosses.append(cross)
     x0, y0 = trajectories[0].points[0]
     ax.plot(x0, y0, "o", color="black", ms=7, zorder=9, label="start")
-    _legend(ax)
+    _legend(ax, colorbar=(filled, level_label(surface)))
     counter = ax.text(
         0.02,
         0.97,

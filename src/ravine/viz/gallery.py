@@ -23,7 +23,14 @@ from pathlib import Path
 
 from ravine.surfaces import Window, get
 from ravine.viz.animation import animate
-from ravine.viz.plots import colors, contour_figure, loss_figure, save, surface3d_figure
+from ravine.viz.plots import (
+    colors,
+    contour_figure,
+    loss_figure,
+    panels_figure,
+    save,
+    surface3d_figure,
+)
 from ravine.viz.specs import optimizer_names, parse_specs
 from ravine.viz.trajectory import run
 
@@ -60,6 +67,8 @@ class Scene:
     stride: int = 3
     #: Per optimizer: index into the colour palette and line style (default: a colour each).
     style: tuple[tuple[int, str], ...] | None = None
+    #: Contour view as panels side by side: the optimizers' indices in each (default: one map).
+    panels: tuple[tuple[int, ...], ...] | None = None
 
 
 SCENES: tuple[Scene, ...] = (
@@ -100,9 +109,11 @@ SCENES: tuple[Scene, ...] = (
             "nag:lr=0.01,momentum=0.95",
         ),
         steps=150,
-        title="Momentum (solid) and NAG (dashed) at several gammas (comparison, Figure 3)",
-        # One colour per gamma, so each Momentum/NAG pair reads as a pair.
+        title="Momentum and NAG at several gammas (comparison, Figure 3)",
+        # One colour per gamma in both panels, so each Momentum/NAG pair reads as a pair; the
+        # loss view overlays them, NAG dashed.
         style=((0, "-"), (1, "-"), (3, "-"), (0, "--"), (1, "--"), (3, "--")),
+        panels=((0, 1, 2), (3, 4, 5)),
     ),
     Scene(
         "quadratic-adaptive",
@@ -159,14 +170,28 @@ def render_scene(
     steps = max(10, scene.steps // 3) if quick else scene.steps
     size = QUICK_SIZE if quick else SIZE
     trajectories = run(surface, specs, steps=steps, start=scene.start)
+    kept = [i for i, spec in enumerate(scene.optimizers) if spec in specs]
     style = None
     if scene.style is not None:
         palette = colors(10)
-        kept = [i for i, spec in enumerate(scene.optimizers) if spec in specs]
         style = [(palette[scene.style[i][0]], scene.style[i][1]) for i in kept]
     paths: list[Path] = []
     for view in scene.views:
-        if view == "contour":
+        if view == "contour" and scene.panels is not None:
+            # Positions among the optimizers kept (a missing one leaves its panel smaller).
+            where = {i: k for k, i in enumerate(kept)}
+            groups = [[where[i] for i in panel if i in where] for panel in scene.panels]
+            groups = [g for g in groups if g]
+            fig = panels_figure(
+                [[trajectories[k] for k in g] for g in groups],
+                size=size,
+                title=title,
+                window=scene.window,
+                # Solid everywhere: the panels already tell the methods apart.
+                style=None if style is None else [[(style[k][0], "-") for k in g] for g in groups],
+            )
+            paths.append(save(fig, out_dir / f"{scene.name}.png"))
+        elif view == "contour":
             fig = contour_figure(
                 trajectories, size=size, title=title, window=scene.window, style=style
             )

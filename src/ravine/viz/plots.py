@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colors as mcolors
+from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.contour import QuadContourSet
 from matplotlib.figure import Figure
 
 from ravine.surfaces import Surface, Window
@@ -107,8 +110,9 @@ def _shift(surface: Surface, Z: np.ndarray) -> float:
 
 def draw_contours(
     ax: Axes, surface: Surface, *, window: Window | None = None, n: int = 240
-) -> None:
-    """Pale filled contours with thin level lines, minima (stars) and other stationary points."""
+) -> QuadContourSet:
+    """Pale filled contours with thin level lines, minima (stars) and other stationary points;
+    returns the filled contours (for a colour bar: :func:`level_label` says what they show)."""
     window = window or surface.window
     X, Y, Z = (t.numpy() for t in surface.grid(n, window))
     if surface.log_levels:
@@ -117,7 +121,7 @@ def draw_contours(
         lo = max(float(np.nanpercentile(Zs, 0.5)), 1e-3)
         levels = np.geomspace(lo, float(np.nanmax(Zs)), 28)
         Zs = np.clip(Zs, lo, None)
-        ax.contourf(X, Y, Zs, levels=levels, norm=mcolors.LogNorm(), cmap=BACKGROUND)
+        filled = ax.contourf(X, Y, Zs, levels=levels, norm=mcolors.LogNorm(), cmap=BACKGROUND)
         ax.contour(X, Y, Zs, levels=levels, norm=mcolors.LogNorm(), colors="0.45", linewidths=0.4)
     else:
         levels: int | np.ndarray = 28
@@ -125,7 +129,7 @@ def draw_contours(
             # Squared spacing puts more levels near the minimum, where the paths end up.
             zmin, zmax = float(np.nanmin(Z)), float(np.nanmax(Z))
             levels = zmin + (zmax - zmin) * np.linspace(0.0, 1.0, 28) ** 2
-        ax.contourf(X, Y, Z, levels=levels, cmap=BACKGROUND)
+        filled = ax.contourf(X, Y, Z, levels=levels, cmap=BACKGROUND)
         ax.contour(X, Y, Z, levels=levels, colors="0.45", linewidths=0.4)
     for i, (mx, my) in enumerate(surface.minima):
         ax.plot(
@@ -155,6 +159,14 @@ def draw_contours(
     ax.set_ylim(window[2], window[3])
     ax.set_xlabel("x")
     ax.set_ylabel("y")
+    return filled
+
+
+def level_label(surface: Surface) -> str:
+    """What the contour levels of ``surface`` measure (log-level ones are shifted to be > 0)."""
+    if not surface.log_levels:
+        return "f(x, y)"
+    return "f(x, y) - f*" if surface.min_value is not None else "f(x, y) - min over the window"
 
 
 def _inside(points: np.ndarray, window: Window) -> np.ndarray:
@@ -280,11 +292,96 @@ def contour_figure(
     surface = surface or trajectories[0].surface
     fig = new_figure(size)
     ax = fig.add_subplot()
-    draw_contours(ax, surface, window=window)
+    filled = draw_contours(ax, surface, window=window)
     draw_trajectories(ax, trajectories, style=style)
     ax.set_aspect("equal", adjustable="box")
     set_title(ax, _title(surface, trajectories, title))
-    _legend(ax)
+    _legend(ax, colorbar=(filled, level_label(surface)))
+    return fig
+
+
+def add_colorbar(filled: QuadContourSet, label: str, **where: Any) -> Any:
+    """A slim colour bar for filled contours, ticked at round values (10^k on a log scale)
+    rather than at the contours' odd levels; ``where``: ``cax=`` or ``ax=`` as for
+    ``Figure.colorbar``."""
+    fig = filled.axes.get_figure(root=True)
+    assert fig is not None
+    bar = fig.colorbar(filled, spacing="proportional", **where)
+    if isinstance(filled.norm, mcolors.LogNorm):
+        bar.locator = ticker.LogLocator()
+        bar.formatter = ticker.LogFormatterSciNotation()
+    else:
+        bar.locator = ticker.MaxNLocator(7)
+        bar.formatter = ticker.ScalarFormatter()
+    bar.set_label(label, fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    bar.outline.set_linewidth(0.5)
+    return bar
+
+
+def split_labels(trajectories: Sequence[Trajectory]) -> tuple[str, list[str]]:
+    """The words every label shares (``"momentum lr=0.01"``) and what is left of each label
+    (``"momentum=0.5"``): a panel's title, and short legend entries."""
+    words = [t.label.split() for t in trajectories]
+    common = [w for w in words[0] if all(w in other for other in words[1:])] if words else []
+    rest = [" ".join(w for w in ws if w not in common) or " ".join(ws) for ws in words]
+    return " ".join(common), rest
+
+
+def panels_figure(
+    panels: Sequence[Sequence[Trajectory]],
+    surface: Surface | None = None,
+    *,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    title: str | None = None,
+    window: Window | None = None,
+    style: Sequence[Sequence[Style]] | None = None,
+) -> Figure:
+    """Contour maps side by side, one group of trajectories each (e.g. Momentum | NAG at the
+    same gammas): what a group shares titles its panel, the rest labels its paths, and paths
+    of the same colour and label share one legend entry under the panels."""
+    if not panels or not all(panels):
+        raise ValueError("panels: expected one or more non-empty groups of trajectories")
+    surface = surface or panels[0][0].surface
+    fig = new_figure(size)
+    fig.set_layout_engine("constrained", w_pad=0.08, h_pad=0.08)
+    axes = fig.subplots(1, len(panels), sharex=True, sharey=True, squeeze=False)[0]
+    entries: dict[tuple[str, str, str], Any] = {}
+    filled = None
+    for i, (ax, group) in enumerate(zip(axes, panels)):
+        filled = draw_contours(ax, surface, window=window)
+        group_style = style[i] if style is not None else styles(len(group))
+        draw_trajectories(ax, group, style=group_style)
+        head, rest = split_labels(group)
+        handles, labels = ax.get_legend_handles_labels()
+        by_label = dict(zip(labels, handles))
+        for traj, short, (color, ls) in zip(group, rest, group_style):
+            # One entry per (colour, short label): the pairs read across the panels.
+            entries.setdefault(
+                (color, ls if len(panels) == 1 else "-", short), by_label.get(legend_label(traj))
+            )
+        for name in ("minimum", "start"):
+            if name in by_label:
+                entries.setdefault(("", "", name), by_label[name])
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_title(head, fontsize=10)
+        if i:
+            ax.set_ylabel("")
+    assert filled is not None
+    # The equal-aspect panels are shorter than their row: a shorter bar lines up better.
+    add_colorbar(filled, level_label(surface), ax=list(axes), shrink=0.72, pad=0.02)
+    shown = [(h, k[2]) for k, h in entries.items() if h is not None]
+    fig.legend(
+        [h for h, _ in shown],
+        [label for _, label in shown],
+        loc="outside lower center",
+        ncol=min(len(shown), 5),
+        fontsize=9,
+        frameon=False,
+    )
+    steps = max(t.steps for group in panels for t in group)
+    head = title if title is not None else f"{surface.name}, {steps} steps"
+    fig.suptitle(f"{head}\nf(x, y) = {surface.formula}", x=0.02, ha="left", fontsize=10)
     return fig
 
 
@@ -361,14 +458,9 @@ def surface3d_figure(
     ax.view_init(elev=elev, azim=azim)
     # The 3-D box leaves wide margins inside its axes; zoom in so the surface fills them.
     set_title(ax, _title(surface, trajectories, title))
-    # Legend in two columns under the plot: beside it, it would squeeze the 3-D box, whose
-    # projection needs the width more than the height.
-    legend = fig.legend(loc="lower center", ncol=2, fontsize=9, frameon=False)
-    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    legend_h = legend.get_window_extent(renderer).height
-    height = fig.bbox.height
-    top = 20 + 17 * (ax.get_title(loc="left").count("\n") + 1)
-    ax.set_position((0.0, (legend_h + 4) / height, 1.0, (height - top - legend_h - 4) / height))
+    # Legend under the plot: beside it, it would squeeze the 3-D box, whose projection needs
+    # the width more than the height.
+    _legend_below(ax, left=0, right=0, bottom=4)
     return fig
 
 
@@ -408,12 +500,25 @@ def loss_figure(
     ax.set_xlabel("step")
     ax.grid(True, which="major", alpha=0.3)
     set_title(ax, _title(surface, trajectories, title or f"{surface.name}: loss per step"))
-    _legend(ax)
+    # Below, not beside: long labels would take half the width from the curves.
+    _legend_below(ax)
     return fig
 
 
-def _legend(ax: Axes, *, left: int = 70, bottom: int = 50, gap: int = 16) -> None:
-    """Legend outside the axes on the right, and the axes sized (in pixels) to leave it room.
+#: Pixels a colour bar takes beside the axes: gap, bar, tick labels and its label.
+COLORBAR_GAP, COLORBAR_WIDTH, COLORBAR_LABELS = 10, 14, 64
+
+
+def _legend(
+    ax: Axes,
+    *,
+    left: int = 70,
+    bottom: int = 50,
+    gap: int = 16,
+    colorbar: tuple[QuadContourSet, str] | None = None,
+) -> None:
+    """Legend outside the axes on the right, and the axes sized (in pixels) to leave it room;
+    with ``colorbar`` (filled contours, label) a colour bar between the axes and the legend.
 
     Laid out by hand: constrained layout misjudges an equal-aspect axes with a legend hanging off
     it and either clips the legend or the y label.
@@ -432,14 +537,48 @@ def _legend(ax: Axes, *, left: int = 70, bottom: int = 50, gap: int = 16) -> Non
         yaxis = ax.yaxis.get_tightbbox(renderer)
         if yaxis is not None:
             left = max(left, int(yaxis.width + 16))
-    right = max(width - legend_w - 2 * gap, left + 0.4 * width)
-    legend.set_bbox_to_anchor((1.0 + gap / (right - left), 1.0))
+    bar = COLORBAR_GAP + COLORBAR_WIDTH + COLORBAR_LABELS if colorbar is not None else 0
+    right = max(width - legend_w - 2 * gap - bar, left + 0.4 * width)
+    legend.set_bbox_to_anchor((1.0 + (gap + bar) / (right - left), 1.0))
     ax.set_position(
         (left / width, bottom / height, (right - left) / width, (height - top - bottom) / height)
     )
     # With an equal aspect the axes shrinks inside that box; keep it at the left so the legend that
     # hangs off its right edge stays next to it.
     ax.set_anchor("W")
+    if colorbar is not None:
+        # An inset in axes coordinates follows the axes' box once the aspect has shrunk it.
+        span = right - left
+        cax = ax.inset_axes((1.0 + COLORBAR_GAP / span, 0.0, COLORBAR_WIDTH / span, 1.0))
+        add_colorbar(colorbar[0], colorbar[1], cax=cax)
+        # The legend goes right of what the bar really took (tick labels vary in width).
+        ax.apply_aspect()
+        taken = cax.get_tightbbox(renderer)
+        box = ax.get_window_extent(renderer)
+        if taken is not None:
+            legend.set_bbox_to_anchor(((taken.x1 + gap - box.x0) / box.width, 1.0))
+
+
+def _legend_below(
+    ax: Axes, *, left: int = 70, right: int = 24, bottom: int = 46, ncol: int = 2
+) -> None:
+    """The figure's legend in ``ncol`` columns under the axes, which take the rest of the
+    figure (pixels: ``left`` margin for the y labels, ``bottom`` for the x labels above it)."""
+    fig = ax.get_figure(root=True)
+    assert fig is not None
+    legend = fig.legend(loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    legend_h = legend.get_window_extent(renderer).height
+    width, height = fig.bbox.width, fig.bbox.height
+    top = 20 + 17 * (ax.get_title(loc="left").count("\n") + 1)
+    if ax.name != "3d":
+        yaxis = ax.yaxis.get_tightbbox(renderer)
+        if yaxis is not None:
+            left = max(left, int(yaxis.width + 16))
+    low = legend_h + bottom
+    ax.set_position(
+        (left / width, low / height, (width - left - right) / width, (height - top - low) / height)
+    )
 
 
 VIEWS = {"contour": contour_figure, "3d": surface3d_figure, "loss": loss_figure}
@@ -447,19 +586,30 @@ VIEWS = {"contour": contour_figure, "3d": surface3d_figure, "loss": loss_figure}
 
 def plot(
     trajectories: Sequence[Trajectory],
-    path: str | Path,
+    path: str | Path | None = None,
     *,
     view: str = "contour",
     fmt: str | None = None,
     size: tuple[int, int] = DEFAULT_SIZE,
     title: str | None = None,
-) -> Path:
-    """Draw ``view`` (contour, 3d or loss) of the trajectories and save it as PNG or SVG."""
+) -> Figure:
+    """Draw ``view`` (contour, 3d or loss) of the trajectories and return the Figure; with
+    ``path`` it is also saved, as PNG or SVG (``fmt``, or else the file's suffix).
+
+    The figure has its own Agg canvas: no pyplot, the backend is never changed; in a notebook
+    it displays as the cell's value.
+    """
     if not trajectories:
         raise ValueError("trajectories=[]: expected at least one trajectory to draw")
     try:
         make = VIEWS[view]
     except KeyError:
         raise ValueError(f"view={view!r}: expected one of {', '.join(VIEWS)}") from None
+    if path is not None:
+        output_format(path, fmt, STATIC_FORMATS)  # a bad format is refused before drawing
+    elif fmt is not None:
+        raise ValueError(f"fmt={fmt!r} without a path: give the file to write")
     fig = make(trajectories, size=size, title=title)
-    return save(fig, path, fmt)
+    if path is not None:
+        save(fig, path, fmt)
+    return fig
