@@ -206,3 +206,20 @@ def test_progress_counts(finished: tuple[Sweep, str], tmp_path: Path) -> None:
         plan(store, sweep)
         groups = len(OPTIMIZERS)
         assert expected_total(store, sweep) == (0, groups * (K + 1) + groups * 2 * S)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"workers": 0}, "workers must be an integer in"),
+        ({"time_limit": -1.0}, "time_limit must be a finite number"),
+        ({"heartbeat_every": 0.0}, "heartbeat_every must be a finite number"),
+        ({"stale_after": 5.0, "heartbeat_every": 10.0}, "stale_after must be a finite number"),
+    ],
+)
+def test_bad_worker_settings_are_refused_before_anything_runs(
+    kw: dict, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_sweep(_sweep(), str(tmp_path / "s.sqlite"), **kw)
+    assert not (tmp_path / "s.sqlite").exists()

@@ -484,6 +484,19 @@ class _Heartbeat(threading.Thread):
             store.close()
 
 
+def _check_timing(stale_after: float, heartbeat_every: float) -> None:
+    if not (math.isfinite(heartbeat_every) and heartbeat_every > 0):
+        raise ValueError(
+            f"heartbeat_every must be a finite number of seconds > 0, got {heartbeat_every!r}"
+        )
+    # a live worker must beat at least twice before its run counts as abandoned
+    if not (math.isfinite(stale_after) and stale_after >= 2 * heartbeat_every):
+        raise ValueError(
+            f"stale_after must be a finite number of seconds >= 2 x heartbeat_every "
+            f"({2 * heartbeat_every:g}), got {stale_after!r}"
+        )
+
+
 def work(
     url: str,
     study: str,
@@ -502,6 +515,7 @@ def work(
     can add final runs; a run whose worker died is re-claimed after ``stale_after`` seconds (at
     once when it ran on this host under a process that is gone).
     """
+    _check_timing(stale_after, heartbeat_every)
     store = open_store(url)
     config = store.study_config(study)
     if config is None:
@@ -593,6 +607,7 @@ def run_sweep(
         raise ValueError(f"workers must be an integer in [1, 1024], got {workers!r}")
     if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
         raise ValueError(f"time_limit must be a finite number of seconds > 0, got {time_limit!r}")
+    _check_timing(stale_after, heartbeat_every)
     root = Path(checkpoint_root) if checkpoint_root is not None else default_checkpoint_root(url)
     root.mkdir(parents=True, exist_ok=True)
     deadline = None if time_limit is None else time.time() + time_limit
