@@ -178,7 +178,7 @@ def test_overflowing_update_is_refused_or_identical(
     overflows = not _all_finite(unguarded)
     on_device(mode)
     opt, params, before, after, error, skipped = _run(name, impl, torch_dtype, policy, huge)
-    flat = impl == "compiled" and name != "delay_tolerant_adagrad"  # that one runs eagerly
+    flat = impl == "compiled"
     if mode == "device" and flat and dtype != "float16":
         # impl="compiled" on CUDA refuses a gradient above the overflow limit (1e20 is)
         # instead of running it checked: the host learns of it too late to run it then.
@@ -192,6 +192,11 @@ def test_overflowing_update_is_refused_or_identical(
             assert where in str(error) and "at step 2" in str(error)
         else:
             assert error is None and skipped == 1
+        if mode == "device" and "lookahead" in after[1]:
+            # Lookahead reads the inner skip count right after each step: on CUDA the skip
+            # comes one step late, and the refused step counts among its k (docs/nonfinite.md).
+            for state in (before[1], after[1]):
+                state["lookahead"].pop("steps")
         assert _same(after[0], before[0]) and _same(after[1], before[1])
     else:  # the guard changes nothing about a finite step
         assert error is None and skipped == 0
