@@ -15,7 +15,7 @@ import shlex
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import torch
 from ravine import surfaces
 from ravine.optim import hyperparameters as hp
 from ravine.optim.base import NonFiniteGradientError
-from ravine.serve.workers import Workers
+from ravine.serve.workers import Share, Workers
 from ravine.surfaces import Surface
 from ravine.viz.specs import OptimizerSpec, parse_specs
 from ravine.viz.trajectory import Trajectory, check_start, check_work
@@ -521,7 +521,7 @@ class Playground:
             submitted = (
                 self.workers.submit(scene.surface_text, texts, scene.steps, scene.start)
                 if pooled
-                else [(list(range(len(specs))), None)]
+                else None
             )
             if scene.steps > 2 * PREVIEW_STEPS and scene.steps * len(specs) >= PREVIEW_WORK:
                 preview = run_trajectories(
@@ -535,7 +535,12 @@ class Playground:
                     return
             self._count("computed")
             self._count("runs", len(specs))
-            for share, results in self.workers.finished(submitted):
+            shares: Iterable[tuple[list[int], list[Share] | None]] = (
+                [(list(range(len(specs))), None)]
+                if submitted is None
+                else self.workers.finished(submitted)
+            )
+            for share, results in shares:
                 if results is None:
                     # One batched run: the same call, and so the same numbers, as
                     # ``ravine.viz.run(surface, specs, steps=..., start=...)``.
