@@ -197,8 +197,13 @@ def _simulated(config):
 
 def _run_torchrun(config, out: Path) -> int:
     from ravine.parallel.launch import run_torchrun
+    from ravine.parallel.transport import TransportError
 
-    result = run_torchrun(config, run_dir=out / f"rank{os.environ['RANK']}")
+    try:
+        result = run_torchrun(config, run_dir=out / f"rank{os.environ['RANK']}")
+    except (ValueError, TransportError) as e:
+        print(f"ravine parallel: error: {e}", file=sys.stderr, flush=True)
+        return 2
     if result is not None:
         _print_run(result, out)
         out.mkdir(parents=True, exist_ok=True)
