@@ -75,6 +75,18 @@ def test_verbose_1_is_a_bar_on_stderr_and_0_is_silent(capsys):
     assert capsys.readouterr() == ("", "")
 
 
+def test_the_bar_counts_steps_of_data_without_a_length(capsys):
+    class Batches:  # re-iterable, no __len__: the bar has no total
+        def __iter__(self):
+            x, y = _data()
+            return iter([(x[i : i + 4], y[i : i + 4]) for i in range(0, N, 4)])
+
+    model = _model()
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), Batches(), epochs=2, verbose=1)
+    err = capsys.readouterr().err
+    assert "10step" in err.replace(" ", "") and "loss=" in err
+
+
 @pytest.mark.parametrize(("progress", "bar"), [(True, True), (False, False)])
 def test_progress_is_a_deprecated_alias(capsys, progress, bar):
     with pytest.warns(PendingDeprecationWarning, match="use verbose=1"):
