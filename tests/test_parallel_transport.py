@@ -42,7 +42,7 @@ def _echo(pair: Pair, value: float, n: int = 8) -> torch.Tensor:
 def test_a_killed_peer_errs_its_pair_at_once_and_the_other_pairs_go_on(store):
     with Children() as children:
         peers = [
-            children.start(echo_main, "127.0.0.1", store.port, f"p{i}/", 8, 100, 60.0, name="e")
+            children.start(echo_main, "127.0.0.1", store.port, f"p{i}/", 8, 8, 100, 60.0, name="e")
             for i in range(2)
         ]
         # the pairs' timeout is long: an error within seconds can only be the dead peer's
@@ -57,7 +57,7 @@ def test_a_killed_peer_errs_its_pair_at_once_and_the_other_pairs_go_on(store):
         assert time.monotonic() - start < 10.0
         assert torch.equal(_echo(pairs[0], 7.0), torch.full((8,), 7.0))  # still served
         # a replacement joins under a new prefix
-        children.start(echo_main, "127.0.0.1", store.port, "p1.1/", 8, 1, 60.0, name="e")
+        children.start(echo_main, "127.0.0.1", store.port, "p1.1/", 8, 8, 1, 60.0, name="e")
         assert torch.equal(_echo(Pair(store, "p1.1/", 0, 60.0), 9.0), torch.full((8,), 9.0))
         peers[0].kill()
 

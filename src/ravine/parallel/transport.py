@@ -192,13 +192,17 @@ class ShardEndpoint:
             self.pair.send(self.reply.raw, 2).wait()
 
 
-def echo_main(host: str, port: int, prefix: str, n: int, rounds: int, timeout: float) -> None:
-    """The far end of a raw pair (rank 1): ``rounds`` times, receive n floats and send them back.
-    The raw-gloo baseline of benchmarks/parallel_speed.py and the peer of the transport tests."""
+def echo_main(
+    host: str, port: int, prefix: str, n_in: int, n_out: int, rounds: int, timeout: float
+) -> None:
+    """The far end of a raw pair (rank 1): ``rounds`` times, receive ``n_in`` floats and answer
+    with ``n_out``. The raw-gloo baseline of benchmarks/parallel_speed.py (the same bytes as a
+    pull or a push) and the peer of the transport tests."""
     torch.set_num_threads(1)
     store = connect_store(host, port, timeout)
     pair = Pair(store, prefix, 1, timeout)
-    buf = torch.zeros(n)
+    inbox, outbox = torch.zeros(n_in), torch.zeros(n_out)
     for _ in range(rounds):
-        pair.recv(buf).wait()
-        pair.send(buf).wait()
+        pair.recv(inbox).wait()
+        outbox[: min(n_in, n_out)] = inbox[: min(n_in, n_out)]
+        pair.send(outbox).wait()
