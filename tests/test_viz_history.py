@@ -61,6 +61,8 @@ def test_overlay_gives_each_run_its_own_colour() -> None:
     assert labels == ["adam train", "adam val", "sgd train", "sgd val"]
     colours = [line.get_color() for line in ax.get_lines()]
     assert colours[0] == colours[1] != colours[2] == colours[3]
+    # The legend: a colour per run, a line style per half (not runs x halves entries).
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["adam", "sgd", "train", "val"]
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,7 @@ def _new_axes() -> Axes:
 
 
 def _finish(ax: Axes, ylabel: str, xlabel: str, values: list[float]) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -90,6 +90,10 @@ def _finish(ax: Axes, ylabel: str, xlabel: str, values: list[float]) -> None:
     finite = [v for v in values if math.isfinite(v)]
     if "loss" in ylabel and finite and min(finite) > 0:
         ax.set_yscale("log")
+        # 0.4, 2 rather than 4x10^-1, 2x10^0: losses are read as plain numbers.
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=9)
@@ -158,7 +162,27 @@ def plot_histories(
             plot_history(history, ax, metric=metric, label=name)
         except ValueError as e:
             raise ValueError(f"histories[{name!r}]: {e}") from None
+    if metric in PAIRS:
+        _pair_legend(ax)
     return ax
+
+
+def _pair_legend(ax: Axes) -> None:
+    """One entry per run (its colour) and one per line style (train solid, val dashed), instead
+    of runs x halves entries."""
+    from matplotlib.colors import to_hex
+    from matplotlib.lines import Line2D
+
+    runs: dict[str, str] = {}
+    styles: dict[str, str] = {}
+    for line in ax.get_lines():
+        name, _, half = str(line.get_label()).rpartition(" ")
+        runs.setdefault(name, to_hex(line.get_color()))
+        styles.setdefault(half, str(line.get_linestyle()))
+    handles = [Line2D([], [], color=c, label=n) for n, c in runs.items()]
+    if len(styles) > 1:
+        handles += [Line2D([], [], color="0.3", ls=ls, label=h) for h, ls in styles.items()]
+    ax.legend(handles=handles, fontsize=9)
 
 
 def history_figure(
