@@ -90,7 +90,7 @@ def test_python_blocks_run_as_written(tmp_path: Path) -> None:
     # What the quickstart says it writes.
     for name in ("runs/digits-mlp/checkpoint.pt", "runs/digits-mlp/history.json"):
         assert (tmp_path / name).is_file(), name
-    for name in ("beale.png", "beale.gif"):
+    for name in ("beale.png", "beale.gif", "runs/optimizers.png"):
         assert (tmp_path / name).stat().st_size > 1000, name
     if skipped:
         print("not run:", *skipped, sep="\n  ")
