@@ -10,14 +10,20 @@ median and min of each and their ratio. The goal is a ratio within 1.05.
     .venv/bin/python benchmarks/fit_overhead.py --data loader  # both sides read a DataLoader
 
 With --data loader both sides iterate the same shuffled DataLoader (fit's path for loaders and
-any re-iterable of batches) instead of indexing tensors.
+any re-iterable of batches) instead of indexing tensors. --baseline FILE times a third side: the
+fit of another version of train.py (e.g. ``git show REV:src/ravine/train.py > /tmp/old.py``),
+loaded beside this one, so a change to fit is measured before/after under the same load.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import inspect
 import statistics
+import sys
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -79,6 +85,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--data", default="tensors", choices=("tensors", "loader"))
+    p.add_argument("--baseline", metavar="FILE", help="another train.py whose fit is timed too")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,14 +99,29 @@ def main() -> None:
         model = models.create(args.model, splits.input_shape, splits.num_classes)
         return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def run_fit() -> float:
-        model, opt = fresh()
-        t = time.perf_counter()
-        if args.data == "loader":
-            fit(model, opt, loader, epochs=args.epochs, verbose=0)
-        else:
-            fit(model, opt, (x, y), batch_size=args.batch_size, epochs=args.epochs, verbose=0)
-        return time.perf_counter() - t
+    def timed_fit(fit_fn: Callable[..., object]) -> Callable[[], float]:
+        quiet = {"verbose": 0} if "verbose" in inspect.signature(fit_fn).parameters else {}
+        quiet = quiet or {"progress": False}  # a version from before verbose=
+
+        def run() -> float:
+            model, opt = fresh()
+            t = time.perf_counter()
+            if args.data == "loader":
+                fit_fn(model, opt, loader, epochs=args.epochs, **quiet)
+            else:
+                fit_fn(model, opt, (x, y), batch_size=args.batch_size, epochs=args.epochs, **quiet)
+            return time.perf_counter() - t
+
+        return run
+
+    sides: dict[str, Callable[[], float]] = {"ravine.fit": timed_fit(fit)}
+    if args.baseline:
+        spec = importlib.util.spec_from_file_location("baseline_train", args.baseline)
+        assert spec is not None and spec.loader is not None
+        baseline = importlib.util.module_from_spec(spec)
+        sys.modules["baseline_train"] = baseline
+        spec.loader.exec_module(baseline)
+        sides["baseline fit"] = timed_fit(baseline.fit)
 
     def run_loop() -> float:
         model, opt = fresh()
@@ -110,12 +132,13 @@ def main() -> None:
             hand_loop(model, opt, x, y, args.batch_size, args.epochs, seed=0)
         return time.perf_counter() - t
 
-    run_fit(), run_loop()  # warm-up: allocator, kernels, lazy imports
-    t_fit: list[float] = []
-    t_loop: list[float] = []
+    sides["hand loop"] = run_loop
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for run in sides.values():
+        run()  # warm-up: allocator, kernels, lazy imports
     for _ in range(args.repeats):
-        t_fit.append(run_fit())
-        t_loop.append(run_loop())
+        for name, run in sides.items():
+            times[name].append(run())
 
     steps = args.epochs * -(-len(x) // args.batch_size)
     print(
@@ -124,12 +147,19 @@ def main() -> None:
         f"{args.repeats} alternating repeats"
     )
     print(f"{'':14}{'median s':>10}{'min s':>10}{'us/step':>10}")
-    for name, ts in (("hand loop", t_loop), ("ravine.fit", t_fit)):
+    for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:14}{med:10.3f}{min(ts):10.3f}{1e6 * med / steps:10.1f}")
-    ratio_med = statistics.median(t_fit) / statistics.median(t_loop)
-    ratio_min = min(t_fit) / min(t_loop)
-    print(f"fit / loop: median {ratio_med:.3f}, min {ratio_min:.3f} (goal <= 1.05)")
+    for name in [n for n in times if n != "hand loop"]:
+        ratio_med = statistics.median(times[name]) / statistics.median(times["hand loop"])
+        ratio_min = min(times[name]) / min(times["hand loop"])
+        print(f"{name} / loop: median {ratio_med:.3f}, min {ratio_min:.3f} (goal <= 1.05)")
+    if args.baseline:
+        ratio_med = statistics.median(times["ravine.fit"]) / statistics.median(
+            times["baseline fit"]
+        )
+        ratio_min = min(times["ravine.fit"]) / min(times["baseline fit"])
+        print(f"ravine.fit / baseline: median {ratio_med:.3f}, min {ratio_min:.3f}")
 
 
 if __name__ == "__main__":
