@@ -18,6 +18,8 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("bench", "ravine.cli.bench", "fair optimizer comparisons: same trials, seeds, one store"),
     ("meta-train", "ravine.cli.meta_train", "meta-train a learned optimizer (L2L LSTM, MLP)"),
     ("meta-eval", "ravine.cli.meta_eval", "learned optimizers vs tuned SGD/NAG/RMSprop/Adam"),
+    ("report", "ravine.cli.report", "a bench store's report: Markdown + self-contained HTML"),
+    ("recommend", "ravine.cli.recommend", "which optimizer for your problem, within a budget"),
     ("optimizers", "ravine.cli.optimizers", "every optimizer: paper, defaults, when to use it"),
 ]
 
