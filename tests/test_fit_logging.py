@@ -329,9 +329,27 @@ def test_tensorboard_logger_writes_epoch_and_step_scalars(tmp_path):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "step_loss"} <= tags
-    assert [e.step for e in events.Scalars("val_loss")] == [1, 2]
+    assert [e.step for e in events.Scalars("val_loss")] == [5, 10]  # the step count
+    assert [e.value for e in events.Scalars("epoch")] == [1, 2]
     assert [e.value for e in events.Scalars("val_loss")] == pytest.approx(h.val_loss)
     assert [e.step for e in events.Scalars("step_loss")] == list(range(1, 11))
+
+
+def test_tensorboard_logger_purges_what_a_crashed_run_wrote_after_its_checkpoint(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ck, tb = tmp_path / "ck", tmp_path / "tb"
+    with pytest.raises(KeyboardInterrupt):
+        _fit(epochs=4, checkpoint_dir=ck, checkpoint_every=2,
+             callbacks=[TensorBoardLogger(tb), _interrupt(3)])  # fmt: skip
+    h = _fit(epochs=4, checkpoint_dir=ck, checkpoint_every=2, resume=True,
+             callbacks=[TensorBoardLogger(tb)])  # fmt: skip
+    events = EventAccumulator(str(tb))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val_loss")] == [5, 10, 15, 20]
+    assert [e.value for e in events.Scalars("val_loss")] == pytest.approx(h.val_loss)
+    assert [e.step for e in events.Scalars("step_loss")] == list(range(1, 21))
 
 
 def test_tensorboard_logger_without_tensorboard_says_how_to_install(tmp_path, monkeypatch):

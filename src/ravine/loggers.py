@@ -61,14 +61,14 @@ class CSVLogger(Callback):
 
 
 class TensorBoardLogger(Callback):
-    """TensorBoard scalars: each History column per epoch, and each step's loss per step.
+    """TensorBoard scalars against the optimizer step: each History column, and each step's loss.
 
-    Tags are the column names ("train_loss", "val_accuracy", "lr", "time", "train_<metric>",
-    ...) with the epoch as the step, and "step_loss" with the optimizer step. Step losses are
-    written at epoch end from ``history.step_loss`` (read once per epoch, so no per-step wait
-    for the device). Events are flushed every epoch. A resumed run adds a new event file to
-    ``log_dir``; epochs redone after a crash then appear twice (TensorBoard shows both points).
-    Needs ``tensorboard``: ``pip install "ravine[tensorboard]"``.
+    At the end of every epoch the epoch's columns ("train_loss", "val_accuracy", "lr", "time",
+    "train_<metric>", ..., and "epoch" itself) are written at the run's step count, and
+    "step_loss" at each step of the epoch (read from ``history.step_loss``, so there is no
+    per-step wait for the device); events are flushed every epoch. A resumed run purges what a
+    crashed one wrote after its checkpoint (``SummaryWriter(purge_step=...)``), so an epoch
+    redone after a crash appears once. Needs ``tensorboard``: ``pip install "ravine[tensorboard]"``.
     """
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
@@ -86,18 +86,22 @@ class TensorBoardLogger(Callback):
 
     def on_train_begin(self, run: Run) -> None:
         self.close()
-        self.writer = self._summary_writer(log_dir=str(self.log_dir))
-        self._logged_steps = len(run.history.step_loss)
+        history = run.history
+        # A resumed run: events at later steps came from a run that died after its checkpoint.
+        purge = history.steps + 1 if history.epoch else None
+        self.writer = self._summary_writer(log_dir=str(self.log_dir), purge_step=purge)
+        self._logged_steps = len(history.step_loss)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], run: Run) -> None:
         history = run.history
-        for name, value in logs.items():
-            self.writer.add_scalar(name, value, epoch)
         # step_loss may start after step 1 (a history from before it existed): count back
         first_step = history.steps - len(history.step_loss) + 1
         for i in range(self._logged_steps, len(history.step_loss)):
             self.writer.add_scalar("step_loss", history.step_loss[i], first_step + i)
         self._logged_steps = len(history.step_loss)
+        self.writer.add_scalar("epoch", epoch, history.steps)
+        for name, value in logs.items():
+            self.writer.add_scalar(name, value, history.steps)
         self.writer.flush()
 
     def on_train_end(self, history: History, run: Run) -> None:
