@@ -77,7 +77,8 @@ class Shard:
 
     Downpour (Dean et al. 2012): ``push`` applies an accumulated gradient with the shard's own
     ravine optimizer and records its staleness (this version minus the version it was computed
-    on). With ``delay_tolerant_adagrad`` the staleness is the delay of McMahan & Streeter 2014's
+    on; a push computed on versions that a restarted shard lost counts as 0 and in ``ahead``).
+    With ``delay_tolerant_adagrad`` the staleness is the delay of McMahan & Streeter 2014's
     AdaptiveRevision, counted in this shard's updates; delays beyond max_delay are clamped to it
     (and counted in ``clamped``). EASGD (Zhang et al. 2015): ``elastic`` moves the center.
     """
@@ -88,6 +89,7 @@ class Shard:
         self.version = 0
         self.staleness: Counter[int] = Counter()
         self.clamped = 0
+        self.ahead = 0
         self.alpha = config.elasticity
         self.optimizer: torch.optim.Optimizer | None = None
         if config.algo == "downpour":
@@ -104,6 +106,9 @@ class Shard:
     def push(self, grad: torch.Tensor, base_version: int) -> int:
         assert self.optimizer is not None, "push needs Downpour's server optimizer"
         staleness = self.version - base_version
+        if staleness < 0:  # computed on versions a restarted shard lost with its last updates
+            self.ahead += 1
+            staleness = 0
         self.staleness[staleness] += 1
         self.param.grad = grad
         if self.delay_tolerant:
@@ -133,6 +138,7 @@ class Shard:
             "version": self.version,
             "staleness": dict(self.staleness),
             "clamped": self.clamped,
+            "ahead": self.ahead,
             "optimizer": optimizer,
         }
 
@@ -147,6 +153,7 @@ class Shard:
         self.version = int(state["version"])
         self.staleness = Counter({int(k): int(v) for k, v in state["staleness"].items()})
         self.clamped = int(state["clamped"])
+        self.ahead = int(state["ahead"])
         if self.optimizer is not None and state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
 

@@ -119,6 +119,7 @@ class Supervisor:
         self.started: dict[tuple[str, int], float] = {}
         self.seen: list[dict[str, Any]] = []
         self.training_start: float | None = None
+        self.injected: list[dict[str, Any]] = []
         self.parts = [problem.shard(w, config.workers) for w in range(config.workers)]
 
     def start(self, role: str, index: int) -> None:
@@ -177,6 +178,11 @@ class Supervisor:
             proc = self.procs[f.role, f.index]
             if proc.is_alive():
                 os.kill(proc.pid, signal.SIGKILL if f.action == "kill" else signal.SIGSTOP)
+                self.injected.append(
+                    {"t": time.time() - self.spec.t0, "kind": f"injected {f.action}",
+                     "who": f"{f.role} {f.index}.{self.incarnation[f.role, f.index]}",
+                     "detail": "fault injection"}
+                )  # fmt: skip
 
     def worker_done(self, w: int) -> bool:
         return self.store.check([f"worker/{w}/done"])
@@ -225,7 +231,13 @@ class Supervisor:
     def collect(self, end: float) -> RunResult:
         incarnations = {f"{r}{i}": self.incarnation[r, i] + 1 for r, i in self.procs}
         return collect_server_run(
-            self.config, self.store, self.problem, end, self.spec.t0, self.seen, incarnations
+            self.config,
+            self.store,
+            self.problem,
+            end,
+            self.spec.t0,
+            self.seen + self.injected,
+            incarnations,
         )
 
 
@@ -268,10 +280,13 @@ def collect_server_run(
     ]
     extra = {
         "shard_versions": [int(c["version"]) for c in shards],
-        "resumed_versions": [
-            s["extra"]["resumed_version"] for s in shard_stats if "resumed_version" in s["extra"]
-        ],
+        "resumed_versions": {
+            f"shard {s['index']}.{s['incarnation']}": s["extra"]["resumed_version"]
+            for s in shard_stats
+            if "resumed_version" in s["extra"]
+        },
         "clamped": sum(int(c["clamped"]) for c in shards),
+        "ahead_of_restarted_shard": sum(int(c["ahead"]) for c in shards),
         "pushes_dropped": sum(s["extra"].get("pushes_dropped", 0) for s in workers),
         "startup_s": shift,
         "incarnations": incarnations,

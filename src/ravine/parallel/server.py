@@ -86,6 +86,8 @@ class ShardServer:
         except (RuntimeError, TransportError) as e:
             # a dead peer closes only this pair; the shard keeps serving the others
             self.rec.fault("pair closed", who, str(e))
+        except Exception as e:  # a bad request: end this pair (its worker errs), keep the shard
+            self.rec.fault("bad request", who, f"{type(e).__name__}: {e}")
 
     def checkpoint(self) -> None:
         with self.lock:
@@ -97,6 +99,7 @@ class ShardServer:
         beat = start_heartbeat(self.spec, f"hb/shard{self.index}.{self.incarnation}")
         seen = store.add(join_counter(self.index), 0)
         self.checkpoint()  # the starting state is on disk before anyone can push
+        self.rec.save(store)  # a restarted incarnation's resumed version, even if killed again
         store.set(ready_key(self.index), str(self.incarnation))
         last_checkpoint = time.monotonic()
         while not self.finished(store):
