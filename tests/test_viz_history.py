@@ -116,3 +116,26 @@ def test_without_ax_a_pyplot_figure_in_the_current_backend() -> None:
         assert matplotlib.get_backend() == backend
     finally:
         plt.close(ax.figure)
+
+
+@pytest.mark.usefixtures("no_backend_switch")
+def test_the_plotting_page_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/plotting.md's Python blocks, in order, in an empty folder (the second one reads the
+    two history files its shell commands write: here, the first block's runs saved)."""
+    import re
+
+    import matplotlib.pyplot as plt
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "plotting.md"
+    first, second = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    monkeypatch.chdir(tmp_path)
+    before = plt.get_fignums()
+    namespace: dict[str, object] = {}
+    exec(compile(first, f"{page}:first block", "exec"), namespace)
+    histories = namespace["histories"]
+    assert isinstance(histories, dict) and set(histories) == {"adam", "adadelta", "sgd"}
+    assert plt.get_fignums() == before  # the block closes what it opened
+    histories["adadelta"].save(tmp_path / "default.json")
+    histories["sgd"].save(tmp_path / "lr1e-3.json")
+    exec(compile(second, f"{page}:second block", "exec"), {})
+    assert (tmp_path / "adadelta-digits.png").read_bytes()[:4] == b"\x89PNG"
