@@ -370,6 +370,7 @@ class Playground:
         self._surfaces = LRU(64)
         self._compute = threading.Lock()
         self._export = threading.Lock()
+        self._drawing = threading.Lock()
         self.stats = {"computed": 0, "stale": 0, "runs": 0, "cache_hits": 0, "in_workers": 0}
         self._stats_lock = threading.Lock()
 
@@ -596,11 +597,18 @@ class Playground:
         """Filled bands (with their colours) and level lines, as the static contour plot draws
         them: :func:`ravine.viz.plots.draw_contours` on an off-screen figure, read back."""
         text, surface = self.surface(_text(params, "surface", MAX_SURFACE_CHARS, "beale"))
-        found = self.contours.get(text)
-        if found is None:
-            found = contour_json(surface)
-            found["surface"] = surface_info(surface, text)
-            self.contours.put(text, found)
+        # One drawing at a time: the page asking while the warm-up draws waits for its result
+        # instead of drawing the same surface again beside it.
+        if not self._drawing.acquire(timeout=self.wait_seconds):
+            raise BusyError(f"the contours took more than {self.wait_seconds:g} s; try again")
+        try:
+            found = self.contours.get(text)
+            if found is None:
+                found = contour_json(surface)
+                found["surface"] = surface_info(surface, text)
+                self.contours.put(text, found)
+        finally:
+            self._drawing.release()
         return found
 
     # -- the step inspector --------------------------------------------------------------------
