@@ -1,10 +1,10 @@
 """The demo `make demo` runs (``ravine demo``, src/ravine/cli/demo.py prints it): every optimizer
-on Rosenbrock, a short MNIST-1D training with each, and the gallery of trajectories on loss
-surfaces (PNG and GIF under --out)."""
+on Rosenbrock, the bench lab's quick sweep (MNIST-1D and digits, tuned under the lab's protocol)
+with its report, and the gallery of trajectories on loss surfaces (PNG and GIF under --out)."""
 
 from __future__ import annotations
 
-import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,8 +12,7 @@ import torch
 from ravine import surfaces
 from ravine.optim import catalog, registry
 
-# Each optimizer's hyperparameters for the Rosenbrock and MNIST-1D tables are in its catalog row.
-FULL_BATCH_ONLY = tuple(row.name for row in catalog.ROWS if row.mnist1d is None)
+# Each optimizer's hyperparameters for the Rosenbrock table are in its catalog row.
 
 
 def rosenbrock_table(steps: int) -> list[tuple[str, str, float, float]]:
@@ -43,37 +42,24 @@ def rosenbrock_table(steps: int) -> list[tuple[str, str, float, float]]:
     return rows
 
 
-def mnist1d_table(epochs: int, quick: bool) -> list[tuple[str, str, float, float, float, float]]:
-    """(name, hp, train loss, val accuracy, test accuracy, seconds) for an MLP on MNIST-1D."""
-    from ravine import data, models
-    from ravine.train import evaluate, fit
+def bench_quick(out: Path, workers: int) -> tuple[int, Path, Any]:
+    """The lab's quick sweep (``ravine bench --quick``) into ``out/bench.sqlite`` and its report
+    into ``out/bench-report``: the demo's mini-batch numbers are what the lab measured under its
+    protocol (equal trials, selection on validation, re-seeded finalists), not hand-picked rates.
 
-    splits = data.mnist1d(num_samples=2000 if quick else 5000)
-    rows = []
-    for row in catalog.ROWS:
-        if row.mnist1d is None:  # full-batch methods
-            continue
-        name, hp = row.name, dict(row.mnist1d.hp)
-        torch.manual_seed(0)
-        model = models.create("mlp", splits.input_shape, splits.num_classes)
-        opt = registry.create(name, model.parameters(), **hp)
-        start = time.perf_counter()
-        history = fit(
-            model, opt, splits.train, splits.val, batch_size=100, epochs=epochs, progress=False
-        )
-        seconds = time.perf_counter() - start
-        _, test_acc = evaluate(model, splits.test)
-        rows.append(
-            (
-                name,
-                _fmt_hp(hp),
-                history.train_loss[-1],
-                history.val_accuracy[-1],
-                test_acc,
-                seconds,
-            )
-        )
-    return rows
+    Returns (the bench command's exit code, the store, the report's files or None). Running the
+    demo again continues an interrupted sweep and redoes no finished run.
+    """
+    from ravine.bench.report import write_report
+    from ravine.cli import main as cli_main
+
+    store = out / "bench.sqlite"
+    out.mkdir(parents=True, exist_ok=True)
+    code = cli_main(
+        ["bench", "--quick", "--store", str(store), "--workers", str(workers), "--no-progress"]
+    )
+    files = write_report(store, out / "bench-report") if code == 0 else None
+    return code, store, files
 
 
 def _fmt_hp(hp: dict[str, Any]) -> str:

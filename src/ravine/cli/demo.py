@@ -1,13 +1,16 @@
-"""The demo `make demo` runs: every optimizer on Rosenbrock, a short MNIST-1D training with each,
-and the gallery of trajectories on loss surfaces (PNG and GIF under --out)."""
+"""The demo `make demo` runs: every optimizer on Rosenbrock; the bench lab's quick sweep (SGD,
+Momentum, Adagrad, RMSprop and Adam on MNIST-1D and digits, each tuned with the same trials and
+chosen on validation) with its report; the gallery of trajectories on loss surfaces (PNG and
+GIF). Everything goes under --out; running it again continues an interrupted sweep."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
-from ravine.demo import FULL_BATCH_ONLY, mnist1d_table, rosenbrock_table
+from ravine.demo import bench_quick, rosenbrock_table
 from ravine.optim import catalog
 
 
@@ -17,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="fewer steps and epochs (smoke run)")
     parser.add_argument("--no-gallery", action="store_true", help="skip the trajectory gallery")
+    parser.add_argument("--no-bench", action="store_true", help="skip the bench lab's quick sweep")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,20 +31,18 @@ def run(args: argparse.Namespace) -> int:
     for name, hp, loss, dist in rosenbrock_table(steps):
         print(f"{name:<{width}s} {loss:10.2e} {dist:9.2e}  {hp}")
 
-    epochs = 3 if args.quick else 10
-    print(f"\n== MNIST-1D, MLP 2x500, mini-batch 100, {epochs} epochs ==")
-    print(f"(full-batch methods {', '.join(FULL_BATCH_ONLY)} are left out of mini-batch training)")
-    print(
-        f"{'optimizer':<{width}s} {'train loss':>10s} {'val acc':>7s} {'test acc':>8s} "
-        f"{'time':>6s}  hyperparameters"
-    )
-    for name, hp, loss, val_acc, test_acc, seconds in mnist1d_table(epochs, args.quick):
-        print(f"{name:<{width}s} {loss:10.4f} {val_acc:7.3f} {test_acc:8.3f} {seconds:5.1f}s  {hp}")
+    out = Path(args.out)
+    if not args.no_bench:
+        print(f"\n== The bench lab, quick sweep -> {out / 'bench.sqlite'} ==", flush=True)
+        code, store, files = bench_quick(out, workers=max(1, min(2, os.cpu_count() or 1)))
+        if code != 0:
+            return code
+        print(f"report: {files.html} (self-contained) and {files.markdown}")
+        print(f"rerun or extend: ravine report {store} --out {out / 'bench-report'}")
 
     if not args.no_gallery:
         from ravine.viz.gallery import make_gallery
 
-        out = Path(args.out)
         print(f"\n== Gallery of trajectories -> {out} ==")
         start = time.perf_counter()
         paths = make_gallery(out, quick=args.quick, verbose=True)
