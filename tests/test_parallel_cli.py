@@ -60,6 +60,8 @@ def test_a_real_run_from_the_command_line(tmp_path, capsys):
         (["--server-optimizer", "adamm"], "adam"),
         (["--hp", "eps"], "--hp"),
         (["--tau", "-1"], "Invalid tau: -1"),
+        (["--hang-timeout", "0"], "Invalid --hang-timeout: 0.0"),
+        (["--port", "70000"], "Invalid --port: 70000"),
     ],
 )
 def test_bad_arguments_fail_before_any_work_naming_the_value(tmp_path, capsys, argv, message):

@@ -128,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
                     f"Invalid --algos entry: {a!r} (expected one of {', '.join(ALGOS)})"
                 )
         configs = [_config(args, a) for a in algos]
+        if not args.hang_timeout > 0:
+            raise ValueError(f"Invalid --hang-timeout: {args.hang_timeout!r} (expected > 0)")
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"Invalid --port: {args.port!r} (expected 0..65535, 0: a free one)")
     except (ValueError, KeyError) as e:
         print(f"ravine parallel: error: {e}", file=sys.stderr)
         return 2
@@ -143,12 +147,17 @@ def run(args: argparse.Namespace) -> int:
             results.append(_simulated(config))
         else:
             from ravine.parallel.launch import run as run_processes
+            from ravine.parallel.transport import TransportError
 
-            results.append(
-                run_processes(
-                    config, host=args.host, port=args.port, hang_timeout=args.hang_timeout
+            try:
+                results.append(
+                    run_processes(
+                        config, host=args.host, port=args.port, hang_timeout=args.hang_timeout
+                    )
                 )
-            )
+            except (TimeoutError, TransportError, RuntimeError) as e:  # says what it waited for
+                print(f"ravine parallel: error: {e}", file=sys.stderr)
+                return 1
         _print_run(results[-1], out)
     out.mkdir(parents=True, exist_ok=True)
     if args.compare:
