@@ -205,7 +205,6 @@ def test_concurrent_claims_hand_out_each_run_once(url: str) -> None:
     assert sorted(ids) == list(range(min(ids), min(ids) + 6))  # six runs, none twice
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_concurrent_workers_do_every_run_exactly_once(url: str, monkeypatch) -> None:
     tests = str(Path(__file__).parent)
