@@ -251,3 +251,21 @@ def test_a_screenshot_is_saved(page: Any, server: Any, tmp_path: Path) -> None:
     target = os.environ.get("RAVINE_SCREENSHOT")
     if target:  # how docs/images/playground.png is made
         shutil.copyfile(out, target)
+
+
+def test_quick_changes_to_two_optimizers_both_land(page: Any, server: Any) -> None:
+    """The second change aborts the first one's request; the newer request carries both."""
+    open_page(page, server, QUICK)
+    before = revs(page)
+    for name, value in (("adam", "640"), ("rmsprop", "300"), ("adam", "650")):
+        page.locator(f'.run[data-name="{name}"] input[type=range][data-param="lr"]').fill(value)
+    wait_settled(page)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#paths g.path')].every(g => g.childElementCount)"
+    )
+    after = revs(page)
+    assert {k.split("#")[0] for k in after if after[k] != before[k]} == {"adam", "rmsprop"}
+    # Every path drawn is the one its card and the URL now say.
+    drawn = page.eval_on_selector_all("#paths g.path", "gs => gs.map(g => g.dataset.spec)")
+    in_url = [str(s) for s in parse_specs(parse_qs(urlsplit(page.url).query)["optimizers"][0])]
+    assert [str(s) for s in parse_specs(",".join(drawn))] == in_url

@@ -158,7 +158,8 @@ function refresh() {
   for (const run of app.runs) {
     run.text = specText(run);
     const key = `${scene}|${run.text}`;
-    if (key === run.key && (run.data && !run.data.partial || run.errorKey === key)) continue;
+    const drawn = run.data && run.data.key === key && !run.data.partial;
+    if (key === run.key && (drawn || run.errorKey === key)) continue;
     if (key !== run.key) {
       run.key = key;
       run.error = null;
@@ -203,7 +204,8 @@ async function request(runs) {
     if (!resp.ok) {
       const err = await resp.json();
       showError(err.error);
-      for (const run of runs) if (run.key === keys[runs.indexOf(run)]) run.errorKey = run.key;
+      // Not asked again until something changes: the message says what to change.
+      runs.forEach((run, i) => { if (run.key === keys[i]) run.errorKey = run.key; });
       return;
     }
     showError("");
