@@ -174,6 +174,7 @@ SPEC_ERRORS = [
     ("unknown hyperparameter", "adam:lrr=1", "did you mean 'lr'?"),
     ("unknown optimizer", "adamm", "did you mean 'adam'"),
     ("wrong type", "adam:betas=0.9", "Invalid betas: 0.9"),
+    ("two in one entry", "sgd,adam", "holds 2 specs; expected one per entry"),
 ]
 
 

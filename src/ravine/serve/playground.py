@@ -463,7 +463,12 @@ class Playground:
         items: list[OptimizerSpec | PlaygroundError] = []
         for item in value:
             try:
-                (spec,) = self.specs({"optimizers": item}, scene)
+                found = self.specs({"optimizers": item}, scene)
+                if len(found) != 1:
+                    raise PlaygroundError(
+                        f"optimizers: {item!r} holds {len(found)} specs; expected one per entry"
+                    )
+                spec = found[0]
                 self._check_builds(spec, scene)
             except ValueError as err:
                 items.append(PlaygroundError(str(err)))
