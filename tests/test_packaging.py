@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -267,3 +268,42 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert (tmp_path / "site" / "api" / "ravine.optim.adam" / "index.html").is_file()
+
+
+def _hooks():
+    spec = importlib.util.spec_from_file_location(
+        "mkdocs_hooks", ROOT / "scripts" / "mkdocs_hooks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_nav_drops_missing_pages_and_lists_the_rest(tmp_path: Path) -> None:
+    hooks = _hooks()
+    for page in ("index.md", "mine.md", "new.md", "api/x.md"):
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text("# page\n")
+    nav = [{"Home": "index.md"}, {"Group": [{"Mine": "mine.md"}, {"Later": "later.md"}]},
+           {"Not yet": "missing.md"}, {"Link": "https://example.org/x.md"}]  # fmt: skip
+    config = hooks.on_config({"docs_dir": str(tmp_path), "nav": nav})
+    assert config["nav"][:4] == [
+        {"Home": "index.md"},
+        {"Group": [{"Mine": "mine.md"}]},
+        {"Link": "https://example.org/x.md"},
+        {"More": ["new.md"]},  # written but in no nav entry; api/ pages are generated
+    ]
+    (api,) = config["nav"][4:]
+    assert list(api) == ["API reference"]
+
+
+def test_api_reference_covers_every_public_module() -> None:
+    modules = _hooks().public_modules()
+    assert {"ravine", "ravine.optim", "ravine.optim.adam", "ravine.train"} <= set(modules)
+    assert not [m for m in modules if m.startswith("ravine.cli") or "._" in m]
+    on_disk = {
+        ".".join(p.relative_to(ROOT / "src").with_suffix("").parts)
+        for p in (ROOT / "src" / "ravine").rglob("*.py")
+        if not p.name.startswith("_") and "cli" not in p.parts
+    }
+    assert on_disk <= set(modules)
