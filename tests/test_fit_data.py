@@ -282,3 +282,8 @@ def test_cuda_device_moves_model_and_batches():
     h = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, Pairs(x, y),
             epochs=1, device="cuda", verbose=0)  # fmt: skip
     assert next(model.parameters()).is_cuda and h.steps == 4 and len(h.val_loss) == 1
+
+    # "cuda" names the device the model is on now: a second call is no move, state or not
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    fit(model, opt, (x, y), batch_size=6, epochs=1, device="cuda", verbose=0)
+    fit(model, opt, (x, y), batch_size=6, epochs=1, device="cuda", verbose=0)

@@ -422,6 +422,8 @@ def _as_device(device: str | torch.device) -> torch.device:
         )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r}: MPS is not available")
+    if dev.index is None and dev.type not in ("cpu", "meta"):
+        dev = torch.empty(0, device=dev).device  # "cuda" is the current one: "cuda:0", ...
     return dev
 
 
