@@ -1293,6 +1293,8 @@ class _Sums:
         fresh = self.losses[len(self.read) :]
         if not fresh:
             return []
+        if len({t.dtype for t in fresh}) > 1:  # e.g. autocast: a loss's dtype may change
+            fresh = [t.double() for t in fresh]
         values = torch.stack(fresh).double().tolist() if len(fresh) > 1 else [fresh[0].item()]
         self.read.extend(values)
         return values
