@@ -1295,7 +1295,10 @@ class _Sums:
             return []
         if len({t.dtype for t in fresh}) > 1:  # e.g. autocast: a loss's dtype may change
             fresh = [t.double() for t in fresh]
-        values = torch.stack(fresh).double().tolist() if len(fresh) > 1 else [fresh[0].item()]
+        if len(fresh) == 1:
+            values = [fresh[0].item()]
+        else:  # reshape: a loss of shape (1,) backpropagates like a 0-d one
+            values = torch.stack(fresh).double().reshape(len(fresh)).tolist()
         self.read.extend(values)
         return values
 
