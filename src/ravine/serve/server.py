@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ravine.serve.playground import (
+    MAX_CLIENT_CHARS,
     BusyError,
     Playground,
     PlaygroundError,
@@ -203,8 +204,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _trajectories(self, body: Mapping[str, Any]) -> None:
         client = body.get("client")
-        if client is not None and (not isinstance(client, str) or len(client) > 64):
-            raise PlaygroundError("client: expected a string of at most 64 characters")
+        if client is not None and (not isinstance(client, str) or len(client) > MAX_CLIENT_CHARS):
+            raise PlaygroundError(
+                f"client: expected a string of at most {MAX_CLIENT_CHARS} characters"
+            )
         seq = body.get("seq", 0)
         if isinstance(seq, bool) or not isinstance(seq, int):
             raise PlaygroundError(f"seq={seq!r}: expected an integer")
