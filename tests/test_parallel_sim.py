@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from ravine.optim import registry
-from ravine.parallel.algorithms import Shard, batch_order, make_shards, worker_seed
+from ravine.parallel.algorithms import (
+    Shard,
+    batch_order,
+    example_order,
+    make_shards,
+    worker_seed,
+)
 from ravine.parallel.config import ALGOS, Config
 from ravine.parallel.problem import make_problem, split_bounds
 from ravine.parallel.simulator import simulate
@@ -122,10 +128,17 @@ def test_hogwild_one_worker_is_serial_per_example_sgd(problem):
     config = Config(algo="hogwild", workers=1, steps=500, **SMALL)
     result = simulate(config, problem)
     w = problem.init().numpy().copy()
-    for i in np.random.default_rng(worker_seed(config, 0)).permutation(problem.n)[:500]:
-        coords, delta = problem.example_step(w, int(i), config.learning_rate)
+    for i in example_order(problem.n, 500, worker_seed(config, 0)):
+        coords, delta = problem.example_step(w, i, config.learning_rate)
         w[coords] -= delta
     assert np.array_equal(result.w.numpy(), w)
+
+
+def test_example_order_runs_reshuffled_epochs():
+    order = list(example_order(10, 25, seed=0))
+    assert len(order) == 25
+    assert sorted(order[:10]) == sorted(order[10:20]) == list(range(10))
+    assert order[:10] != order[10:20]
 
 
 def test_hogwild_step_touches_only_the_example_coordinates(problem):

@@ -67,6 +67,17 @@ def batch_order(n: int, batch_size: int, steps: int, seed: int) -> Iterator[torc
         done += per_epoch
 
 
+def example_order(n: int, steps: int, seed: int) -> Iterator[int]:
+    """Hogwild!'s ``steps`` example indices: reshuffled epochs, drawn one epoch at a time (a
+    time-limited run asks for far more steps than it makes)."""
+    rng = np.random.default_rng(seed)
+    left = steps
+    while left > 0:
+        epoch = rng.permutation(n)[:left].tolist()
+        yield from epoch
+        left -= len(epoch)
+
+
 def worker_seed(config: Config, worker: int, incarnation: int = 0) -> int:
     """A replacement worker draws a fresh data order, not a replay of its predecessor's."""
     return config.seed * 1_000_003 + worker * 1009 + incarnation

@@ -19,10 +19,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
-from ravine.parallel.algorithms import worker_seed
+from ravine.parallel.algorithms import example_order, worker_seed
 from ravine.parallel.config import Config
 from ravine.parallel.problem import Problem
 from ravine.parallel.runtime import Children, RunResult, set_one_thread
@@ -47,15 +46,12 @@ def hogwild_main(
         progress.numpy(),
         stop.numpy(),
     )
-    rng = np.random.default_rng(worker_seed(config, rank))
     lr = config.learning_rate
-    order = np.concatenate([rng.permutation(part.n) for _ in range(-(-config.steps // part.n))])[
-        : config.steps
-    ]
     touched = 0
     if not go.wait(60.0):
         raise TimeoutError(f"hogwild worker {rank}: no start signal within 60 s")
-    for done, i in enumerate(order.tolist(), 1):
+    done = 0
+    for done, i in enumerate(example_order(part.n, config.steps, worker_seed(config, rank)), 1):
         if lock is not None:
             lock.acquire()
         coords, delta = part.example_step(w_np, i, lr)

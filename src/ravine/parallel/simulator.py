@@ -29,6 +29,7 @@ from ravine.parallel.algorithms import (
     allreduce_step,
     batch_order,
     easgd_sync_step,
+    example_order,
     make_shards,
     worker_seed,
 )
@@ -150,10 +151,7 @@ def _hogwild(config: Config, problem: Problem, schedule: str | Sequence[int]) ->
     w = problem.init().numpy().copy()
     lr = config.learning_rate
     parts = [problem.shard(i, config.workers) for i in range(config.workers)]
-    orders = [
-        iter(np.random.default_rng(worker_seed(config, i)).permutation(p.n)[: config.steps])
-        for i, p in enumerate(parts)
-    ]
+    orders = [example_order(p.n, config.steps, worker_seed(config, i)) for i, p in enumerate(parts)]
     # A pending write is (coordinates, delta) computed from what the worker read.
     pending: list[tuple[np.ndarray, np.ndarray] | None] = [None] * config.workers
     done = [False] * config.workers
