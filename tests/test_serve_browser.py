@@ -269,3 +269,20 @@ def test_quick_changes_to_two_optimizers_both_land(page: Any, server: Any) -> No
     drawn = page.eval_on_selector_all("#paths g.path", "gs => gs.map(g => g.dataset.spec)")
     in_url = [str(s) for s in parse_specs(parse_qs(urlsplit(page.url).query)["optimizers"][0])]
     assert [str(s) for s in parse_specs(",".join(drawn))] == in_url
+
+
+def test_export_downloads_the_file_ravine_viz_writes(
+    page: Any, server: Any, tmp_path: Path
+) -> None:
+    open_page(page, server, "?surface=booth&steps=30&optimizers=adam:lr=0.5,sgd:lr=0.01")
+    page.select_option("#export-view", "loss")
+    with page.expect_download(timeout=60_000) as info:
+        page.click('.export button[data-format="png"]')
+    download = info.value
+    assert download.suggested_filename == "booth_loss.png"
+    saved = tmp_path / "booth_loss.png"
+    download.save_as(str(saved))
+    from ravine.viz import plot, run
+
+    plot(run("booth", ["adam:lr=0.5", "sgd:lr=0.01"], steps=30), tmp_path / "cli.png", view="loss")
+    assert saved.read_bytes() == (tmp_path / "cli.png").read_bytes()

@@ -933,7 +933,8 @@ async function changeSurface(text) {
 async function exportFile(button) {
   const fmtName = button.dataset.format;
   const q = new URLSearchParams({ surface: app.surfaceText, start: startText(), steps: String(app.steps),
-    optimizers: app.runs.map((r) => r.text).join(","), format: fmtName });
+    optimizers: app.runs.map((r) => r.text).join(","), format: fmtName,
+    view: ["gif", "mp4"].includes(fmtName) ? "contour" : $("export-view").value });
   const label = button.textContent;
   button.textContent = "…";
   button.disabled = true;
