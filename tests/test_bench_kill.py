@@ -27,12 +27,12 @@ COMMAND = [
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "steps", "lr")
 
 
-def _start(store: Path) -> subprocess.Popen:
+def _start(store: Path, workers: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
     env["OMP_NUM_THREADS"] = "1"
     code = "import sys; from ravine.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen(
-        [sys.executable, "-c", code, *COMMAND, "--store", str(store)],
+        [sys.executable, "-c", code, *COMMAND, "--store", str(store), "--workers", str(workers)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -60,11 +60,25 @@ def _kill_mid_run(proc: subprocess.Popen, store: Path, finished_at_least: int) -
             done = sum(r["status"] == "finished" for r in runs)
             mid = any(r["status"] == "running" and 1 <= r["epochs_done"] < EPOCHS for r in runs)
             if mid and done >= finished_at_least:
-                os.killpg(proc.pid, signal.SIGKILL)
+                # only the sweep's own process: its workers must die with it (PDEATHSIG)
+                os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
+                _wait_group_gone(proc.pid)
                 return
         time.sleep(0.02)
     pytest.fail("no run was ever seen mid-way")
+
+
+def _wait_group_gone(pgid: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.killpg(pgid, signal.SIGKILL)
+    pytest.fail("worker processes outlived the killed sweep")
 
 
 def _snapshot(store: Path) -> tuple[dict, dict]:
@@ -86,19 +100,22 @@ def _snapshot(store: Path) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_sigkill_then_the_same_command_gives_the_uninterrupted_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_then_the_same_command_gives_the_uninterrupted_result(
+    tmp_path: Path, workers: int
+) -> None:
     reference = tmp_path / "reference.sqlite"
-    _finish(_start(reference))
+    _finish(_start(reference, 1))
 
     killed = tmp_path / "killed.sqlite"
-    _kill_mid_run(_start(killed), killed, finished_at_least=0)
-    _kill_mid_run(_start(killed), killed, finished_at_least=4)
-    _finish(_start(killed))
+    _kill_mid_run(_start(killed, workers), killed, finished_at_least=0)
+    _kill_mid_run(_start(killed, workers), killed, finished_at_least=4)
+    _finish(_start(killed, workers))
 
     assert _snapshot(killed) == _snapshot(reference)
     with open_store(killed) as s:
         runs = s.runs()
-    # one worker: each kill left exactly one run in flight, re-claimed once by the next start
-    assert sum(r["attempts"] - 1 for r in runs) == 2
+    # each kill left one run in flight per worker, re-claimed once by the next start
+    assert 2 <= sum(r["attempts"] - 1 for r in runs) <= 2 * workers
     assert all(r["status"] == "finished" for r in runs)
     assert not any((tmp_path / "killed.sqlite.checkpoints").iterdir())  # cleaned after the end
