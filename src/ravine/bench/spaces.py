@@ -181,7 +181,12 @@ def trials(optimizer: str, k: int, seed: int = 0, version: str = CURRENT_VERSION
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     space = get(optimizer, version)
-    from scipy.stats import qmc
+    try:
+        from scipy.stats import qmc
+    except ImportError:
+        raise ImportError(
+            "the bench's trial lists need scipy (scipy.stats.qmc): pip install 'ravine[lab]'"
+        ) from None
 
     from ravine.optim import catalog
 
