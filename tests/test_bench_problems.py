@@ -74,7 +74,7 @@ def test_a_recorded_spec_gives_back_the_problem() -> None:
     for p in problems.PROBLEMS:
         assert problems.Problem.from_spec(p.spec()) == p
     # through the store's JSON (tuples become lists) the model is the same
-    p = problems.get("mnist1d-mlp")
+    p = problems.get("digits-mlp")
     again = problems.Problem.from_spec(json.loads(json.dumps(p.spec())))
     sizes = [t.shape for t in problems.build(again, 0).model.parameters()]
     assert sizes == [t.shape for t in problems.build(p, 0).model.parameters()]
