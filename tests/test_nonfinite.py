@@ -192,11 +192,6 @@ def test_overflowing_update_is_refused_or_identical(
             assert where in str(error) and "at step 2" in str(error)
         else:
             assert error is None and skipped == 1
-        if mode == "device" and "lookahead" in after[1]:
-            # Lookahead reads the inner skip count right after each step: on CUDA the skip
-            # comes one step late, and the refused step counts among its k (docs/nonfinite.md).
-            for state in (before[1], after[1]):
-                state["lookahead"].pop("steps")
         assert _same(after[0], before[0]) and _same(after[1], before[1])
     else:  # the guard changes nothing about a finite step
         assert error is None and skipped == 0

@@ -193,13 +193,14 @@ class Optimizer(torch.optim.Optimizer):
       or :meth:`flush_guard` comes, waiting only for the device to finish that step. What
       differs there: a refused step writes nothing, as on CPU, but its error is raised (or
       its skip counted in ``skipped_steps``) by that next call, one step late; the step count
-      moves back then. With impl="foreach"/"loop" every step runs checked on the device (a
-      copy of the parameters and state is held during the step, and the copies go back unless
-      everything is finite: ~2x the step's memory traffic); with impl="compiled" the fused
-      kernel decides from max|g| as on CPU, but a finite gradient above the overflow limit is
-      refused rather than run checked (float16 groups run checked on the device instead).
-      Gradient transforms, sparse gradients or parameters on several devices read the
-      verdict at once, as on CPU.
+      moves back then (and Lookahead takes back the step it had counted). With
+      impl="foreach"/"loop" every step runs checked on the device (a copy of the parameters
+      and state is held during the step, and the copies go back unless everything is
+      finite: ~2x the step's memory traffic); with impl="compiled" the fused kernel decides
+      from max|g| as on CPU, but a finite gradient above the overflow limit is refused rather
+      than run checked (float16 groups run checked on the device instead). Gradient
+      transforms, sparse gradients, parameters on several devices, and impl="compiled" with
+      several groups read the verdict at once, as on CPU (docs/nonfinite.md).
     - ``grad_transforms``: a sequence of :class:`GradientTransform` applied in order.
     - ``grad_noise``: annealed Gaussian gradient noise, shorthand for appending
       ``ravine.optim.transforms.GradientNoise(eta=grad_noise)`` (or the transform given) to
@@ -279,6 +280,8 @@ class Optimizer(torch.optim.Optimizer):
                 )
         self.grad_transforms = transforms
         self.skipped_steps = 0
+        # Steps the host counted as taken and the device refused (CUDA, read one step late).
+        self.late_refusals = 0
         if not callable(getattr(type(self), "update", None)):
             raise TypeError(f"{type(self).__name__} must define update()")
         # The defaults are checked even where every group overrides them: a group added later

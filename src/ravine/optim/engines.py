@@ -454,6 +454,9 @@ def resolve(opt: Optimizer) -> None:
         return
     error = verdict.failure()
     if error is not None:
+        opt.late_refusals = (
+            getattr(opt, "late_refusals", 0) + 1
+        )  # a wrapper that counted the step takes it back (Lookahead)
         refuse(opt, lambda: error)
 
 

@@ -14,8 +14,9 @@ may be ravine's or torch.optim's.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -120,8 +121,7 @@ class _Wrapper(torch.optim.Optimizer):
 
     def flush_guard(self) -> None:
         """The inner optimizer's :meth:`ravine.optim.base.Optimizer.flush_guard`, if it has
-        one. (A wrapper reads the inner ``skipped_steps`` right after its step: on CUDA a
-        refused step is counted there one step late, so Lookahead counts it among its k.)"""
+        one."""
         flush = getattr(self.optimizer, "flush_guard", None)
         if flush is not None:
             flush()
@@ -279,20 +279,42 @@ class Lookahead(_Wrapper):
         torch._foreach_copy_(fast_list, slow_list)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """The inner step, then every k steps the slow weights' step. A refused inner step
+        does not count among the k; on CUDA the inner optimizer learns of a refusal one step
+        late (see ``nonfinite``), and the step counted meanwhile is taken back then (if a
+        synchronisation fell on it, it stays done: the fast weights had not moved)."""
         self._start_slow_weights()
-        skipped = getattr(self.optimizer, "skipped_steps", None)
-        loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
-        if skipped is not None and getattr(self.optimizer, "skipped_steps", None) != skipped:
+        with self._late_refusals():
+            skipped = getattr(self.optimizer, "skipped_steps", None)
+            late = getattr(self.optimizer, "late_refusals", 0)
+            loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+            late = getattr(self.optimizer, "late_refusals", 0) - late  # skipped, but not now
+        if skipped is not None and self.optimizer.skipped_steps - late != skipped:
             return loss
         self.lookahead_steps += 1
         if self.lookahead_steps % self.k == 0:
             self.synchronize()  # re-checks the layout: the inner step may have rebuilt it
         return loss
 
+    def flush_guard(self) -> None:
+        """The inner optimizer's, taking back a step counted that the device refused."""
+        with self._late_refusals():
+            super().flush_guard()
+
+    @contextlib.contextmanager
+    def _late_refusals(self) -> Iterator[None]:
+        """Un-count the steps the inner optimizer finds refused while this runs (CUDA)."""
+        before = getattr(self.optimizer, "late_refusals", 0)
+        try:
+            yield
+        finally:
+            self.lookahead_steps -= getattr(self.optimizer, "late_refusals", 0) - before
+
     def state_dict(self, format: str = "ravine") -> dict[str, Any]:
         """The inner optimizer's state dict under ``"inner"``, the slow weights under
         ``"lookahead"``; ``format="torch"`` is refused (torch.optim has no Lookahead)."""
         _refuse_torch_format(self, format)
+        self.flush_guard()
         index = {p: i for i, p in enumerate(self._params())}
         slow = {index[p]: s["slow_param"] for p, s in self.state.items() if "slow_param" in s}
         return {
