@@ -73,7 +73,6 @@ def parse_duration(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--problems", help="comma-separated problem names or module:function")
     p.add_argument(
         "--optimizers",
@@ -84,33 +83,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--trials", type=_count, help="K tuning trials per optimizer besides the default (8)"
     )
     p.add_argument("--seeds", type=_positive_int(1000), help="S seeds for each finalist (3)")
-    p.add_argument("--workers", type=_positive_int(1024), default=1, help="worker processes (1)")
+    p.add_argument("--workers", type=_positive_int(1024), default=1, help="worker processes")
     p.add_argument(
         "--threads", type=_positive_int(1024), help="torch threads per worker (cores / workers)"
     )
     p.add_argument("--store", default="results.sqlite", help="SQLite file or postgresql://... URL")
     p.add_argument("--study", help="study name (default: a digest of the configuration)")
     p.add_argument(
-        "--schedule", choices=("constant", "cosine", "warmup_cosine"), default="constant"
+        "--schedule",
+        choices=("constant", "cosine", "warmup_cosine"),
+        default="constant",
+        help="learning-rate schedule over the run, stepped per batch",
     )
     p.add_argument("--space-version", default=None, help="search space version (the current one)")
-    p.add_argument("--qmc-seed", type=int, default=0, help="seed of the trial list (0)")
+    p.add_argument("--qmc-seed", type=int, default=0, help="seed of the trial list")
     p.add_argument(
         "--epochs", type=_positive_int(1_000_000), help="override every problem's epoch budget"
     )
     p.add_argument(
-        "--batch-size", type=_positive_int(2**31 - 1), default=128, help="user problems (128)"
+        "--batch-size",
+        type=_positive_int(2**31 - 1),
+        default=128,
+        help="batch size of user problems",
     )
     p.add_argument(
         "--metric", choices=("val_accuracy", "val_loss"), default="val_accuracy",
-        help="what selection optimises on user problems (val_accuracy)",
+        help="what selection optimises on user problems",
     )  # fmt: skip
     p.add_argument("--data-dir", help="folder with datasets that need one (cifar10)")
     p.add_argument("--checkpoint-dir", help="run checkpoints (default: STORE.checkpoints)")
-    p.add_argument("--time-limit", type=parse_duration, help="stop cleanly after this long (20m)")
+    p.add_argument(
+        "--time-limit",
+        type=parse_duration,
+        help="stop cleanly after this long, e.g. 90s, 20m, 1.5h",
+    )
     p.add_argument(
         "--stale-after", type=parse_duration, default=120.0,
-        help="re-claim a run whose heartbeat is older than this (120s)",
+        help="re-claim a run whose heartbeat is older than this (seconds, or 2m)",
     )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="the small demo sweep (a few minutes)")
     p.add_argument("--list", action="store_true", help="print the problems and search spaces")
