@@ -437,3 +437,24 @@ def test_worker_processes_give_the_same_paths() -> None:
             assert srv.playground.stats["in_workers"] == 14
         finally:
             registry._REGISTRY.pop("test_serve_workers_sgd", None)
+
+
+def test_a_refused_post_does_not_poison_the_connection(server: Any) -> None:
+    """A body refused unread (too large, wrong path) closes the connection rather than being
+    read as the next request."""
+    import http.client
+
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request(
+        "POST", "/api/nowhere", body=b'{"x": 1}', headers={"Content-Type": "application/json"}
+    )
+    resp = conn.getresponse()
+    assert resp.status == 405 and "is not served" in json.loads(resp.read())["error"]
+    assert resp.getheader("Connection") == "close"
+    conn.close()
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request("POST", "/api/trajectories", body=b"x" * (70 * 1024))
+    resp = conn.getresponse()
+    assert resp.status == 400 and "expected at most" in json.loads(resp.read())["error"]
+    conn.close()

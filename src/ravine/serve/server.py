@@ -99,12 +99,15 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, payload: Any, status: int = HTTPStatus.OK) -> None:
+    def _json(self, payload: Any, status: int = HTTPStatus.OK, **extra: str) -> None:
         body = json.dumps(payload, allow_nan=False).encode()
-        self._send(status, body, "application/json")
+        self._send(status, body, "application/json", **extra)
 
     def _error(self, status: int, message: str) -> None:
-        self._json({"error": message}, status)
+        # A refused POST's body may be unread: it must not be taken for the next request on
+        # this connection (send_header closes it after the answer).
+        extra = {"Connection": "close"} if self.command == "POST" else {}
+        self._json({"error": message}, status, **extra)
 
     def _host_allowed(self) -> bool:
         """On loopback, only loopback names: a page elsewhere cannot reach this server through
