@@ -505,3 +505,26 @@ def test_on_cuda_state_dict_and_flush_read_the_verdict(on_device: Any) -> None:
     _model_steps(opt, model, 1, nan_at=0, reads=[])
     opt.load_state_dict(fresh.state_dict())  # the loaded state replaces the pending step
     opt.flush_guard()
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_lookahead_takes_back_a_step_refused_late(policy: str, on_device: Any) -> None:
+    """On the device path the inner refusal is read at the next step: Lookahead's count of
+    steps ends as on the host path."""
+    counts = []
+    for mode in MODES:
+        on_device(mode)
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        opt = ravine.Lookahead(ravine.SGD(model.parameters(), lr=0.1, nonfinite=policy), k=3)
+        for i in range(5):
+            try:
+                _model_steps(opt, model, 1, nan_at=0 if i == 1 else None, reads=[])
+            except NonFiniteGradientError:
+                assert policy == "raise"
+        opt.flush_guard()
+        counts.append((opt.lookahead_steps, opt.optimizer.skipped_steps))
+    if policy == "skip":
+        assert counts == [(4, 1), (4, 1)]
+    else:  # the late error comes from the next step(), which is not taken either
+        assert counts == [(4, 0), (3, 0)]
