@@ -33,6 +33,14 @@ def fault_free():
     return config, run(config)
 
 
+@pytest.fixture(scope="module")
+def timed():
+    """Fault runs train for a fixed time (faults cannot come after a fast machine finished),
+    against a fault-free run of the same time."""
+    config = Config(algo="downpour", workers=2, shards=2, steps=10**7, time_limit=6.0)
+    return config, run(config)
+
+
 @pytest.mark.timeout(180)
 def test_downpour_one_worker_one_shard_is_serial_training_exactly(small):
     config = Config(algo="downpour", workers=1, shards=1, steps=150, **SMALL)
@@ -81,21 +89,20 @@ def test_hogwild_lock_free_reduces_the_loss_and_counts_lost_updates():
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_sigkilled_worker_is_replaced_and_the_run_reaches_the_fault_free_loss(fault_free):
-    config, clean = fault_free
-    result = run(config, faults=[Fault(1.0, "kill", "worker", 1)])
+def test_a_sigkilled_worker_is_replaced_and_the_run_reaches_the_fault_free_loss(timed):
+    config, clean = timed
+    result = run(config, faults=[Fault(0.5, "kill", "worker", 1)])
     died = [f for f in result.faults if f["kind"] == "died"]
     assert died and died[0]["who"] == "worker 1.0" and "exit code -9" in died[0]["detail"]
     assert result.extra["incarnations"]["worker1"] == 2
-    assert result.updates >= 2 * config.steps  # the replacement did the steps left
     assert result.final_loss < clean.final_loss + FAULT_MARGIN
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_sigstopped_worker_is_noticed_by_its_heartbeat_killed_and_replaced(fault_free):
-    config, clean = fault_free
-    result = run(config, faults=[Fault(1.0, "stop", "worker", 0)], hang_timeout=2.0)
+def test_a_sigstopped_worker_is_noticed_by_its_heartbeat_killed_and_replaced(timed):
+    config, clean = timed
+    result = run(config, faults=[Fault(0.5, "stop", "worker", 0)], hang_timeout=2.0)
     hung = [f for f in result.faults if f["kind"] == "hung"]
     assert hung and hung[0]["who"] == "worker 0.0"
     assert result.extra["incarnations"]["worker0"] == 2
@@ -104,16 +111,18 @@ def test_a_sigstopped_worker_is_noticed_by_its_heartbeat_killed_and_replaced(fau
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_killed_shard_resumes_from_its_checkpoint_with_its_version_counter(fault_free, tmp_path):
-    config, clean = fault_free
+def test_a_killed_shard_resumes_from_its_checkpoint_with_its_version_counter(timed, tmp_path):
+    config, clean = timed
     result = run(config, faults=[Fault(1.0, "kill", "shard", 1)], run_dir=tmp_path)
     assert any(f["kind"] == "died" and f["who"] == "shard 1.0" for f in result.faults)
     assert any(f["kind"] == "shard lost" for f in result.faults)  # the workers noticed
-    (resumed,) = result.extra["resumed_versions"]
+    assert list(result.extra["resumed_versions"]) == ["shard 1.1"]
+    resumed = result.extra["resumed_versions"]["shard 1.1"]
     assert resumed > 0  # not from scratch
     versions = result.extra["shard_versions"]
     # updates after its last checkpoint are lost, nothing else: it went on from `resumed`
     assert resumed < versions[1] <= versions[0]
+    assert result.extra["pushes_dropped"] <= 2  # at most the one in flight per worker
     assert result.final_loss < clean.final_loss + FAULT_MARGIN
 
 

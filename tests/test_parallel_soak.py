@@ -20,12 +20,11 @@ LOSS_LEVEL = 0.33
 
 def _faults(seconds: float) -> list[Fault]:
     """Every 8 s from 3 s on: kill worker 0, stop worker 1, kill shard 0, stop worker 0,
-    kill worker 1, kill shard 1, ... until 40 s before the end (the time limit counts the
-    processes' start-up too)."""
+    kill worker 1, kill shard 1, ... until 10 s before the end."""
     cycle = [("kill", "worker", 0), ("stop", "worker", 1), ("kill", "shard", 0),
              ("stop", "worker", 0), ("kill", "worker", 1), ("kill", "shard", 1)]  # fmt: skip
     faults, at, i = [], 3.0, 0
-    while at < seconds - 40:
+    while at < seconds - 10:
         faults.append(Fault(at, *cycle[i % len(cycle)]))
         at, i = at + 8.0, i + 1
     return faults

@@ -24,6 +24,7 @@ from ravine.parallel.runtime import (
     Recorder,
     RunResult,
     RunSpec,
+    deadline,
     from_bytes,
     merge_curves,
     read_stats,
@@ -51,7 +52,9 @@ def sync_main(config: Config, spec: RunSpec, rank: int, part: Problem) -> None:
         dist.PrefixStore("sync/", store), rank, p, datetime.timedelta(seconds=spec.pair_timeout)
     )
     rec = Recorder("worker", rank, 0, spec.t0)
-    store.set(f"worker/{rank}/start", repr(time.time()))
+    started = time.time()
+    store.set(f"worker/{rank}/start", repr(started))
+    stop_at = deadline(config, started)
     lr = config.learning_rate
     x = torch.nn.Parameter(part.init())
     center = part.init()
@@ -59,7 +62,7 @@ def sync_main(config: Config, spec: RunSpec, rank: int, part: Problem) -> None:
     alpha = config.elasticity
     batches = batch_order(part.n, config.batch_size, config.steps, worker_seed(config, rank))
     for step, rows in enumerate(batches):
-        late = spec.deadline is not None and time.time() > spec.deadline
+        late = time.time() > stop_at
         g = part.grad(x.detach(), rows)
         if config.algo == "allreduce":
             g_sum, stop = _all_reduce_with_vote(group, g, late, rec)
@@ -90,9 +93,9 @@ def run_sync(config: Config, spec: RunSpec, problem: Problem, timeout: float) ->
             children.start(sync_main, config, spec, r, parts[r], name=f"replica{r}")
             for r in range(config.workers)
         ]
-        deadline = time.monotonic() + timeout
+        give_up = time.monotonic() + timeout
         for proc in procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
+            proc.join(max(0.0, give_up - time.monotonic()))
         end = time.time()
         running = [r for r, proc in enumerate(procs) if proc.is_alive()]
         if running:

@@ -56,8 +56,8 @@ class Config:
         shards: parameter-server shards (server algorithms only), >= 1.
         problem: ``"sparse"`` or ``"dense"`` (:mod:`ravine.parallel.problem`).
         steps: steps per worker (examples for Hogwild!, mini-batches otherwise).
-        time_limit: seconds after the launch (process start-up included) after which workers
-            stop early (None: no limit).
+        time_limit: seconds of training after which workers stop early, counted from each
+            worker's first step (process start-up is not counted); None: no limit.
         lr: worker learning rate (the server optimizer's lr for Downpour); None: DEFAULT_LR.
         batch_size: mini-batch size (Hogwild! steps on one example, as in the paper).
         n_fetch, n_push: Downpour fetches every n_fetch steps, pushes every n_push steps.

@@ -94,8 +94,7 @@ def run(
             return run_hogwild(config, problem, timeout)
         store = connect_store(host, port, 30.0, master=True)
         t0 = time.time()
-        deadline = None if config.time_limit is None else t0 + config.time_limit
-        spec = RunSpec(host, store.port, folder, t0, deadline=deadline)
+        spec = RunSpec(host, store.port, folder, t0)
         if config.algo in SERVER_ALGOS:
             return Supervisor(config, spec, problem, list(faults), hang_timeout).run(timeout)
         from ravine.parallel.collective import run_sync
@@ -348,9 +347,8 @@ def run_torchrun(
     if rank == 0:
         store.set("t0", repr(time.time()))
     t0 = float(wait_key(store, "t0", 60.0, "rank 0 to start the run"))
-    deadline = None if config.time_limit is None else t0 + config.time_limit
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    spec = RunSpec(host, port, str(run_dir), t0, prefix=prefix, deadline=deadline)
+    spec = RunSpec(host, port, str(run_dir), t0, prefix=prefix)
     problem = problem or make_problem(
         config.problem, n_samples=config.n_samples, n_features=config.n_features, seed=config.seed
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 import threading
@@ -36,7 +37,6 @@ class RunSpec:
     pair_timeout: float = 60.0
     heartbeat_interval: float = 0.25
     checkpoint_every: float = 0.5
-    deadline: float | None = None  # time.time() after which workers stop early
 
     def store(self) -> dist.Store:
         from ravine.parallel.transport import connect_store
@@ -44,6 +44,12 @@ class RunSpec:
         return dist.PrefixStore(
             self.prefix, connect_store(self.host, self.port, self.connect_timeout)
         )
+
+
+def deadline(config: Any, started: float) -> float:
+    """When a worker stops early: ``config.time_limit`` s of training after ``started`` (its
+    first step; a replacement keeps its predecessor's), or never."""
+    return math.inf if config.time_limit is None else started + config.time_limit
 
 
 def set_one_thread() -> None:
@@ -227,9 +233,9 @@ class Children:
         return p
 
     def close(self, grace: float = 5.0) -> None:
-        deadline = time.monotonic() + grace
+        until = time.monotonic() + grace
         for p in self.procs:
-            p.join(max(0.0, deadline - time.monotonic()))
+            p.join(max(0.0, until - time.monotonic()))
         for p in self.procs:
             if p.is_alive():
                 p.kill()

@@ -17,7 +17,7 @@ import torch
 from ravine.parallel.algorithms import WORKERS, Elastic, Pull, Push, Step, batch_order, worker_seed
 from ravine.parallel.config import Config
 from ravine.parallel.problem import Problem, split_bounds
-from ravine.parallel.runtime import Recorder, RunSpec, set_one_thread, start_heartbeat
+from ravine.parallel.runtime import Recorder, RunSpec, deadline, set_one_thread, start_heartbeat
 from ravine.parallel.server import join_counter, join_key, ready_key
 from ravine.parallel.transport import (
     Kind,
@@ -132,6 +132,7 @@ def worker_main(config: Config, spec: RunSpec, index: int, incarnation: int, par
     last_flush = time.monotonic()
     if not store.check([f"worker/{index}/start"]):  # the first incarnation's first step
         store.set(f"worker/{index}/start", repr(time.time()))
+    stop_at = deadline(config, float(store.get(f"worker/{index}/start")))
     try:
         while True:
             request = generator.send(reply)
@@ -140,7 +141,7 @@ def worker_main(config: Config, spec: RunSpec, index: int, incarnation: int, par
                 store.add(progress_key(index), 1)
                 if request.loss is not None:
                     rec.point(request.loss)
-                if spec.deadline is not None and time.time() > spec.deadline:
+                if time.time() > stop_at:
                     rec.extra["stopped_by"] = "time limit"
                     break
                 if time.monotonic() - last_flush > 1.0:  # a killed worker leaves its curve
