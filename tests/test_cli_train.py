@@ -254,6 +254,13 @@ def test_without_lr_the_optimizer_gets_its_registered_default(digits_splits, nam
     assert describe_optimizer(args, opt) == f"{name} lr={expected!r} (registered default)"
 
 
+def test_help_quotes_registered_learning_rates_from_the_registry():
+    (sub,) = [a for a in build_parser("train")._actions if a.dest == "command"]
+    text = " ".join(sub.choices["train"].format_help().split())
+    for name in ("adam", "adadelta", "lbfgs"):
+        assert f"{name} {registry.get(name).defaults['lr']!r}" in text
+
+
 def test_lr_and_hp_given_win_and_are_reported(digits_splits):
     args = _parse("--optimizer", "adam", "--lr", "0.05", "--hp", "betas=(0.8,0.9)")
     _, opt, _ = _build(args, digits_splits)

@@ -35,6 +35,8 @@ from ravine.optim.hyperparameters import parse_literal
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 2**31 - 1
 MAX_SEED = 2**32 - 1
+#: Optimizers whose registered learning rates --help quotes (they differ by orders of magnitude).
+LR_EXAMPLES = ("adam", "adadelta", "adagrad", "rprop", "lbfgs")
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -157,6 +159,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``ravine train`` (one model, one optimizer, one dataset)."""
     from ravine.data import DATASETS
     from ravine.models import MODELS
+    from ravine.optim import registry
     from ravine.schedules import SCHEDULES
 
     p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="offline dataset")
@@ -174,11 +177,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--optimizer", default="adam", help="a registered optimizer name (`ravine optimizers`)"
     )
+    # Examples read from the registry: the help never disagrees with the defaults.
+    examples = ", ".join(f"{n} {registry.get(n).defaults['lr']!r}" for n in LR_EXAMPLES)
     p.add_argument(
         "--lr",
         type=_finite_float(0.0),
-        help="learning rate (default: the optimizer's registered one, e.g. adam 0.001, "
-        "adadelta 1.0, lbfgs 1.0; `ravine optimizers` lists them)",
+        help=f"learning rate (default: the optimizer's registered one, e.g. {examples}; "
+        "`ravine optimizers` lists them)",
     )
     p.add_argument(
         "--hp",
