@@ -218,6 +218,7 @@ def test_an_invalid_lr_shows_ravines_error(page: Any, server: Any) -> None:
     assert "is not a valid formula" in page.locator("#error").inner_text()
 
 
+@pytest.mark.slow  # beyond the issue's list; `make test-slow` runs it
 def test_the_inspector_and_playback(page: Any, server: Any) -> None:
     open_page(page, server, QUICK)
     page.locator('.run[data-name="adam"] .name').click()
@@ -253,6 +254,7 @@ def test_a_screenshot_is_saved(page: Any, server: Any, tmp_path: Path) -> None:
         shutil.copyfile(out, target)
 
 
+@pytest.mark.slow  # beyond the issue's list; `make test-slow` runs it
 def test_quick_changes_to_two_optimizers_both_land(page: Any, server: Any) -> None:
     """The second change aborts the first one's request; the newer request carries both."""
     open_page(page, server, QUICK)
@@ -271,6 +273,7 @@ def test_quick_changes_to_two_optimizers_both_land(page: Any, server: Any) -> No
     assert [str(s) for s in parse_specs(",".join(drawn))] == in_url
 
 
+@pytest.mark.slow  # beyond the issue's list; `make test-slow` runs it
 def test_export_downloads_the_file_ravine_viz_writes(
     page: Any, server: Any, tmp_path: Path
 ) -> None:
