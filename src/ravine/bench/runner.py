@@ -364,6 +364,9 @@ def _record_missing_epoch(
     store.record_epoch(claim, ckpt["epoch"], _epoch_values(history, i, test_loss, test_acc))
 
 
+_SERIES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time")
+
+
 def _epoch_values(
     history: dict[str, Any], i: int, test_loss: float, test_acc: float | None
 ) -> dict[str, Any]:
@@ -416,7 +419,11 @@ def execute(
 
         def on_epoch(epoch: int, history: Any) -> None:
             test_loss, test_acc = evaluate(built.model, built.test, built.loss_fn)
-            values = _epoch_values(history.to_dict(), epoch - 1, test_loss, test_acc)
+            # the series themselves, not history.to_dict(): that copies every per-step loss
+            series = {k: getattr(history, k, None) for k in _SERIES}
+            values = _epoch_values(
+                {**series, "steps": history.steps}, epoch - 1, test_loss, test_acc
+            )
             if not store.record_epoch(claim, epoch, values) or (lost is not None and lost.is_set()):
                 raise _LostClaim
             if deadline is not None and time.time() > deadline and epoch < problem.epochs:
