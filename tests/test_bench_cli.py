@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["bench", "--problems", "bench_tiny:linear", "--optimizers", "sgd", "--trials", "1",
         "--seeds", "1", "--epochs", "2", "--batch-size", "50", "--threads", "1",
-        "--no-progress"]  # fmt: skip
+        "--no-progress", "--device", "cpu"]  # fmt: skip
 
 
 def test_list_shows_problems_and_spaces(capsys: pytest.CaptureFixture[str]) -> None:
@@ -68,6 +68,7 @@ def test_time_limit_stops_cleanly_and_the_same_command_continues(
         (["bench", "--problems", "digits-mlp", "--optimizers", "lbfgs"], "has no search space"),
         (["bench", "--problems", "cifar10-resnet18"], "needs --data-dir"),
         (["bench", "--quick", "--store", "mysql://x"], "store must be a SQLite file path or"),
+        (["bench", "--quick", "--device", "tpu"], "device must be"),
     ],
 )
 def test_bad_choices_exit_2_with_the_reason(

@@ -396,6 +396,7 @@ def execute(
     *,
     deadline: float | None = None,
     lost: threading.Event | None = None,
+    device: str | None = None,
 ) -> str:
     """Train the claimed run to its end; returns the status written ("finished", "failed",
     "pending" when stopped by the deadline, "lost" when another worker holds it now)."""
@@ -443,6 +444,7 @@ def execute(
             checkpoint_dir=folder,
             resume=True,
             verbose=0,
+            device=device,
             callbacks=[on_epoch],
         )
     except _Stop:
@@ -491,6 +493,22 @@ class _Heartbeat(threading.Thread):
             store.close()
 
 
+def _check_device(device: str | None) -> None:
+    """A device every run can use, checked once before any run (not failed run by run)."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available (torch {torch.__version__})")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'cpu', 'cuda[:i]' or 'mps', got {device!r}")
+
+
 def _check_timing(stale_after: float, heartbeat_every: float) -> None:
     if not (math.isfinite(heartbeat_every) and heartbeat_every > 0):
         raise ValueError(
@@ -515,6 +533,7 @@ def work(
     poll: float = 0.5,
     on_run: Callable[[str], None] | None = None,
     max_runs: int | None = None,
+    device: str | None = None,
 ) -> int:
     """One worker: claim and train runs of ``study`` until none is left (or the deadline).
 
@@ -552,7 +571,9 @@ def work(
             beat.lost.clear()
             beat.claim = claim
             try:
-                status = execute(store, claim, sweep, root, deadline=deadline, lost=beat.lost)
+                status = execute(
+                    store, claim, sweep, root, deadline=deadline, lost=beat.lost, device=device
+                )
             finally:
                 beat.claim = None
             if status in TERMINAL:
@@ -603,10 +624,13 @@ def run_sweep(
     heartbeat_every: float = 10.0,
     progress: bool | None = None,
     threads: int | None = None,
+    device: str | None = None,
 ) -> dict[str, int]:
     """Plan ``sweep`` in the store at ``url`` and run it with ``workers`` processes.
 
     Torch threads per worker: ``threads`` or the machine's cores divided among the workers.
+    ``device`` ("cuda", "cuda:1", ...): where every run trains (fit's device=); the CPU by
+    default. It is a property of the machine, not of the study: results are recorded alike.
     Returns the study's run counts per status when the workers stop (all runs ended, or the
     time limit: in-flight runs stop at an epoch end, checkpointed, and are pending again).
     """
@@ -615,12 +639,18 @@ def run_sweep(
     if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
         raise ValueError(f"time_limit must be a finite number of seconds > 0, got {time_limit!r}")
     _check_timing(stale_after, heartbeat_every)
+    _check_device(device)
     root = Path(checkpoint_root) if checkpoint_root is not None else default_checkpoint_root(url)
     root.mkdir(parents=True, exist_ok=True)
     deadline = None if time_limit is None else time.time() + time_limit
     cores = os.cpu_count() or 1
     per_worker = threads if threads is not None else max(1, cores // workers)
-    options = {"deadline": deadline, "stale_after": stale_after, "heartbeat_every": heartbeat_every}
+    options = {
+        "deadline": deadline,
+        "stale_after": stale_after,
+        "heartbeat_every": heartbeat_every,
+        "device": device,
+    }
     with open_store(url) as store:
         plan(store, sweep)
     # the planning connection is closed: SQLite connections must not cross a fork

@@ -111,6 +111,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="what selection optimises on user problems",
     )  # fmt: skip
     p.add_argument("--data-dir", help="folder with datasets that need one (cifar10)")
+    p.add_argument("--device", help="where runs train: cpu (when not given), cuda, cuda:1, mps")
     p.add_argument("--checkpoint-dir", help="run checkpoints (default: STORE.checkpoints)")
     p.add_argument(
         "--time-limit",
@@ -278,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
             stale_after=args.stale_after,
             progress=args.progress,
             threads=args.threads,
+            device=args.device,
         )
     except (ValueError, OSError) as e:
         print(f"ravine bench: {e}", file=sys.stderr)
