@@ -233,7 +233,8 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(server: Any) -> 
 
 
 def test_rapid_requests_leave_no_backlog() -> None:
-    """20 requests of one page at once: the newest wins, the stale ones compute nothing."""
+    """20 requests of one page at once, arriving while a computation holds the slot: the newest
+    computes, the 19 stale ones compute nothing, and nothing is left queued."""
     with running() as srv:
         results: dict[int, list[dict[str, Any]]] = {}
 
@@ -250,12 +251,20 @@ def test_rapid_requests_leave_no_backlog() -> None:
             )
 
         threads = [threading.Thread(target=send, args=(seq,)) for seq in range(20)]
-        for t in threads:
-            t.start()
-            time.sleep(0.005)
+        pg = srv.playground
+        # Stand in for a long computation, so that every request arrives while it runs
+        # whatever the machine's speed.
+        assert pg._compute.acquire(timeout=30)
+        try:
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 60
+            while not pg.latest.stale("page-1", 18) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            pg._compute.release()
         for t in threads:
             t.join(timeout=90)
-        stats = srv.playground.stats
         newest = results[19]
         assert newest[-1]["done"] and len(full_runs(newest)) == 7
         expected = run("beale", list(CLASSIC), steps=200, start=(1.19, 1.5))
@@ -264,17 +273,15 @@ def test_rapid_requests_leave_no_backlog() -> None:
             for g, e in zip(full_runs(newest), expected)
         )
         stale = [s for s, lines in results.items() if {"stale": True} in lines]
-        # At most the request running when the others arrived, and the newest, ran in full.
-        assert stats["computed"] <= 3, stats
-        assert len(stale) >= 17 and stats["stale"] == len(stale)
+        assert sorted(stale) == list(range(19)), sorted(results)
         assert all(not full_runs(results[s]) for s in stale)
-        # Nothing is left queued: a fresh request is answered at once from the cache.
-        t0 = time.perf_counter()
+        assert (pg.stats["computed"], pg.stats["stale"]) == (1, 19)
+        # Nothing is left queued: the same picture again comes from the cache.
         again = trajectories(
             srv, surface="beale", optimizers=list(CLASSIC), steps=200, start="1.19,1.5"
         )
         assert all(x["cached"] for x in full_runs(again))
-        assert time.perf_counter() - t0 < 5
+        assert pg.stats["computed"] == 1
 
 
 def test_controls_come_from_the_registry(server: Any) -> None:
