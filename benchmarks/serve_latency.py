@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import select
 import statistics
 import subprocess
 import sys
@@ -85,7 +86,9 @@ def start_server(*extra: str) -> tuple[subprocess.Popen[str], str, float]:
         text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    # Bounded: a server that never prints its address is killed, not waited on forever.
+    ready, _, _ = select.select([proc.stdout], [], [], 120)
+    line = proc.stdout.readline() if ready else ""
     found = re.search(r"http://\S+/", line)
     if not found:
         proc.kill()

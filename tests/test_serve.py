@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import select
 import shlex
 import subprocess
 import sys
@@ -387,7 +388,8 @@ def test_ravine_serve_command_prints_its_url_and_serves() -> None:
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
+        ready, _, _ = select.select([proc.stdout], [], [], 90)
+        line = proc.stdout.readline() if ready else "(nothing printed in 90 s)"
         url = re.search(r"http://127\.0\.0\.1:\d+/", line)
         assert url, line
         with urllib.request.urlopen(url.group(0) + "api/stats", timeout=30) as resp:
