@@ -66,10 +66,13 @@ async ([n0, ids, first]) => {
     const full = new Set(drawn.filter(x => !x.partial).map(x => x.id));
     return ids.every(id => full.has(id)) ? input.t : null;
   };
-  return await new Promise(resolve => {
+  const deadline = performance.now() + 60000;  // bounded: a lost update fails the run
+  return await new Promise((resolve, reject) => {
     const check = () => {
       const t0 = done();
-      if (t0 !== null) resolve(performance.now() - t0); else requestAnimationFrame(check);
+      if (t0 !== null) resolve(performance.now() - t0);
+      else if (performance.now() > deadline) reject(new Error('no redraw within 60 s'));
+      else requestAnimationFrame(check);
     };
     check();
   });
@@ -164,7 +167,7 @@ def clicks(page: Any, repeats: int) -> tuple[list[float], list[float]]:
         )
         first.append(page.evaluate(WAIT_JS, [n0, ids, True]))
         all_paths.append(page.evaluate(WAIT_JS, [n0, ids, False]))
-        page.wait_for_function("() => document.body.dataset.busy !== 'true'")
+        page.wait_for_function("() => document.body.dataset.busy !== 'true'", timeout=60_000)
     return all_paths, first
 
 
