@@ -48,9 +48,15 @@ def plot_compare(results: list[RunResult], path: str | Path) -> Path:
         t, u, loss = zip(*r.curve, strict=True)
         label = f"{r.config['algo']} ({r.config['workers']} workers)"
         ax_t.plot(t, loss, label=label)
-        ax_u.plot(u, loss, label=label)
+        counted = [(n, v) for n, v in zip(u, loss, strict=True) if n > 0]  # log axis
+        ax_u.plot(*zip(*counted, strict=True), label=label)
     ax_t.set(xlabel="wall time (s)", ylabel="evaluation loss", title="loss against wall time")
-    ax_u.set(xlabel="updates (all workers)", ylabel="evaluation loss", title="against updates")
+    ax_u.set(
+        xlabel="updates, all workers (Hogwild!: examples; others: mini-batches)",
+        ylabel="evaluation loss",
+        title="against updates",
+        xscale="log",
+    )
     for ax in (ax_t, ax_u):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
