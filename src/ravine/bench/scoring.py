@@ -191,9 +191,11 @@ def target_from_baselines(
 
 @dataclass(frozen=True)
 class Profile:
-    """rho[name][j]: the fraction of problems on which ``name`` is within taus[j] of the best.
+    """``rho[name][j]``: the fraction of problems on which ``name`` is within ``taus[j]`` of the
+    best.
 
-    ratios[name][p] is the time ratio on problems[p] (inf where the target was never reached).
+    ``ratios[name][p]`` is the time ratio on ``problems[p]`` (inf where the target was never
+    reached).
     """
 
     taus: np.ndarray

@@ -54,8 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=parse_duration, help="time budget, e.g. 90s, 20m, 1h")
     p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), help="comma-separated")
     p.add_argument("--epochs", type=_positive, default=10, help="epochs of a full run")
-    p.add_argument("--batch-size", type=_positive, default=128)
-    p.add_argument("--metric", choices=("val_accuracy", "val_loss"), default="val_accuracy")
+    p.add_argument("--batch-size", type=_positive, default=128, help="examples per step")
+    p.add_argument(
+        "--metric",
+        choices=("val_accuracy", "val_loss"),
+        default="val_accuracy",
+        help="what selection optimises (on validation only)",
+    )
     p.add_argument("--seeds", type=_positive, default=3, help="final runs per optimizer (>= 2)")
     p.add_argument("--trials", type=int, help="K, with --rungs: a fixed plan instead of --budget")
     p.add_argument("--rungs", type=_int_list, help="epochs of each rung, e.g. 2,5,10")
