@@ -12,7 +12,8 @@ Measured, each against its goal and beside the server's own compute time for the
 - first path: the same click to the first path drawn (p95 <= 60 ms)
 
 The slider and click figures are taken twice: with ``ravine serve``'s default worker processes
-(one per core, at most 4) and with ``--workers 0`` (everything in the server's process).
+(cores - 1, at most 4, none below 3 cores) and with the other choice (``--workers 0`` where the
+default has workers, ``--workers 2`` where it has none).
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_latency.py [--repeats 20]``
 (needs /usr/bin/chromium: ``sudo bash scripts/ci/40-chromium.sh``; and ``pip install playwright``).
@@ -221,13 +222,14 @@ def main() -> int:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
+    from ravine.serve.workers import default_workers
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         ready = page_ready(browser, args.ready_repeats)
-        configs = [
-            interactive(browser, args.repeats),
-            interactive(browser, args.repeats, "--workers", "0"),
-        ]
+        # The default (cores - 1 workers, at most 4, none below 3 cores) and the other choice.
+        other = ["--workers", "0"] if default_workers() else ["--workers", "2"]
+        configs = [interactive(browser, args.repeats), interactive(browser, args.repeats, *other)]
         browser.close()
     reference = reference_ms(args.repeats)
     print(f"Beale, {STEPS} steps, the 7 classic optimizers; headless Chromium; times in ms")

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=None,
-        help="processes that compute paths besides the server's, 0..64 (default: one per core, "
-        "at most 4; 0 on one core)",
+        help="processes that compute paths besides the server's, 0..64 (default: one per core "
+        "but one, at most 4; none below 3 cores)",
     )
     parser.add_argument("--open", action="store_true", help="open the page in a browser")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")

@@ -140,11 +140,12 @@ class Workers:
 
 
 def default_workers() -> int:
-    """Workers for ``ravine serve``: one per core, at most 4 (seven optimizers in shares of
-    two); none on a single core, where they would only add their start-up. The server's own
-    thread only waits while they compute."""
+    """Workers for ``ravine serve``: one per core beside the one the server and the browser
+    use, at most 4 (seven optimizers in shares of two); none where fewer than two fit, since a
+    single worker computes no faster than the server's own process."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(4, cores) if cores and cores > 1 else 0
+    spare = min(4, (cores or 1) - 1)
+    return spare if spare >= 2 else 0
 
 
 __all__ = ["Workers", "default_workers"]
