@@ -111,8 +111,11 @@ class Shard:
             )
         self.delay_tolerant = config.server_optimizer == DT_ADAGRAD
 
-    def pull(self) -> tuple[torch.Tensor, int]:
-        return self.param.detach().clone(), self.version
+    def pull(self, out: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        """(a copy of the slice, its version); into ``out`` when given (a reply buffer)."""
+        if out is None:
+            return self.param.detach().clone(), self.version
+        return out.copy_(self.param.detach()), self.version
 
     def push(self, grad: torch.Tensor, base_version: int) -> int:
         assert self.optimizer is not None, "push needs Downpour's server optimizer"

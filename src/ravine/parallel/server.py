@@ -75,10 +75,11 @@ class ShardServer:
                     return
                 with self.lock:
                     if kind is Kind.PULL:
-                        x, version = self.shard.pull()
+                        x, version = self.shard.pull(endpoint.reply.payload)
                         staleness = 0
                     elif kind is Kind.PUSH:
-                        staleness = self.shard.push(payload.clone(), arg)
+                        # no copy: the buffer is not refilled before respond() re-posts it
+                        staleness = self.shard.push(payload, arg)
                         x, version = None, self.shard.version
                     else:
                         x, version, staleness = self.shard.elastic(payload), self.shard.version, 0

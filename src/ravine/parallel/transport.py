@@ -120,6 +120,7 @@ class ReplyBuffer:
         self.header = self.raw[:HEADER_BYTES].view(torch.int64)
         self.payload = self.raw[HEADER_BYTES:].view(dtype)
         self.header_only = self.raw[:HEADER_BYTES]
+        self.header_np = self.header.numpy()  # numpy item access costs ~0.1 us, torch's ~3 us
 
 
 class ShardChannel:
@@ -132,13 +133,14 @@ class ShardChannel:
     def __init__(self, pair: Pair, n: int) -> None:
         self.pair, self.n = pair, n
         self.header = torch.zeros(2, dtype=torch.int64)
+        self.header_np = self.header.numpy()
         self.reply = ReplyBuffer(n)
         self.works: list[dist.Work] = []
         self.kind = Kind.PULL
 
     def start(self, kind: Kind, arg: int = 0, payload: torch.Tensor | None = None) -> None:
         self.kind = kind
-        self.header[0], self.header[1] = int(kind), arg
+        self.header_np[0], self.header_np[1] = int(kind), arg
         name = kind.name.lower()
         works = [self.pair.send(self.header, 0)]
         sent = HEADER_BYTES
@@ -158,7 +160,7 @@ class ShardChannel:
         for work in self.works:
             work.wait()
         self.works = []
-        version, staleness = (int(v) for v in self.reply.header.tolist())
+        version, staleness = int(self.reply.header_np[0]), int(self.reply.header_np[1])
         payload = None if self.kind is Kind.PUSH else self.reply.payload
         return version, staleness, payload
 
@@ -175,6 +177,7 @@ class ShardEndpoint:
     def __init__(self, pair: Pair, n: int) -> None:
         self.pair, self.n = pair, n
         self.header = torch.zeros(2, dtype=torch.int64)
+        self.header_np = self.header.numpy()
         self.payload = torch.zeros(n)
         self.reply = ReplyBuffer(n)
         self.next_header = pair.recv(self.header, 0)
@@ -184,7 +187,7 @@ class ShardEndpoint:
         """The next request: (kind, arg, payload or None). Blocks up to the pair timeout.
         The payload is valid until ``respond``."""
         self.next_header.wait()
-        kind, arg = Kind(int(self.header[0])), int(self.header[1])
+        kind, arg = Kind(int(self.header_np[0])), int(self.header_np[1])
         if kind in (Kind.PUSH, Kind.ELASTIC):
             self.next_payload.wait()
             return kind, arg, self.payload
@@ -193,8 +196,9 @@ class ShardEndpoint:
     def respond(
         self, kind: Kind, version: int, staleness: int = 0, payload: torch.Tensor | None = None
     ) -> None:
-        self.reply.header[0], self.reply.header[1] = version, staleness
-        if payload is not None:
+        """Reply; ``payload`` may be ``self.reply.payload`` already filled (no copy then)."""
+        self.reply.header_np[0], self.reply.header_np[1] = version, staleness
+        if payload is not None and payload.data_ptr() != self.reply.payload.data_ptr():
             self.reply.payload.copy_(payload)
         self.next_header = self.pair.recv(self.header, 0)
         if kind in (Kind.PUSH, Kind.ELASTIC):
