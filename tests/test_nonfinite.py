@@ -528,3 +528,29 @@ def test_lookahead_takes_back_a_step_refused_late(policy: str, on_device: Any) -
         assert counts == [(4, 1), (4, 1)]
     else:  # the late error comes from the next step(), which is not taken either
         assert counts == [(4, 0), (3, 0)]
+
+
+@pytest.mark.slow  # compiles the training step: ~30 s
+def test_the_cuda_path_inside_a_compiled_training_step(on_device: Any) -> None:
+    """opt.step() traced by dynamo: the deferred guard runs outside the graph (a graph break),
+    and a NaN step is skipped as in eager mode."""
+    on_device("device")
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = ravine.Adam(model.parameters(), lr=0.1, nonfinite="skip")
+
+    @torch.compile
+    def step() -> None:
+        opt.step()
+
+    x = torch.linspace(-1, 1, 24).reshape(8, 3)
+    for i in range(5):
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        if i == 2:
+            with torch.no_grad():
+                model.weight.grad[0, 0] = math.nan
+        step()
+    opt.flush_guard()
+    assert opt.skipped_steps == 1
+    assert {int(s["step"]) for s in opt.state_dict()["state"].values()} == {4}

@@ -80,7 +80,6 @@ so checkpoints move freely between ``impl="compiled"`` and the other impls.
 from __future__ import annotations
 
 import array
-import functools
 import math
 import operator
 import os
@@ -88,7 +87,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -114,6 +113,7 @@ from ravine.optim.guard import (
     max_abs,
     overflow_limit,
 )
+from ravine.optim.guard import outside_graph as _outside_graph
 from ravine.tensorlist import TL
 
 if TYPE_CHECKING:
@@ -399,28 +399,6 @@ def _data_ptr(t: Any) -> int | None:
 
 def _views(flat: Tensor, params: list[Tensor], offsets: list[int]) -> list[Tensor]:
     return [flat[o : o + p.numel()].view(p.shape) for p, o in zip(params, offsets)]
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _outside_graph(method: _F) -> _F:
-    """Run ``method`` eagerly when dynamo traces its caller (a torch.compile'd training step).
-
-    The flat-buffer bookkeeping (storage use counts, ``p.data = view``, our own compiled kernels)
-    cannot go into a traced graph: dynamo refuses ``maybe_mark_dynamic`` and storage internals.
-    Under tracing the call becomes a graph break and the step runs as it does eagerly; outside
-    tracing this costs one flag check.
-    """
-    eager = torch._dynamo.disable(method, recursive=True)
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if torch.compiler.is_compiling():
-            return eager(*args, **kwargs)
-        return method(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 class FlatEngine:

@@ -36,6 +36,7 @@ from ravine.optim.guard import (
     deferred,
     hyperparameter_scale,
     max_abs,
+    outside_graph,
     overflow_limit,
 )
 from ravine.tensorlist import TL
@@ -248,6 +249,7 @@ class EagerEngine:
                     written.append(x.detach())
         return owners, written
 
+    @outside_graph
     def deferred_step(self, opt: Optimizer, entries: Entries) -> None:
         """A guarded step on CUDA, with no host read (:func:`can_defer` says when).
 
@@ -446,6 +448,7 @@ def can_defer(opt: Optimizer, entries: Entries) -> bool:
     )
 
 
+@outside_graph
 def resolve(opt: Optimizer) -> None:
     """Read the verdict of the last deferred guarded step, if the host has not yet: a refused
     step has its bookkeeping undone and is counted (``"skip"``) or raised (``"raise"``)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -90,6 +90,29 @@ def max_abs(tensors: Iterable[Tensor]) -> dict[tuple[torch.device, torch.dtype],
 
 
 # -- the guard on CUDA: decided on the device, read by the host one step later --------------------
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def outside_graph(method: _F) -> _F:
+    """Run ``method`` eagerly when dynamo traces its caller (a torch.compile'd training step).
+
+    The flat-buffer bookkeeping of impl="compiled" (storage use counts, ``p.data = view``, our
+    own compiled kernels) cannot go into a traced graph: dynamo refuses ``maybe_mark_dynamic``
+    and storage internals; nor can the guard's pinned copies, events and host reads on CUDA.
+    Under tracing the call becomes a graph break and the step runs as it does eagerly; outside
+    tracing this costs one flag check.
+    """
+    eager = torch._dynamo.disable(method, recursive=True)
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return eager(*args, **kwargs)
+        return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 # Tests set this to run the CUDA path on CPU (``bool``/``item`` calls can then be counted).
 DEFER_ON_CPU = False
 
