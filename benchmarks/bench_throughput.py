@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ravine.bench import open_store, problems, run_sweep
+from ravine.bench import open_store, problems, run_sweep, spaces
 from ravine.bench.runner import Sweep, _hp
 from ravine.bench.store import RUN_ENV_COLUMNS
 from ravine.optim import registry
@@ -112,6 +112,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         problems.build(problem, 0)  # load (and cache) the data before timing
+        spaces.trials(args.optimizer, 1)  # and import scipy.stats.qmc: one-time costs
+        bare(problem, [{"seed": 0, "optimizer": args.optimizer, "hp": {}}])  # warm both paths
         # the runs a sweep does (the trial list and finalists), planned in a scratch store
         one, n1 = lab(sweep, folder, 1)
         with open_store(folder / "w1.sqlite") as s:
