@@ -152,3 +152,29 @@ def test_a_worker_that_cannot_reach_its_shard_fails_naming_it(tmp_path):
     spec = RunSpec("127.0.0.1", store.port, str(tmp_path), 0.0, connect_timeout=0.5)
     with pytest.raises(TransportError, match="shard 0 to accept workers"):
         ServerClient(Config(**SMALL), spec, spec.store(), 0, 0, None)
+
+
+@pytest.mark.parametrize(
+    "config, fault, message",
+    [
+        (Config(algo="hogwild"), Fault(1.0, "kill", "worker", 0), "parameter-server algorithms"),
+        (Config(workers=2), Fault(1.0, "kill", "worker", 2), r"a worker in \[0, 2\)"),
+        (Config(shards=2), Fault(1.0, "stop", "shard", 5), r"a shard in \[0, 2\)"),
+    ],
+)
+def test_impossible_faults_are_refused_before_anything_starts(config, fault, message):
+    with pytest.raises(ValueError, match=message):
+        run(config, faults=[fault])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((1.0, "explode", "worker", 0), "Invalid fault action: 'explode'"),
+        ((1.0, "kill", "server", 0), "Invalid fault role: 'server'"),
+        ((-1.0, "kill", "worker", 0), "Invalid fault time: -1.0"),
+    ],
+)
+def test_fault_descriptions_are_checked(args, message):
+    with pytest.raises(ValueError, match=message):
+        Fault(*args)

@@ -60,6 +60,21 @@ class Fault:
             raise ValueError(f"Invalid fault action: {self.action!r} (expected 'kill' or 'stop')")
         if self.role not in ("worker", "shard"):
             raise ValueError(f"Invalid fault role: {self.role!r} (expected 'worker' or 'shard')")
+        if not self.at >= 0:
+            raise ValueError(f"Invalid fault time: {self.at!r} (expected seconds >= 0)")
+
+    def check(self, config: Config) -> None:
+        """Refuse a fault the run cannot have, before anything starts."""
+        if config.algo not in SERVER_ALGOS:
+            raise ValueError(
+                f"Invalid faults for algo {config.algo!r}: fault injection and repair are for "
+                f"the parameter-server algorithms ({', '.join(SERVER_ALGOS)})"
+            )
+        count = config.workers if self.role == "worker" else config.shards
+        if not (isinstance(self.index, int) and 0 <= self.index < count):
+            raise ValueError(
+                f"Invalid fault index: {self.index!r} (expected a {self.role} in [0, {count}))"
+            )
 
 
 def run(
@@ -75,11 +90,16 @@ def run(
 ) -> RunResult:
     """Run ``config`` with real processes on this machine and return what it reports.
 
-    ``run_dir`` holds shard checkpoints and per-process statistics (a temporary folder when
-    None). ``timeout`` bounds the whole run (default: time_limit + 120 s, or 600 s).
+    ``run_dir`` holds the shards' checkpoints (a temporary folder when None); the processes
+    report through the control-plane store. ``timeout`` bounds the whole run (default:
+    time_limit + 120 s, or 600 s).
     """
     if not hang_timeout > 0:
         raise ValueError(f"Invalid hang_timeout: {hang_timeout!r} (expected a number > 0)")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"Invalid timeout: {timeout!r} (expected a number > 0)")
+    for fault in faults:
+        fault.check(config)
     if timeout is None:
         timeout = 600.0 if config.time_limit is None else config.time_limit + 120.0
     problem = problem or make_problem(
