@@ -763,7 +763,7 @@ function select(id) {
   document.querySelectorAll(".run").forEach((c) => c.classList.toggle("selected", Number(c.dataset.id) === id));
   drawAll();
   if (id === null) {
-    $("inspector").replaceChildren(el("p", { class: "hint", text: "click a path or an optimizer's name" }));
+    $("inspector").replaceChildren(el("p", { class: "hint", text: "click an optimizer's name to see its state at the current step" }));
     $("inspect-title").textContent = "";
     $("arrows").replaceChildren();
   } else scheduleInspect();
