@@ -57,7 +57,10 @@ def test_downpour_two_workers_two_shards_reduces_the_loss_and_records_staleness(
     assert result.updates == 2 * config.steps
     assert sum(result.staleness.values()) == 2 * 2 * config.steps  # every push on both shards
     assert result.extra["shard_versions"] == [2 * config.steps] * 2
-    assert result.bytes["push:sent"] > 0 and result.bytes["pull:received"] > 0
+    # one round trip per step: each push brings the next step's parameters back, so a worker
+    # pulls alone only once (16-byte requests, 2 workers x 2 shards)
+    assert result.bytes["pull:sent"] == 16 * 2 * 2
+    assert result.bytes["push_pull:received"] > 0 and result.bytes["push:sent"] > 0
     assert len(result.curve) > 2 and result.curve[-1][2] < result.curve[0][2]
 
 

@@ -30,10 +30,13 @@ class Pull:
 
 @dataclass
 class Push:
-    """Send an accumulated gradient computed on ``versions``; reply: per-shard staleness."""
+    """Send an accumulated gradient computed on ``versions``; reply: per-shard staleness, or
+    with ``pull`` (staleness, the parameters after this push, their versions): a push and the
+    next step's fetch in one round trip."""
 
     grad: torch.Tensor
     versions: list[int]
+    pull: bool = False
 
 
 @dataclass
@@ -195,8 +198,10 @@ def downpour_worker(problem: Problem, batches: Iterator[torch.Tensor], config: C
     acc: torch.Tensor | None = None
     base: list[int] = []
     x, fetched = torch.empty(0), []
-    for step, rows in enumerate(batches):
-        if step % config.n_fetch == 0:
+    batches = iter(batches)
+    rows, step, fresh = next(batches, None), 0, False
+    while rows is not None:
+        if step % config.n_fetch == 0 and not fresh:
             x, fetched = yield Pull()
         g = problem.grad(x, rows)
         if acc is None:
@@ -205,10 +210,17 @@ def downpour_worker(problem: Problem, batches: Iterator[torch.Tensor], config: C
             acc.add_(g)
         if config.local_lr:
             x.add_(g, alpha=-config.local_lr)
+        following = next(batches, None)
+        fresh = False
         if (step + 1) % config.n_push == 0:
-            yield Push(acc, base)
+            # the next step's fetch rides on this push when both are due
+            fresh = following is not None and (step + 1) % config.n_fetch == 0
+            reply = yield Push(acc, base, pull=fresh)
+            if fresh:
+                _, x, fetched = reply
             acc = None
         yield _evaluate(problem, x, step, config)
+        rows, step = following, step + 1
     if acc is not None:
         yield Push(acc, base)
 

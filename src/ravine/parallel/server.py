@@ -77,10 +77,12 @@ class ShardServer:
                     if kind is Kind.PULL:
                         x, version = self.shard.pull(endpoint.reply.payload)
                         staleness = 0
-                    elif kind is Kind.PUSH:
+                    elif kind in (Kind.PUSH, Kind.PUSH_PULL):
                         # no copy: the buffer is not refilled before respond() re-posts it
                         staleness = self.shard.push(payload, arg)
                         x, version = None, self.shard.version
+                        if kind is Kind.PUSH_PULL:
+                            x, version = self.shard.pull(endpoint.reply.payload)
                     else:
                         x, version, staleness = self.shard.elastic(payload), self.shard.version, 0
                 endpoint.respond(kind, version, staleness, x)

@@ -61,10 +61,11 @@ def serve(shards: list[Shard], request: Request) -> object:
         parts = [s.pull() for s in shards]
         return torch.cat([p for p, _ in parts]), [v for _, v in parts]
     if isinstance(request, Push):
-        return [
+        staleness = [
             s.push(request.grad[s.lo : s.hi].clone(), v)
             for s, v in zip(shards, request.versions, strict=True)
         ]
+        return (staleness, *serve(shards, Pull())) if request.pull else staleness
     if isinstance(request, Elastic):
         return torch.cat([s.elastic(request.x[s.lo : s.hi]) for s in shards])
     raise TypeError(f"unknown request {request!r}")

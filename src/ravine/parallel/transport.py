@@ -10,9 +10,10 @@ at once and the shard keeps serving the others; a replacement joins under a new 
 
 Wire protocol on a pair (rank 0 the shard, rank 1 the worker), one request at a time:
 
-    worker -> shard   header int64[2] = (kind, arg)  [+ float payload for PUSH and ELASTIC]
+    worker -> shard   header int64[2] = (kind, arg)  [+ float payload for PUSH, ELASTIC and
+                      PUSH_PULL]
     shard -> worker   header int64[2] = (version, staleness) packed with the float payload
-                      for PULL and ELASTIC, in one message
+                      for PULL, ELASTIC and PUSH_PULL, in one message
 
 Every wait is bounded: gloo ops by the pair's timeout, store waits by ``wait_key``'s.
 """
@@ -35,6 +36,10 @@ class Kind(IntEnum):
     PUSH = 2
     ELASTIC = 3
     BYE = 4
+    PUSH_PULL = 5  # a push, then the parameters after it: one round trip per Downpour step
+
+
+WITH_PAYLOAD = (Kind.PUSH, Kind.ELASTIC, Kind.PUSH_PULL)  # requests that carry floats
 
 
 class TransportError(RuntimeError):
@@ -188,7 +193,7 @@ class ShardEndpoint:
         The payload is valid until ``respond``."""
         self.next_header.wait()
         kind, arg = Kind(int(self.header_np[0])), int(self.header_np[1])
-        if kind in (Kind.PUSH, Kind.ELASTIC):
+        if kind in WITH_PAYLOAD:
             self.next_payload.wait()
             return kind, arg, self.payload
         return kind, arg, None
@@ -201,7 +206,7 @@ class ShardEndpoint:
         if payload is not None and payload.data_ptr() != self.reply.payload.data_ptr():
             self.reply.payload.copy_(payload)
         self.next_header = self.pair.recv(self.header, 0)
-        if kind in (Kind.PUSH, Kind.ELASTIC):
+        if kind in WITH_PAYLOAD:
             self.next_payload = self.pair.recv(self.payload, 1)
         self.pair.send(self.reply.header_only if payload is None else self.reply.raw, 2).wait()
 

@@ -61,8 +61,9 @@ class ServerClient:
         self.shard_incarnations[s] = sinc
 
     def _exchange(self, kind: Kind, args: list[int], payload: torch.Tensor | None) -> list:
-        """One request to every shard at once; a failed shard is rejoined and, unless the
-        request was a push, asked again."""
+        """One request to every shard at once; a failed shard is rejoined and asked again,
+        except that a push is not resent (it may have been applied) and a push-pull is
+        retried as a pull. A push's lost reply is None."""
         replies: list = [None] * len(self.channels)
         todo = list(range(len(self.channels)))
         while todo:
@@ -78,10 +79,12 @@ class ServerClient:
                     failed.append(s)
             for s in failed:
                 self.connect(s)
-            if kind is Kind.PUSH:  # the gradient may or may not have been applied: not resent
+            if kind in (Kind.PUSH, Kind.PUSH_PULL) and failed:  # may have been applied: not resent
                 dropped = self.rec.extra.get("pushes_dropped", 0)
                 self.rec.extra["pushes_dropped"] = dropped + len(failed)
-                break
+                if kind is Kind.PUSH:
+                    break
+                kind, args, payload = Kind.PULL, [0] * len(self.channels), None
             todo = failed
         return replies
 
@@ -90,11 +93,14 @@ class ServerClient:
             replies = self._exchange(Kind.PULL, [0] * len(self.channels), None)
             return torch.cat([r[2] for r in replies]), [r[0] for r in replies]
         if isinstance(request, Push):
-            replies = self._exchange(Kind.PUSH, request.versions, request.grad)
+            kind = Kind.PUSH_PULL if request.pull else Kind.PUSH
+            replies = self._exchange(kind, request.versions, request.grad)
+            # the shards keep the staleness histogram; a shard that failed answered a pull
+            # instead (PUSH_PULL) or nothing (PUSH)
             staleness = [r[1] for r in replies if r is not None]
-            for st in staleness:
-                self.rec.staleness[st] += 1
-            return staleness
+            if not request.pull:
+                return staleness
+            return staleness, torch.cat([r[2] for r in replies]), [r[0] for r in replies]
         if isinstance(request, Elastic):
             replies = self._exchange(Kind.ELASTIC, [0] * len(self.channels), request.x)
             return torch.cat([r[2] for r in replies])
