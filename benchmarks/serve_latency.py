@@ -1,7 +1,8 @@
 """Playground latency in a real browser: headless Chromium (Debian's) driving `ravine serve`.
 
 Measured, each against its goal and beside the server's own compute time for the same work
-(``ravine.viz.run`` called in-process, no HTTP or browser: the reference for the overhead):
+(``ravine.viz.run`` called in this process, no HTTP or browser, timed between the browser's
+samples: the reference for the overhead):
 
 - page ready: from starting ``ravine serve`` (a fresh process) to its first page (the default
   picture: the 7 classic optimizers on Beale, 200 steps) with every path drawn (<= 2 s)
@@ -138,9 +139,19 @@ def run_ids(page: Any) -> dict[str, int]:
     )
 
 
-def slider(page: Any, repeats: int) -> list[float]:
+def reference(specs: list[str], start: tuple[float, float]) -> float:
+    """``ravine.viz.run`` alone, in this process, in ms: the compute the server cannot avoid.
+    Timed between the browser's samples, so both see the same machine."""
+    from ravine.viz import run
+
+    t0 = time.perf_counter()
+    run("beale", specs, steps=STEPS, start=start)
+    return 1000 * (time.perf_counter() - t0)
+
+
+def slider(page: Any, repeats: int) -> tuple[list[float], list[float]]:
     ids = run_ids(page)
-    out = []
+    out, ref = [], []
     for k in range(repeats):
         n0 = page.evaluate("window.ravineMetrics.length")
         # distinct values, so none is served from a cache
@@ -151,15 +162,18 @@ def slider(page: Any, repeats: int) -> list[float]:
             str(700 + 7 * k),
         )
         out.append(page.evaluate(WAIT_JS, [n0, [ids["adam"]], False]))
-    return out
+        ref.append(reference([f"adam:lr={0.01 + k * 1e-4}"], (1.0, 1.5)))
+    return out, ref
 
 
-def clicks(page: Any, repeats: int) -> tuple[list[float], list[float]]:
+def clicks(page: Any, repeats: int) -> tuple[list[float], list[float], list[float]]:
+    from ravine.viz.gallery import CLASSIC
+
     ids = list(run_ids(page).values())
     box = page.locator("#overlay").bounding_box()
     rng = np.random.default_rng(0)
-    all_paths, first = [], []
-    for _ in range(repeats):
+    all_paths, first, ref = [], [], []
+    for k in range(repeats):
         # starts around the default one, (1, 1.5): x in [0.5, 2.5], y in [0, 2] of [-4.5, 4.5]^2
         fx, fy = rng.uniform(5.0 / 9, 7.0 / 9), rng.uniform(2.5 / 9, 4.5 / 9)
         n0 = page.evaluate("window.ravineMetrics.length")
@@ -169,50 +183,36 @@ def clicks(page: Any, repeats: int) -> tuple[list[float], list[float]]:
         first.append(page.evaluate(WAIT_JS, [n0, ids, True]))
         all_paths.append(page.evaluate(WAIT_JS, [n0, ids, False]))
         page.wait_for_function("() => document.body.dataset.busy !== 'true'", timeout=60_000)
-    return all_paths, first
-
-
-def reference_ms(repeats: int) -> dict[str, float]:
-    """ravine.viz.run alone, in this process: the compute the server cannot avoid."""
-    from ravine.viz import run
-    from ravine.viz.gallery import CLASSIC
-
-    seven, one = [], []
-    for k in range(repeats):
-        t0 = time.perf_counter()
-        run("beale", list(CLASSIC), steps=STEPS, start=(1.0 + k * 1e-3, 1.5))
-        seven.append(1000 * (time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        run("beale", [f"adam:lr={0.01 + k * 1e-4}"], steps=STEPS)
-        one.append(1000 * (time.perf_counter() - t0))
-    return {
-        "click to all paths": float(np.median(seven)),
-        "slider to redraw": float(np.median(one)),
-    }
+        ref.append(reference(list(CLASSIC), (1.0 + k * 1e-3, 1.5)))
+    return all_paths, first, ref
 
 
 def p95(values: list[float]) -> float:
     return float(np.percentile(values, 95))
 
 
-def interactive(browser: Any, repeats: int, *extra: str) -> tuple[int, dict[str, list[float]]]:
-    """Slider and click latencies against one ``ravine serve`` (its workers started)."""
+def interactive(
+    browser: Any, repeats: int, *extra: str
+) -> tuple[int, dict[str, list[float]], dict[str, float]]:
+    """Slider and click latencies against one ``ravine serve`` (its workers started), and the
+    median of ``viz.run`` alone for the same work, timed between them."""
     proc, url, _ = start_server(*extra)
     try:
         workers = wait_for_workers(url)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(url + QUERY)
         page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-        slide = slider(page, repeats)
-        all_paths, first = clicks(page, repeats)
+        slide, slide_ref = slider(page, repeats)
+        all_paths, first, click_ref = clicks(page, repeats)
         page.close()
     finally:
         stop(proc)
-    return workers, {
-        "slider to redraw": slide,
-        "click to all paths": all_paths,
-        "first path": first,
+    figures = {"slider to redraw": slide, "click to all paths": all_paths, "first path": first}
+    refs = {
+        "slider to redraw": float(np.median(slide_ref)),
+        "click to all paths": float(np.median(click_ref)),
     }
+    return workers, figures, refs
 
 
 def main() -> int:
@@ -231,17 +231,15 @@ def main() -> int:
         other = ["--workers", "0"] if default_workers() else ["--workers", "2"]
         configs = [interactive(browser, args.repeats), interactive(browser, args.repeats, *other)]
         browser.close()
-    reference = reference_ms(args.repeats)
     print(f"Beale, {STEPS} steps, the 7 classic optimizers; headless Chromium; times in ms")
     print(
         f"{'figure':<20s} {'server':<10s} {'n':>3s} {'median':>8s} {'p95':>8s} {'goal':>6s}  "
         f"{'met':<4s} {'viz.run alone':>14s} {'p95 / viz.run':>14s}"
     )
-    rows = [("page ready", "default", ready)]
-    for workers, figures in configs:
-        rows += [(name, f"workers={workers}", values) for name, values in figures.items()]
-    for name, server, values in rows:
-        ref = reference.get(name)
+    rows = [("page ready", "default", ready, None)]
+    for workers, figures, refs in configs:
+        rows += [(n, f"workers={workers}", v, refs.get(n)) for n, v in figures.items()]
+    for name, server, values, ref in rows:
         ok = "yes" if p95(values) <= GOALS_MS[name] else "NO"
         extra = f" {ref:14.1f} {p95(values) / ref:14.2f}" if ref else ""
         print(
