@@ -827,14 +827,19 @@ function renderInspector(run, s) {
   const top = mags.length ? Math.log10(Math.max(...mags)) : 0;
   const bottom = mags.length ? Math.min(top - 1, Math.log10(Math.min(...mags))) : -1;
   const logScale = (a) => (a > 0 ? (Math.log10(a) - bottom + 0.05) / (top - bottom + 0.05) : 0);
+  let drawnDirections = 0;
   for (const v of s.vectors) {
     if (v.kind === "magnitude") row(v.name, vec(v.value), bars(v.value, logScale, run.colour));
     else if (v.kind === "point") {
       row(v.name, vec(v.value), el("td", { class: "hint", text: "hollow diamond" }));
       arrows.push(el("svg:rect", { x: px(v.value[0]) - 5, y: py(v.value[1]) - 5, width: 10, height: 10, transform: `rotate(45 ${px(v.value[0])} ${py(v.value[1])})`, fill: "none", stroke: run.colour, "stroke-width": 2 }));
-    } else {
+    } else if (drawnDirections < 3) {
+      // A learned optimizer carries dozens of hidden-state vectors: three arrows stay readable.
+      drawnDirections += 1;
       row(v.name, vec(v.value), el("td", { class: "hint", text: "solid arrow" }));
       arrows.push(arrow(x, y, v.value, run.colour, false));
+    } else {
+      row(v.name, vec(v.value));
     }
   }
   for (const sc of s.scalars) row(sc.name, fmt(sc.value));
