@@ -979,6 +979,11 @@ def _loop(
         order = _epoch_order(run, state, epoch, curriculum_levels)
         history.lr.append(float(run.optimizer.param_groups[0]["lr"]))
         sums = _train_epoch(run, state, epoch, order, hooks)
+        # On CUDA a ravine optimizer's non-finite guard reports a refused step at its next
+        # call; the epoch's last step has none, so its verdict is read here (one host read).
+        flush_guard = getattr(run.optimizer, "flush_guard", None)
+        if callable(flush_guard):
+            flush_guard()
         stop = _end_epoch(run, state, epoch, sums, early_stopping, t0)
         logs = history.logs()
         for h in hooks:
