@@ -226,11 +226,9 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(server: Any) -> 
     assert "default-src 'self'" in headers["Content-Security-Policy"]
     for name in re.findall(r'(?:src|href)="/static/([^"]+)"', raw.decode()):
         assert request(server, f"/static/{name}")[0] == 200, name
-    # Everything the page loads is this server's (xmlns names are not requests).
-    assert re.findall(r'(?:src|href)="([^"]+)"', raw.decode())
-    assert all(
-        u.startswith("/static/") for u in re.findall(r'(?:src|href)="([^"]+)"', raw.decode())
-    )
+    # Everything the page loads or links is this server's (xmlns names are not requests).
+    links = re.findall(r'(?:src|href)="([^"]+)"', raw.decode())
+    assert links and all(u.startswith("/static/") or u == "/report" for u in links), links
 
 
 def test_rapid_requests_leave_no_backlog() -> None:
@@ -467,3 +465,32 @@ def test_a_refused_post_does_not_poison_the_connection(server: Any) -> None:
     resp = conn.getresponse()
     assert resp.status == 400 and "expected at most" in json.loads(resp.read())["error"]
     conn.close()
+
+
+def test_a_bench_report_opens_from_the_page(tmp_path: Any) -> None:
+    """`ravine serve --report FILE` serves that HTML page at /report, shown and never run."""
+    page = tmp_path / "report.html"
+    page.write_text("<!doctype html><html><body><h1>bench</h1></body></html>")
+    with running(report=page) as srv:
+        _, _, raw = request(srv, "/api/links")
+        assert json.loads(raw) == {"report": "/report"}
+        status, headers, body = request(srv, "/report")
+        assert status == 200 and body == page.read_bytes()
+        assert "script-src" not in headers["Content-Security-Policy"]
+        assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+def test_without_a_report_there_is_no_link(server: Any) -> None:
+    _, _, raw = request(server, "/api/links")
+    assert json.loads(raw) == {"report": None}
+    status, _, raw = request(server, "/report")
+    assert status == 404 and "--report" in json.loads(raw)["error"]
+
+
+@pytest.mark.parametrize("name", ["report.txt", "missing.html"])
+def test_a_bad_report_is_refused_before_binding(tmp_path: Any, name: str) -> None:
+    (tmp_path / "report.txt").write_text("not html")
+    from ravine.serve import make_server
+
+    with pytest.raises(ValueError, match="expected an HTML file written by ravine report"):
+        make_server(report=tmp_path / name)

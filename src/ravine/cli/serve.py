@@ -4,6 +4,7 @@ examples:
   ravine serve                 http://127.0.0.1:8000/ (loopback only)
   ravine serve --port 0 --open a free port, printed, opened in the default browser
   ravine serve --host 0.0.0.0  every interface: anyone who can reach the port can use it
+  ravine serve --report report/report.html   the bench lab's report, opened from the page
 
 The page runs every registered optimizer through ravine.viz (what `ravine viz` draws), keeps its
 state in the URL, and turns into a `ravine viz` command or a PNG/SVG/GIF/MP4 with one click.
@@ -15,6 +16,7 @@ import argparse
 import signal
 import sys
 import webbrowser
+from pathlib import Path
 from types import FrameType
 
 DEFAULT_PORT = 8000
@@ -38,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="processes that compute paths besides the server's, 0..64 (default: one per core "
         "but one, at most 4; none below 3 cores)",
     )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="a bench report (HTML from `ravine report`) to open from the page",
+    )
     parser.add_argument("--open", action="store_true", help="open the page in a browser")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
 
@@ -52,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     workers = default_workers() if args.workers is None else args.workers
     try:
-        server = make_server(args.host, args.port, verbose=args.verbose, workers=workers)
+        server = make_server(
+            args.host, args.port, verbose=args.verbose, workers=workers, report=args.report
+        )
     except (ValueError, OSError) as err:
         # OSError: the port is taken or the address is not this machine's
         print(

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -46,6 +47,13 @@ STATIC_TYPES = {
 }
 _STATIC_NAME = re.compile(r"^[a-z0-9_\-]+\.[a-z]+$")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: The largest bench report served (``ravine report`` writes one self-contained HTML page).
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+#: A report is shown, never run: its own inline styles and data: images, no script at all.
+REPORT_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
@@ -81,18 +89,20 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.verbose:
             sys.stderr.write(f"ravine serve: {self.address_string()} {format % args}\n")
 
-    def _headers(self, status: int, content_type: str, length: int | None) -> None:
+    def _headers(self, status: int, content_type: str, length: int | None, csp: str = CSP) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         if length is not None:
             self.send_header("Content-Length", str(length))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("Content-Security-Policy", csp)
         self.send_header("Referrer-Policy", "no-referrer")
 
-    def _send(self, status: int, body: bytes, content_type: str, **extra: str) -> None:
-        self._headers(status, content_type, len(body))
+    def _send(
+        self, status: int, body: bytes, content_type: str, csp: str = CSP, **extra: str
+    ) -> None:
+        self._headers(status, content_type, len(body), csp)
         for key, value in extra.items():
             self.send_header(key.replace("_", "-"), value)
         self.end_headers()
@@ -178,12 +188,20 @@ class Handler(BaseHTTPRequestHandler):
             suffix = path[path.rindex(".") :]
             self._send(HTTPStatus.OK, data, STATIC_TYPES.get(suffix, "application/octet-stream"))
             return
+        if path == "/report":
+            data = self.server.report_bytes()
+            if data is None:
+                self._error(HTTPStatus.NOT_FOUND, "no bench report: start with --report PATH")
+                return
+            self._send(HTTPStatus.OK, data, "text/html; charset=utf-8", csp=REPORT_CSP)
+            return
         routes = {
             "/api/optimizers": lambda: {"optimizers": optimizer_controls(), "palette": palette()},
             "/api/surfaces": lambda: {"surfaces": self.server.surface_list()},
             "/api/contours": lambda: pg.contour(query),
             "/api/state": lambda: pg.state(query),
             "/api/inspect": lambda: pg.inspect(query),
+            "/api/links": lambda: {"report": "/report" if self.server.report else None},
             "/api/stats": lambda: {
                 **pg.stats,
                 "workers": pg.workers.n,
@@ -262,9 +280,11 @@ class PlaygroundServer(ThreadingHTTPServer):
         *,
         verbose: bool = False,
         workers: int = 0,
+        report: Path | None = None,
     ) -> None:
         # Set before binding: a failed bind calls server_close, which closes the workers.
         self.playground = playground or Playground(workers=Workers(workers))
+        self.report = report
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
@@ -274,6 +294,12 @@ class PlaygroundServer(ThreadingHTTPServer):
     def server_close(self) -> None:
         super().server_close()
         self.playground.workers.close()
+
+    def report_bytes(self) -> bytes | None:
+        """The bench report's HTML, read now (a report written again shows at once)."""
+        if self.report is None:
+            return None
+        return check_report(self.report).read_bytes()
 
     @property
     def url(self) -> str:
@@ -305,24 +331,49 @@ class PlaygroundServer(ThreadingHTTPServer):
         return thread
 
 
+def check_report(path: str | Path) -> Path:
+    """``path`` if it is an HTML file of a sensible size (``ravine report`` writes one)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm") or not path.is_file():
+        raise ValueError(f"report={str(path)!r}: expected an HTML file written by ravine report")
+    size = path.stat().st_size
+    if size > MAX_REPORT_BYTES:
+        raise ValueError(
+            f"report={str(path)!r} is {size} bytes; expected at most {MAX_REPORT_BYTES}"
+        )
+    return path
+
+
 def make_server(
-    host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False, workers: int = 0
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    verbose: bool = False,
+    workers: int = 0,
+    report: str | Path | None = None,
 ) -> PlaygroundServer:
     """A playground server bound to ``host:port`` (port 0: a free one; see ``server.url``),
-    computing in ``workers`` processes besides its own (0: in its own only)."""
+    computing in ``workers`` processes besides its own (0: in its own only), and showing the
+    bench report ``report`` (an HTML file from ``ravine report``) at ``/report``."""
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port={port!r}: expected an integer from 0 to 65535 (0: a free port)")
     Workers(workers)  # checked before anything is bound
-    return PlaygroundServer((host, port), verbose=verbose, workers=workers)
+    checked = None if report is None else check_report(report)
+    return PlaygroundServer((host, port), verbose=verbose, workers=workers, report=checked)
 
 
 @contextmanager
 def running(
-    host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False, workers: int = 0
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    verbose: bool = False,
+    workers: int = 0,
+    report: str | Path | None = None,
 ) -> Iterator[PlaygroundServer]:
     """A playground server answering from a background thread for the ``with`` block (tests,
     benchmarks, notebooks); shut down and closed after it."""
-    server = make_server(host, port, verbose=verbose, workers=workers)
+    server = make_server(host, port, verbose=verbose, workers=workers, report=report)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
     )

@@ -966,7 +966,10 @@ async function exportFile(button) {
 
 async function main() {
   mark("start");
-  const [opts, surfs] = await Promise.all([getJSON("/api/optimizers"), getJSON("/api/surfaces")]);
+  const [opts, surfs, links] = await Promise.all([
+    getJSON("/api/optimizers"), getJSON("/api/surfaces"), getJSON("/api/links"),
+  ]);
+  $("report-link").hidden = !links.report;
   app.palette = opts.palette;
   for (const o of opts.optimizers) app.catalog.set(o.name, o);
   app.surfaces = surfs.surfaces;
