@@ -366,6 +366,67 @@ def compile_table(args: argparse.Namespace, names: list[str]) -> None:
         print(f"{name:>10}  {first:12.2f}  {total:8d}  {total - after_first:24d}{note}")
 
 
+# The learned optimizers (ravine.learned) run a network per coordinate and keep its state: 80
+# floats per parameter for L2L. On the 10M-element layouts that is gigabytes of state and
+# activations, so they get a table of their own, on the layouts scaled down by --learned-scale.
+LEARNED = ("l2l", "learned_mlp")
+
+
+def learned_table(args: argparse.Namespace) -> None:
+    """Step time of the learned optimizers against ravine's compiled Adam on the same layouts
+    (scaled down), and the floats of state each keeps per parameter."""
+    import torch
+
+    import ravine.optim as O
+
+    dtype = getattr(torch, args.dtype)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    print(
+        f"\n## learned optimizers vs ravine Adam impl='compiled' (layouts / {args.learned_scale}, "
+        f"{args.dtype})"
+    )
+    print(
+        f"{'layout':>12}  {'optimizer':>12}  {'impl':>8}  {'ms':>9}  {'adam ms':>8}  "
+        f"{'x adam':>7}  {'state floats/param':>18}"
+    )
+    for layout in filter(None, args.layouts.split(",")):
+        n_tensors, size = LAYOUTS[layout]
+        if n_tensors * size // args.learned_scale < 1:
+            continue
+        if size // args.learned_scale >= 1:
+            n_tensors, size = n_tensors, size // args.learned_scale
+        else:
+            n_tensors = n_tensors * size // args.learned_scale
+        shown = f"{n_tensors}x{size}"
+        contenders: dict[str, Callable[[], Any]] = {}
+        before: dict[str, Callable[[], Any]] = {}
+        states: dict[str, int] = {}
+        adam_params = make_params(n_tensors, size, dtype, args.device)
+        adam = usable("adam compiled", lambda: O.create("adam", adam_params, impl="compiled"))  # noqa: B023
+        if adam is not None:
+            contenders["adam"], before["adam"] = adam.step, rewrite_grads(adam_params)
+        for name in LEARNED:
+            impl = "foreach"
+            params = make_params(n_tensors, size, dtype, args.device)
+            opt = usable(name, lambda: O.create(name, params, impl=impl))  # noqa: B023
+            if opt is None:
+                continue
+            contenders[name], before[name] = opt.step, rewrite_grads(params)
+            states[name] = len(opt.state_names_for(opt.param_groups[0]))
+        for key, fn in contenders.items():
+            for _ in range(args.warmup):
+                before[key]()
+                fn()
+        ms, _ = round_robin(contenders, args.repeats, sync, before)
+        for name in LEARNED:
+            if name in ms:
+                ratio = f"{ms[name] / ms['adam']:7.1f}" if "adam" in ms else f"{'':>7}"
+                print(
+                    f"{shown:>12}  {name:>12}  {'foreach':>8}  {ms[name]:9.2f}  "
+                    f"{ms.get('adam', float('nan')):8.3f}  {ratio}  {states[name]:18d}"
+                )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--optimizers", default="all", help="comma-separated registry names")
@@ -385,6 +446,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-compile-table", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--warm-cache", action="store_true", help="keep inductor's disk caches")
+    parser.add_argument(
+        "--learned-scale",
+        type=int,
+        default=100,
+        help="the learned optimizers' table divides each layout's elements by this (0: no table)",
+    )
     args = parser.parse_args(argv)
     args.impls = args.impls.split(",")
     if not args.warm_cache:  # the compile table measures a cold compile: fresh cache directory
@@ -399,6 +466,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     names = O.names() if args.optimizers == "all" else args.optimizers.split(",")
+    wanted_learned = [n for n in names if n in LEARNED]
+    names = [n for n in names if n not in LEARNED]
     try:
         import pytorch_optimizer
 
@@ -413,8 +482,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not args.no_compile_table:
         compile_table(args, names)
-    for layout in filter(None, args.layouts.split(",")):
+    for layout in filter(None, args.layouts.split(",")) if names else ():
         run_layout(args, layout, names)
+    if wanted_learned and args.learned_scale > 0:
+        learned_table(args)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 

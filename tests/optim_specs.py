@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
+from ravine.learned.weights import load as load_weights
 from reference import classic as ref
 from reference import later
+from reference.learned import L2LReference
 
 IMPLS = ("foreach", "loop", "compiled")
 
@@ -733,7 +735,42 @@ LATER_SPECS: list[Spec] = [
     ),
 ]
 
-SPECS: list[Spec] = [*CLASSIC_SPECS, *LATER_SPECS]
+# The learned optimizers (ravine.learned) run their bundled meta-weights; L2L is compared with the
+# paper transcribed (tests/reference/learned.py). impl="compiled" is refused: its kernel is traced
+# on a bare instance, which holds no network.
+LEARNED_INVALID = [
+    LR_NEG,
+    WD_NEG,
+    ({"weights": "nope"}, "weights: 'nope'"),
+    ({"weights": 3}, "weights: int 3"),
+]
+LEARNED_SPECS: list[Spec] = [
+    Spec(
+        "l2l",
+        reference_configs=[
+            ({}, lambda params: L2LReference(params, load_weights("quadratic", "l2l"))),
+            (
+                {"lr": 0.5},
+                lambda params: L2LReference(params, load_weights("quadratic", "l2l"), 0.5),
+            ),
+        ],
+        # A learned rule keeps stepping near the minimum (it was meta-trained for 100 steps):
+        # a decaying lr lets it settle.
+        quadratic=Convergence({"lr": 1.0}, 3000, 1e-2, lr_gamma=0.999),
+        rosenbrock=Convergence({"lr": 1.0}, 5000, 1e-2, lr_gamma=0.999),
+        invalid=LEARNED_INVALID,
+        impls=("foreach", "loop"),
+    ),
+    Spec(
+        "learned_mlp",
+        quadratic=Convergence({"lr": 1.0}, 3000, 1e-2, lr_gamma=0.999),
+        rosenbrock=Convergence({"lr": 1.0}, 5000, 1e-2, lr_gamma=0.999),
+        invalid=LEARNED_INVALID,
+        impls=("foreach", "loop"),
+    ),
+]
+
+SPECS: list[Spec] = [*CLASSIC_SPECS, *LATER_SPECS, *LEARNED_SPECS]
 SPECS_BY_NAME = {s.name: s for s in SPECS}
 # Rules that update each element from its own gradient and state (every one but L-BFGS, whose
 # closure-driven line search and single parameter group the elementwise checks do not fit).

@@ -143,7 +143,6 @@ def _tiny_config(**kw) -> meta.MetaConfig:
         meta_lr=0.01,
         eval_every=3,
         eval_problems=1,
-        checkpoint_every=2,
     )
     return meta.MetaConfig(**{**base, **kw})
 
@@ -169,9 +168,9 @@ def test_meta_training_is_bit_identical_across_runs_and_across_a_kill(
     _same_record(first.record, second.record)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
     # Killed after 3 iterations (the checkpoint holds 2), then the same command again.
-    meta.meta_train(config, tmp_path / "c.pt", stop_after=3)
+    meta.meta_train(config, tmp_path / "c.pt", stop_after=3, checkpoint_every=2)
     assert not (tmp_path / "c.pt").exists()
-    resumed = meta.meta_train(config, tmp_path / "c.pt")
+    resumed = meta.meta_train(config, tmp_path / "c.pt", checkpoint_every=2)
     _same_record(first.record, resumed.record)
     assert first.history == resumed.history
     loaded = weights_io.load(tmp_path / "c.pt", kind)
@@ -179,7 +178,7 @@ def test_meta_training_is_bit_identical_across_runs_and_across_a_kill(
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path) -> None:
-    meta.meta_train(_tiny_config(), tmp_path / "w.pt", stop_after=2)
+    meta.meta_train(_tiny_config(), tmp_path / "w.pt", stop_after=2, checkpoint_every=1)
     with pytest.raises(ValueError, match="another configuration"):
         meta.meta_train(_tiny_config(meta_lr=0.02), tmp_path / "w.pt")
 
@@ -260,3 +259,50 @@ def test_registered_with_bundled_weights(name: str, kind: str) -> None:
     assert isinstance(opt, KINDS[kind])
     total = sum(f.stat().st_size for f in weights_io.BUNDLED_DIR.rglob("*.pt"))
     assert total <= 100 * 1024, f"bundled weights take {total} bytes"
+
+
+@pytest.mark.timeout(300)
+def test_meta_train_and_meta_eval_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from ravine.cli import main
+
+    out = tmp_path / "w.pt"
+    train = ["meta-train", "--task", "quadratic", "--iterations", "2", "--horizon", "4"]
+    train += ["--unroll", "2", "--eval-every", "1", "--out", str(out), "--quiet"]
+    assert main(train) == 0
+    assert "wrote" in capsys.readouterr().out
+    record = weights_io.load(out, "l2l")
+    assert record["config"]["iterations"] == 2 and record["seed"] == 0
+    evaluate = ["meta-eval", "--task", "quadratic", "--learned", f"l2l={out}", "--steps", "4"]
+    evaluate += ["--baselines", "sgd", "adam", "--out-dir", str(tmp_path / "eval")]
+    assert main(evaluate) == 0
+    table = capsys.readouterr().out
+    assert "l2l[w]" in table and "adam" in table and "ratio" in table
+    assert (tmp_path / "eval" / "quadratic.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="Invalid --learned"):
+        main(["meta-eval", "--learned", "adam=quadratic", "--out-dir", str(tmp_path / "e")])
+    with pytest.raises(SystemExit, match="iterations: 0"):
+        main(["meta-train", "--iterations", "0", "--out", str(tmp_path / "x.pt")])
+
+
+def test_the_lstm_layers_are_torch_lstm_cells() -> None:
+    """One step of CoordinateLSTM equals torch.nn.LSTMCell given the same weights (the fused
+    [x, h] matrix split into weight_ih and weight_hh)."""
+    net = nets.build("l2l", {"hidden": 5}, seed=4).double()
+    gen = torch.Generator().manual_seed(4)
+    g = torch.randn(7, generator=gen, dtype=torch.float64)
+    state = torch.randn(7, net.state_size, generator=gen, dtype=torch.float64)
+    (delta,), (new,) = net([g], [g], [state], 1)
+    x = nets.preprocess(g, net.p)
+    for layer, fused in enumerate(net.cells):
+        cell = torch.nn.LSTMCell(x.shape[1], 5, dtype=torch.float64)
+        with torch.no_grad():
+            cell.weight_ih.copy_(fused.weight[:, : x.shape[1]])
+            cell.weight_hh.copy_(fused.weight[:, x.shape[1] :])
+            cell.bias_ih.copy_(fused.bias)
+            cell.bias_hh.zero_()
+        h0, c0 = state[:, 10 * layer : 10 * layer + 5], state[:, 10 * layer + 5 : 10 * layer + 10]
+        h, c = cell(x, (h0, c0))
+        torch.testing.assert_close(new[:, 10 * layer : 10 * layer + 5], h)
+        torch.testing.assert_close(new[:, 10 * layer + 5 : 10 * layer + 10], c)
+        x = h
+    torch.testing.assert_close(delta, net.out(x).squeeze(-1) * net.output_scale)

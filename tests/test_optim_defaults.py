@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import ravine
+from ravine.learned import L2L, LearnedMLP
 from ravine.optim import registry
 
 
@@ -294,6 +295,24 @@ ROWS: dict[str, Row] = {
             "history_size": T(100, "LBFGS"),
             "line_search_fn": T(None, "LBFGS"),
             "impl": D("foreach", "ravine: the other optimizers' default impl"),
+        },
+        {},
+    ),
+    "l2l": Row(
+        L2L,
+        {
+            "lr": D(1.0, "ravine: the step the network was meta-trained to take"),
+            "weight_decay": D(0.0, "ravine: none"),
+            "weights": D("quadratic", "ravine: the bundled weights (Andrychowicz et al. 3.1)"),
+        },
+        {},
+    ),
+    "learned_mlp": Row(
+        LearnedMLP,
+        {
+            "lr": D(1.0, "ravine: the step the network was meta-trained to take"),
+            "weight_decay": D(0.0, "ravine: none"),
+            "weights": D("digits", "ravine: the bundled weights"),
         },
         {},
     ),

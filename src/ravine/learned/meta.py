@@ -23,9 +23,9 @@ no training problem uses) and the best are kept.
 
 Reproducible: the problems are drawn from seeds derived from ``seed`` and the iteration number,
 the network's initial weights from ``seed``, and the checkpoint (written atomically every
-``checkpoint_every`` iterations) holds everything else, so a run killed and started again with
-the same command ends with the very bits of one that was never interrupted (on the same machine,
-torch version and thread count).
+``checkpoint_every`` iterations of :func:`meta_train`) holds everything else, so a run killed
+and started again with the same command ends with the very bits of one that was never
+interrupted (on the same machine, torch version and thread count).
 """
 
 from __future__ import annotations
@@ -84,7 +84,6 @@ class MetaConfig:
     second_order: bool = False
     eval_every: int = 10
     eval_problems: int = 2
-    checkpoint_every: int = 5
 
     def __post_init__(self) -> None:
         positive = {
@@ -93,7 +92,6 @@ class MetaConfig:
             "unroll": self.unroll,
             "eval_every": self.eval_every,
             "eval_problems": self.eval_problems,
-            "checkpoint_every": self.checkpoint_every,
         }
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
@@ -217,14 +215,20 @@ def meta_train(
     *,
     log: Callable[[str], None] | None = None,
     stop_after: int | None = None,
+    checkpoint_every: int = 5,
 ) -> MetaResult:
     """Meta-train per ``config``; write the best weights to ``out`` (a weights file, see
     :mod:`ravine.learned.weights`) and a resumable checkpoint next to it (``out.ckpt``).
 
     A checkpoint of the same config is resumed; one of another config is refused (delete it to
     start over). ``stop_after`` ends the process's share of the work after that many iterations
-    (a test's stand-in for a kill): run again to continue.
+    (a test's stand-in for a kill): run again to continue. ``checkpoint_every`` (iterations) is
+    not part of the configuration: it changes no number of the result.
     """
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(
+            f"Invalid checkpoint_every: {checkpoint_every!r} (expected an integer >= 1)"
+        )
     out = Path(out)
     ckpt_path = _checkpoint_path(out)
     task = make_task(config.task, **config.task_options)
@@ -305,10 +309,7 @@ def meta_train(
                     f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()
                 )
             )
-        if (
-            state["iteration"] % config.checkpoint_every == 0
-            or state["iteration"] == config.iterations
-        ):
+        if state["iteration"] % checkpoint_every == 0 or state["iteration"] == config.iterations:
             weights_io.atomic_save(
                 {
                     "config": config.as_dict(),
@@ -336,7 +337,10 @@ def meta_train(
 # the name they are bundled under (ravine/learned/weights/<kind>/<name>.pt).
 PRESETS: dict[tuple[str, str], MetaConfig] = {
     ("l2l", "quadratic"): MetaConfig(
-        kind="l2l", task="quadratic", iterations=300, meta_lr=0.01, eval_every=25
+        kind="l2l", task="quadratic", iterations=100, meta_lr=0.01, eval_every=20
+    ),
+    ("mlp", "digits"): MetaConfig(
+        kind="mlp", task="digits", iterations=60, meta_lr=0.003, eval_every=20
     ),
 }
 

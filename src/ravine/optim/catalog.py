@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ravine.learned.optimizers import L2L, LearnedMLP
 from ravine.optim.adabound import AdaBound, AMSBound
 from ravine.optim.adadelta import Adadelta
 from ravine.optim.adagrad import Adagrad
@@ -462,6 +463,42 @@ ROWS: tuple[Row, ...] = (
         readme_defaults=("lr", "max_iter", "history_size"),
         notes="torch.optim.LBFGS (needs a closure); full batch",
         use_when="small smooth deterministic problems, full batch: curvature from past steps",
+    ),
+    Row(
+        "l2l",
+        L2L,
+        Paper(
+            "Andrychowicz, Denil, Gomez, Hoffman, Pfau, Schaul, Shillingford & de Freitas",
+            2016,
+            "Learning to learn by gradient descent by gradient descent",
+            "1606.04474",
+            "NIPS",
+        ),
+        None,
+        # Its weights meta-trained on 10-d quadratics keep stepping near the minimum; a decay
+        # lets it settle (5000 steps from (-1.5, 2): |x - x*| 3e-3).
+        rosenbrock=Setting({"lr": 1.0}, lr_gamma=0.999),
+        mnist1d=_s(lr=1.0),
+        readme_defaults=("lr", "weights"),
+        notes="coordinatewise LSTM, meta-trained by `ravine meta-train`; lr scales its step",
+        use_when="problems like those it was meta-trained on (weights=): it does not transfer far",
+    ),
+    Row(
+        "learned_mlp",
+        LearnedMLP,
+        Paper(
+            "Metz, Freeman, Harrison, Maheswaranathan & Sohl-Dickstein",
+            2022,
+            "Practical tradeoffs between memory, compute, and performance in learned optimizers",
+            "2203.11860",
+            "CoLLAs",
+        ),
+        None,
+        rosenbrock=Setting({"lr": 1.0}, lr_gamma=0.999),  # |x - x*| 5e-4 after 5000 steps
+        mnist1d=_s(lr=1.0),
+        readme_defaults=("lr", "weights"),
+        notes="per-parameter MLP (small_fc_lopt style), meta-trained by ravine; 4 floats of state",
+        use_when="small networks like its meta-training task; Adam-like features transfer better",
     ),
 )
 
