@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -102,10 +103,17 @@ def outside_graph(method: _F) -> _F:
     Under tracing the call becomes a graph break and the step runs as it does eagerly; outside
     tracing this costs one flag check.
     """
-    eager = torch._dynamo.disable(method, recursive=True)
+    eager: Callable[..., Any] | None = None
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal eager
+        # Nothing traces before torch._dynamo is imported; importing it for the decorator
+        # (torch._dynamo.disable) cost `import ravine` about a second, so it waits until then.
+        if "torch._dynamo" not in sys.modules:
+            return method(*args, **kwargs)
+        if eager is None:
+            eager = torch._dynamo.disable(method, recursive=True)
         if torch.compiler.is_compiling():
             return eager(*args, **kwargs)
         return method(*args, **kwargs)
