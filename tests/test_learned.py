@@ -306,3 +306,20 @@ def test_the_lstm_layers_are_torch_lstm_cells() -> None:
         torch.testing.assert_close(new[:, 10 * layer + 5 : 10 * layer + 10], c)
         x = h
     torch.testing.assert_close(delta, net.out(x).squeeze(-1) * net.output_scale)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize(("kind", "task"), list(meta.PRESETS))
+def test_bundled_weights_regenerate_bit_identically(kind: str, task: str, tmp_path: Path) -> None:
+    """`ravine meta-train --kind K --task T` writes the bundled file byte for byte (minutes:
+    2-3 alone on 2 cores for the quadratic, 4-10 for digits)."""
+    from ravine.cli import main
+
+    threads = torch.get_num_threads()
+    try:
+        out = tmp_path / "w.pt"
+        args = ["meta-train", "--kind", kind, "--task", task, "--out", str(out), "--quiet"]
+        assert main([*args, "--check-bundled"]) == 0
+    finally:
+        torch.set_num_threads(threads)

@@ -72,14 +72,15 @@ class EvalResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def table(self) -> str:
+        w = max(len("optimizer"), *(len(r["optimizer"]) for r in self.rows))
         lines = [
             f"task {self.task}, {self.steps} steps, "
             f"{next(iter(self.curves.values())).shape[1]} runs",
-            f"{'optimizer':<14} {'lr':>8} {'summed loss':>12} {'final loss':>11} {'ratio':>7}",
+            f"{'optimizer':<{w}} {'lr':>8} {'summed loss':>12} {'final loss':>11} {'ratio':>7}",
         ]
         for r in self.rows:
             lines.append(
-                f"{r['optimizer']:<14} {r['lr']:>8.3g} {r['summed']:>12.4g} "
+                f"{r['optimizer']:<{w}} {r['lr']:>8.3g} {r['summed']:>12.4g} "
                 f"{r['final']:>11.4g} {r['ratio']:>7.3f}"
             )
         return "\n".join(lines)
@@ -164,7 +165,7 @@ def plot(result: EvalResult, path: str, title: str | None = None) -> None:
     steps = torch.arange(result.steps + 1)
     for label, c in result.curves.items():
         mean = c.mean(dim=1)
-        err = c.std(dim=1) / math.sqrt(c.shape[1])
+        err = c.std(dim=1) / math.sqrt(c.shape[1]) if c.shape[1] > 1 else torch.zeros_like(mean)
         ax.plot(steps, mean, label=label, lw=2 if label not in BASELINES else 1)
         ax.fill_between(steps, (mean - err).clamp(min=1e-12), mean + err, alpha=0.2)
     ax.set_yscale("log")
