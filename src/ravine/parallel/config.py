@@ -60,12 +60,14 @@ class Config:
             worker's first step (process start-up is not counted); None: no limit.
         lr: worker learning rate (the server optimizer's lr for Downpour); None: DEFAULT_LR.
         batch_size: mini-batch size (Hogwild! steps on one example, as in the paper).
-        n_fetch, n_push: Downpour fetches every n_fetch steps, pushes every n_push steps.
+        n_fetch: Downpour fetches the parameters every n_fetch steps.
+        n_push: Downpour pushes its accumulated gradient every n_push steps.
         local_lr: Downpour's local step between fetches (Dean et al. 2012, Alg. 7.1); 0: none.
         server_optimizer: registered ravine optimizer each Downpour shard applies.
         server_hp: its hyperparameters (lr comes from ``lr``).
         max_delay: DT-AdaGrad's longest delay kept (None: 8 per worker); longer ones clamp.
-        beta, alpha: EASGD's moving rate and elasticity; alpha None means beta / workers.
+        beta: EASGD's moving rate (beta = workers x alpha in the paper).
+        alpha: EASGD's elasticity; None means beta / workers.
         tau: EASGD communication period, in worker steps.
         delta: EAMSGD's Nesterov momentum.
         lock: Hogwild! with a lock around each update (the comparison), else lock-free.
