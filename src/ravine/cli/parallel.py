@@ -33,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", choices=ALGOS, default="downpour", help="(default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     parser.add_argument("--shards", type=int, default=2, help="server shards (default: 2)")
-    parser.add_argument("--problem", choices=("sparse", "dense"), default="sparse")
+    parser.add_argument(
+        "--problem",
+        choices=("sparse", "dense"),
+        default="sparse",
+        help="logistic regression on power-law sparse features, or every feature present",
+    )
     parser.add_argument(
         "--steps", type=int, default=None, help="steps per worker (default: 400; Hogwild! 10000)"
     )
