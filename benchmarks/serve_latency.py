@@ -35,17 +35,8 @@ from typing import Any
 
 import numpy as np
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from ravine.serve import chromium
+
 STEPS = 300
 QUERY = f"?surface=beale&steps={STEPS}"
 GOALS_MS = {
@@ -225,7 +216,7 @@ def main() -> int:
     from ravine.serve.workers import default_workers
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = pw.chromium.launch(executable_path=chromium.PATH, args=list(chromium.FLAGS))
         ready = page_ready(browser, args.ready_repeats)
         # The default (cores - 1 workers, at most 4, none below 3 cores) and the other choice.
         other = ["--workers", "0"] if default_workers() else ["--workers", "2"]

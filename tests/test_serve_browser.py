@@ -18,21 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ravine.serve import running
+from ravine.serve import chromium, running
 from ravine.viz import parse_specs
 
-CHROMIUM = os.environ.get("RAVINE_CHROMIUM", "/usr/bin/chromium")
-#: Headless, and nothing that talks to the network on its own.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = chromium.PATH
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_thread")]
 
 
@@ -56,7 +45,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),
             executable_path=CHROMIUM,
-            args=CHROMIUM_FLAGS,
+            args=list(chromium.FLAGS),
             headless=True,
             viewport={"width": 1400, "height": 900},
         )
