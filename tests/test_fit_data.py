@@ -8,21 +8,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 import ravine
+from fit_tiny import make_data, make_model
 from ravine.train import CHECKPOINT_NAME, fit, load_checkpoint
 
-N, D, C = 24, 5, 3
+N = 24
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, D, generator=g), torch.randint(0, C, (n,), generator=g)
+    return make_data(n, seed)
 
 
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(D, 8), nn.Tanh(), nn.Linear(8, C))
+_model = make_model
 
 
 class Pairs(Dataset):

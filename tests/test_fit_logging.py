@@ -14,23 +14,21 @@ import torch
 from torch import nn
 
 import ravine
+from fit_tiny import C, make_data, make_model
 from ravine.callbacks import Callback
 from ravine.loggers import CSVLogger, TensorBoardLogger
 from ravine.train import CHECKPOINT_NAME, History, NonFiniteLossError, fit, load_checkpoint
 
-N, D, C = 20, 5, 3
+N = 20
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, D, generator=g), torch.randint(0, C, (n,), generator=g)
+    return make_data(n, seed)
 
 
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(D, 8), nn.Tanh(), nn.Linear(8, C))
+_model = make_model
 
 
 def _fit(model=None, epochs=3, **kw) -> History:
