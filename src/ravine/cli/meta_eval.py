@@ -30,16 +30,23 @@ LEARNED = {"l2l": "l2l", "learned_mlp": "mlp"}  # registry name -> weights kind
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=TASKS, default="quadratic")
+    parser.add_argument("--task", choices=TASKS, default="quadratic", help="the optimizee problems")
     parser.add_argument("--learned", nargs="+", metavar="NAME=WEIGHTS")
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per run")
     parser.add_argument("--test-problems", type=int, default=1, help="(quadratic: 128 runs each)")
-    parser.add_argument("--tune-problems", type=int, default=1)
-    parser.add_argument("--baselines", nargs="+", default=list(evaluate.BASELINES))
+    parser.add_argument(
+        "--tune-problems", type=int, default=1, help="problems the baselines' lr is tuned on"
+    )
+    parser.add_argument(
+        "--baselines",
+        nargs="+",
+        default=list(evaluate.BASELINES),
+        help="classic optimizers, each tuned on the lr grid",
+    )
     parser.add_argument("--hidden", type=int, nargs="+", help="optimizee hidden layers (MLP)")
     parser.add_argument("--activation", choices=("sigmoid", "relu"))
-    parser.add_argument("--out-dir", default="meta-eval")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out-dir", default="meta-eval", help="folder for the table and plot")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
 
 
 def _learned(args: argparse.Namespace) -> dict[str, object]:

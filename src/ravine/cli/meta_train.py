@@ -30,9 +30,14 @@ _OVERRIDES = ("iterations", "horizon", "unroll", "meta_lr", "eval_every", "eval_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kind", choices=("l2l", "mlp"), default="l2l")
-    parser.add_argument("--task", choices=TASKS, default="quadratic")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--kind",
+        choices=("l2l", "mlp"),
+        default="l2l",
+        help="the paper's coordinatewise LSTM, or the per-parameter MLP",
+    )
+    parser.add_argument("--task", choices=TASKS, default="quadratic", help="what it learns on")
+    parser.add_argument("--seed", type=int, default=0, help="meta-training seed")
     parser.add_argument("--iterations", type=int, help="meta-iterations (one problem each)")
     parser.add_argument("--horizon", type=int, help="optimizee steps per problem (100)")
     parser.add_argument("--unroll", type=int, help="steps per truncated backprop (20)")

@@ -44,23 +44,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS")
     parser.add_argument("--lr", type=float, default=None, help="(default: per algorithm)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per worker step")
     parser.add_argument(
         "--server-optimizer", default="adagrad", metavar="NAME", help="Downpour's (adagrad)"
     )
     parser.add_argument(
         "--hp", nargs="*", default=[], metavar="K=V", help="server optimizer hyperparameters"
     )
-    parser.add_argument("--n-fetch", type=int, default=1)
-    parser.add_argument("--n-push", type=int, default=1)
-    parser.add_argument("--local-lr", type=float, default=0.0)
+    parser.add_argument("--n-fetch", type=int, default=1, help="Downpour: fetch every N steps")
+    parser.add_argument("--n-push", type=int, default=1, help="Downpour: push every N steps")
+    parser.add_argument(
+        "--local-lr", type=float, default=0.0, help="Downpour: local step between fetches"
+    )
     parser.add_argument("--max-delay", type=int, default=None, help="DT-AdaGrad (8 per worker)")
     parser.add_argument("--tau", type=int, default=4, help="EASGD period (default: 4)")
     parser.add_argument("--beta", type=float, default=0.9, help="EASGD (default: 0.9)")
     parser.add_argument("--alpha", type=float, default=None, help="EASGD (default: beta/workers)")
     parser.add_argument("--delta", type=float, default=0.99, help="EAMSGD momentum (0.99)")
     parser.add_argument("--lock", action="store_true", help="Hogwild! with a lock (comparison)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data order and problem seed")
     parser.add_argument(
         "--compare",
         action="store_true",
@@ -73,7 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/parallel", help="folder (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="control-plane address")
     parser.add_argument("--port", type=int, default=0, help="control-plane port (0: a free one)")
-    parser.add_argument("--hang-timeout", type=float, default=3.0, metavar="SECONDS")
+    parser.add_argument(
+        "--hang-timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="a process whose heartbeat is older than this is killed and replaced",
+    )
 
 
 def _config(args: argparse.Namespace, algo: str):
