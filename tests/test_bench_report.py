@@ -174,7 +174,10 @@ def test_lint_names_boundary_failures_inclusions_and_overhead(
     text = "\n".join(analysed.lint)
     assert "sgd's best lr = 9.9 is on the boundary" in text
     assert "momentum: 1 of 4 tuning runs failed or diverged (25%)" in text
-    assert "momentum (which contains sgd) loses to it beyond seed noise" in text
+    assert (
+        "momentum (which contains sgd) loses to it beyond seed noise (test sgd - momentum = +0.1"
+        in text
+    )
     assert "adam: median time per step 1.50x SGD's" in text
 
 

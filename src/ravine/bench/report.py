@@ -361,11 +361,15 @@ def _inclusion_lint(results: Sequence[ProblemResult]) -> list[str]:
                 continue
             winner = c.winner if pair[0] == general else {"a": "b", "b": "a"}.get(c.winner, "tie")
             if winner == "b":
+                # the difference special - general, whichever way round the pair was compared
+                sign = 1.0 if pair[0] == special else -1.0
+                d = sign * c.difference
+                lo, hi = sorted((sign * c.lower, sign * c.upper))
                 out.append(
                     f"{result.name}: {general} (which contains {special}) loses to it beyond "
-                    f"seed noise (test difference {abs(c.difference):.4g}, "
-                    f"{c.confidence:.0%} interval [{c.lower:.4g}, {c.upper:.4g}]): its search "
-                    "space or budget is too small to find the special case"
+                    f"seed noise (test {special} - {general} = {d:+.4g}, {c.confidence:.0%} "
+                    f"interval [{lo:+.4g}, {hi:+.4g}]): its search space or budget is too small "
+                    "to find the special case"
                 )
     return out
 
