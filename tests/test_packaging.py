@@ -280,6 +280,8 @@ def _hooks():
 
 
 def test_docs_nav_drops_missing_pages_and_lists_the_rest(tmp_path: Path) -> None:
+    # The docs extra: in the default environment (make setup); make test-oldest's venv has none.
+    pytest.importorskip("mkdocs", reason='the docs extra is not installed: pip install ".[docs]"')
     hooks = _hooks()
     for page in ("index.md", "mine.md", "new.md", "api/x.md"):
         (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
