@@ -620,6 +620,11 @@ def test_cli_makes_missing_folders_for_out(tmp_path: Path) -> None:
         assert im.format == "PNG"
 
 
+def _gallery_size(size: tuple[int, int]) -> bool:
+    """The gallery's 6.4 x 4.6 in at 100 dpi: 640 x 460 (matplotlib 3.10 rounds to 459 rows)."""
+    return size[0] == 640 and abs(size[1] - 460) <= 1
+
+
 def test_gallery_scene_quick(tmp_path: Path) -> None:
     paths = make_gallery(tmp_path, quick=True, scenes=["quadratic-sgd", "saddle"])
     names = sorted(p.name for p in paths)
@@ -635,7 +640,7 @@ def test_gallery_scene_quick(tmp_path: Path) -> None:
     )
     for p in paths:
         with Image.open(p) as im:
-            assert im.size == (640, 460)
+            assert _gallery_size(im.size)
 
 
 def test_gallery_rejects_unknown_scenes(tmp_path: Path) -> None:
@@ -732,4 +737,4 @@ def test_gallery_momentum_scene_is_two_panels(tmp_path: Path) -> None:
     )
     assert path.name == "quadratic-momentum.png"
     with Image.open(path) as im:
-        assert im.size == (640, 460)
+        assert _gallery_size(im.size)
