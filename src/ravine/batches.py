@@ -19,6 +19,7 @@ argument); targets are a tensor with one row per example.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -109,7 +110,7 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-class Batches:
+class Batches(abc.ABC):
     """One kind of data, seen as batches on a device.
 
     ``n``: examples (None when only iterating tells); ``ordered``: whether fit's shuffle,
@@ -120,14 +121,15 @@ class Batches:
     ordered = False
     n: int | None = None
 
+    @abc.abstractmethod
     def n_batches(self, batch_size: int | None) -> int | None:
-        raise NotImplementedError
+        """Batches in an epoch; None when only iterating tells."""
 
+    @abc.abstractmethod
     def batches(
         self, batch_size: int | None, order: torch.Tensor | None, device: torch.device
     ) -> Iterator[tuple[Any, torch.Tensor]]:
         """This epoch's ``(inputs, targets)`` on ``device``: ``order`` (if given) picks examples."""
-        raise NotImplementedError
 
 
 class TensorBatches(Batches):

@@ -23,6 +23,7 @@ Times are POSIX seconds from the writing machine's clock (keep machines in NTP s
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import secrets
@@ -30,7 +31,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-class Store:
+class Store(abc.ABC):
     """The schema and every query, written once; subclasses give the connection and dialect.
 
     Read API for reports (plain dicts, JSON columns decoded): :meth:`studies`, :meth:`problems`,
@@ -134,13 +135,13 @@ class Store:
     lock_suffix = ""
 
     # ------------------------------------------------------------------ dialect hooks
+    @abc.abstractmethod
     def _connect(self) -> Any:
-        raise NotImplementedError
+        """A new connection to the database."""
 
-    @contextmanager
-    def _write(self) -> Iterator[Any]:
-        """A write transaction that holds the claim lock (a cursor)."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _write(self) -> AbstractContextManager[Any]:
+        """A write transaction that holds the claim lock (a context giving a cursor)."""
 
     def close(self) -> None:
         self._conn.close()
@@ -165,7 +166,7 @@ class Store:
             cur.close()
         return rows
 
-    def _schema_lock(self, cur: Any) -> None:
+    def _schema_lock(self, cur: Any) -> None:  # noqa: B027 (a hook: a no-op on SQLite)
         """Serialise schema creation between connections (SQLite's BEGIN IMMEDIATE does)."""
 
     def _init_schema(self) -> None:

@@ -14,6 +14,7 @@ tensor, so an optimizer keeps ``state_size`` floats per parameter.
 
 from __future__ import annotations
 
+import abc
 import itertools
 import math
 from typing import Any, ClassVar
@@ -41,24 +42,25 @@ def preprocess(g: Tensor, p: float) -> Tensor:
     return torch.stack([log_part, sign_part], dim=-1)
 
 
-class LearnedNetwork(nn.Module):
+class LearnedNetwork(nn.Module, abc.ABC):
     """What both learned rules share: an architecture dict (saved with the weights) and the
     number of state floats per coordinate."""
 
     kind: ClassVar[str]
 
+    @abc.abstractmethod
     def architecture(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The constructor's arguments, saved with the weights to rebuild the network."""
 
     @property
     def state_size(self) -> int:
         return len(self.state_names)
 
     @property
+    @abc.abstractmethod
     def state_names(self) -> tuple[str, ...]:
         """One name per state float of a coordinate, in the order of the state matrix's
         columns: the optimizer keeps each as a tensor shaped like the parameter."""
-        raise NotImplementedError
 
 
 class CoordinateLSTM(LearnedNetwork):
