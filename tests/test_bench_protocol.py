@@ -223,3 +223,13 @@ def test_bad_worker_settings_are_refused_before_anything_runs(
     with pytest.raises(ValueError, match=message):
         run_sweep(_sweep(), str(tmp_path / "s.sqlite"), **kw)
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_study_name_survives_new_problem_fields() -> None:
+    # The seed comparison recorded under ravine 0.x before Problem.needs_data_dir existed: the same
+    # command must keep naming the same study, or rerunning it would start over from zero.
+    seed = [problems.get(n).with_epochs(3) for n in ("mnist-logreg", "mnist-mlp", "mnist-lenet5")]
+    optimizers = ["sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam"]
+    assert Sweep(seed, optimizers, k=4, seeds=2).name == "study-fe56f553b7"
+    cifar = next(p for p in problems.PROBLEMS if p.name == "cifar10-resnet18")
+    assert cifar.identity()["needs_data_dir"] is True

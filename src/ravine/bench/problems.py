@@ -89,6 +89,16 @@ class Problem:
             "factory": self.factory,
         }
 
+    def identity(self) -> dict[str, Any]:
+        """What a study's name is a digest of: ``spec()`` less the fields added since names were
+        first defined, while they hold their defaults. A ravine with a new field so keeps every
+        existing study's name, and the same command continues the same study."""
+        spec = self.spec()
+        for key, default in _LATER_FIELDS.items():
+            if spec[key] == default:
+                del spec[key]
+        return spec
+
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Problem:
         """The problem a store recorded (``spec()``'s inverse): workers train exactly that,
@@ -112,6 +122,7 @@ _SPEC_FIELDS = (
     "name", "dataset", "model", "loss", "batch_size", "epochs", "metric", "dataset_kwargs",
     "model_kwargs", "needs_data_dir", "factory",
 )  # fmt: skip
+_LATER_FIELDS = {"needs_data_dir": False}  # field -> default; see Problem.identity
 _MNIST1D = {"num_samples": 5000, "seed": 42}
 # Budgets follow the seed comparison's models at CPU scale: MNIST-sized sets 10 epochs of
 # mini-batches of 128; MNIST-1D 60 epochs of 100 (2160 steps, the paper trains 6000).

@@ -173,8 +173,9 @@ class Sweep:
             self.name = "study-" + digest.hexdigest()[:10]
 
     def config(self) -> dict[str, Any]:
+        """What the study records and its name digests (problems by their identity)."""
         return {
-            "problems": [p.spec() for p in self.problems],
+            "problems": [p.identity() for p in self.problems],
             "optimizers": list(self.optimizers),
             "k": self.k,
             "seeds": self.seeds,
