@@ -53,7 +53,9 @@ def _values(optimizer: str, phase: str, index: int, seed: int) -> tuple[float, f
     return base + tuned_bonus, base + tuned_bonus + 0.001 * seed
 
 
-def _fill(url: str) -> None:
+def _fill(url: str, in_flight: str | None = None) -> None:
+    """The hand-filled sweep; with ``in_flight``, that optimizer's tuning trial 2 is still
+    running (claimed, never finished), as in a report read mid-sweep."""
     optimizers = ["adam", "momentum", "sgd"]
     config = {
         "problems": [PROBLEM],
@@ -88,6 +90,8 @@ def _fill(url: str) -> None:
         env = {"code_version": "t", "torch_version": "t", "cpu": "t", "threads": 1, "git_hash": "t"}
         while (claim := store.claim(STUDY, 60.0, env)) is not None:
             row = claim.row
+            if (row["optimizer"], row["phase"], row["trial_index"]) == (in_flight, "tune", 2):
+                continue
             if (row["optimizer"], row["phase"], row["trial_index"]) == ("momentum", "tune", 1):
                 store.finish(claim, "failed", "FloatingPointError: diverged")
                 continue
@@ -215,3 +219,24 @@ def test_cli_writes_the_report_and_refuses_a_missing_store(
     assert "no such file" in capsys.readouterr().err
     assert main(["report", store_url, "--study", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "no study 'nope'" in capsys.readouterr().err
+
+
+def test_a_sweep_in_progress_compares_only_optimizers_whose_tuning_ended(tmp_path: Path) -> None:
+    url = str(tmp_path / "partial.sqlite")
+    _fill(url, in_flight="adam")
+    with open_store(url) as store:
+        (r,) = report_mod.analyse(store).problems
+    row = next(x for x in r.one_shot_vs_tuned if x["optimizer"] == "adam")
+    assert row["trial"] is None and report_mod._trial_text(row) == "tuning in progress"
+    # unequal budgets are never compared: adam is left out until its K trials have ended
+    assert "adam" not in r.best_of_k and "adam" not in r.win_probability[1]
+    assert sorted(r.win_probability[1]) == ["momentum", "sgd"]
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(0.99953, "0.99953"), (0.999, "0.999"), (0.95, "0.95"), (0.9, "0.9"), (0.298, "0.298"),
+     (45.4, "45.4"), (1.97e-10, "1.97e-10"), (2.0, "2")],
+)  # fmt: skip
+def test_hyperparameters_near_one_keep_their_distance_from_one(value: float, text: str) -> None:
+    assert report_mod._hp_text({"x": value}) == f"x={text}"

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ravine.bench import scoring, spaces
-from ravine.bench.runner import select
+from ravine.bench.runner import TERMINAL, select
 from ravine.bench.store import Store, open_store
 
 __all__ = ["INCLUSIONS", "Report", "analyse", "write_report"]
@@ -90,6 +90,13 @@ class Group:
     tune: dict[int, Run] = field(default_factory=dict)
     finals: dict[int, list[Run]] = field(default_factory=lambda: defaultdict(list))
     selected: int | None = None
+
+    def tuning_ended(self, k: int) -> bool:
+        """Every one of the K + 1 tuning runs finished or failed. Until then a sweep is in
+        progress for this optimizer and its tuning statistics would compare unequal budgets."""
+        return len(self.tune) >= k + 1 and all(
+            r.row["status"] in TERMINAL for r in self.tune.values()
+        )
 
 
 def _load(store: Store, study: str) -> tuple[dict[str, Any], dict[tuple[str, str], Group]]:
@@ -192,7 +199,7 @@ def _analyse_problem(
     maximize = metric == "val_accuracy"
     test = _test_column(metric)
     for group in groups.values():
-        group.selected = _select(group, maximize)
+        group.selected = _select(group, maximize) if group.tuning_ended(k) else None
 
     rows = []
     for o, g in groups.items():
@@ -215,6 +222,7 @@ def _analyse_problem(
                 "tuned": _mean_sd(list(tuned.values())),
                 "hp": g.tune[g.selected].row["hp"] if g.selected is not None else None,
                 "trial": g.selected,
+                "tuning_ended": g.tuning_ended(k),
                 "versus": versus,
             }
         )
@@ -223,7 +231,7 @@ def _analyse_problem(
     best_of_k = {}
     for o, g in groups.items():
         values = [g.tune[i].last(metric) for i in sorted(g.tune) if i > 0 or k == 0]
-        if values:
+        if values and g.tuning_ended(k):
             best_of_k[o] = scoring.expected_best_curve(
                 values,
                 higher_is_better=maximize,
@@ -270,7 +278,7 @@ def _analyse_problem(
     trial_values = {
         o: [g.tune[i].last(metric) for i in sorted(g.tune) if i > 0]
         for o, g in groups.items()
-        if any(i > 0 for i in g.tune)
+        if any(i > 0 for i in g.tune) and g.tuning_ended(k)
     }
     if trial_values:
         for budget in sorted({b for b in (*BUDGETS, k) if 1 <= b <= max(k, 1)}):
@@ -565,6 +573,20 @@ def _versus(c: scoring.Comparison | None) -> str:
     return f"{c.difference:+.4f} [{c.lower:+.4f}, {c.upper:+.4f}] {verdict}"
 
 
+def _trial_text(row: dict[str, Any]) -> str:
+    if not row["tuning_ended"]:
+        return "tuning in progress"
+    return "every trial failed" if row["trial"] is None else str(row["trial"])
+
+
+def _number(x: float) -> str:
+    """3 significant digits, except near 1 from below, where those of 1 - x are kept: a beta2
+    of 0.99953 reads 0.99953, not 1."""
+    if 0 < 1 - x < 0.1:
+        return f"{x:.{2 - math.floor(math.log10(1 - x))}f}".rstrip("0")
+    return f"{x:.3g}"
+
+
 def _hp_text(hp: dict[str, Any] | None) -> str:
     if hp is None:
         return "n/a"
@@ -573,9 +595,9 @@ def _hp_text(hp: dict[str, Any] | None) -> str:
     parts = []
     for k, v in hp.items():
         if isinstance(v, (list, tuple)):
-            parts.append(f"{k}=({', '.join(f'{x:.3g}' for x in v)})")
+            parts.append(f"{k}=({', '.join(_number(x) for x in v)})")
         else:
-            parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+            parts.append(f"{k}={_number(v)}" if isinstance(v, float) else f"{k}={v}")
     return ", ".join(parts)
 
 
@@ -640,7 +662,7 @@ def _blocks(report: Report, images: dict[str, bytes]) -> list[Block]:
                             _ms(row["default"]),
                             _ms(row["tuned"]),
                             _versus(row["versus"]),
-                            str(row["trial"]),
+                            _trial_text(row),
                             _hp_text(row["hp"]),
                         ]
                         for row in sorted(r.one_shot_vs_tuned, key=lambda x: x["optimizer"])
