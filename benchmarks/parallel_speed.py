@@ -10,9 +10,13 @@
    lock-free. The dense problem shows where lock-freedom stops paying (lost updates).
 2. Every algorithm with --workers processes for a fixed wall budget (--seconds): updates per
    second, bytes per update and the loss reached.
-3. Round trip of a pull and a push to one shard process (ravine's protocol, header + payload,
-   through the worker's client) against a raw gloo send/recv of the same bytes between two
-   processes. Goal: <= 1.5x.
+3. Round trip of a pull and a push to one shard (one message each way: the 16-byte header and
+   the payload packed together) against a raw gloo send then recv of the same bytes between two
+   processes, which do no work. Goal: <= 1.5x. Three figures per message: "transport", ravine's
+   protocol to a peer that does no work either (the like-for-like comparison, the one the goal
+   is about); "shard", through the worker's client to a real shard process, whose push includes
+   the shard's optimizer step (sgd, with ravine's non-finite guard); "step", that step alone
+   in one process. The variants take turns round by round, so a change of load hits them alike.
 
 Every figure is a median over --repeats runs and printed beside its reference and their ratio.
 On a machine shared with other work the ratios are noisy: rerun on a quiet one.
@@ -99,32 +103,78 @@ def algorithms(args: argparse.Namespace) -> None:
         print(f"{algo:11s} {ups:10.0f} {bpu:13.0f} {loss:7.4f}  {stale}")
 
 
-def _round_trips(serve: Any, rounds: int) -> tuple[float, float]:
-    """Median and fastest seconds of one call of ``serve`` after a warm-up (on a busy machine
-    the median measures the scheduler; the fastest is the transport's own cost)."""
+def _interleaved(calls: dict[str, Any], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each call, ``rounds`` times after a warm-up, the calls taking turns within a
+    round so that a change of machine load hits them all alike."""
     for _ in range(min(20, rounds)):
-        serve()
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def protocol_echo_main(host: str, port: int, prefix: str, n: int, timeout: float) -> None:
+    """A shard that does no work: ravine's protocol alone (the shard's end of the pair)."""
+    import torch
+
+    from ravine.parallel.transport import Kind, Pair, ShardEndpoint, connect_store
+
+    torch.set_num_threads(1)
+    endpoint = ShardEndpoint(Pair(connect_store(host, port, timeout), prefix, 0, timeout), n)
+    while True:
+        kind, _, _ = endpoint.receive()
+        if kind is Kind.BYE:
+            return
+        endpoint.respond(kind, 0, 0, None if kind is Kind.PUSH else endpoint.reply.payload)
+
+
+def step_alone(n: int, rounds: int) -> float:
+    """Median seconds of the shard's update alone (Shard.push: ravine's sgd on n floats, with its
+    non-finite guard), in this process."""
+    import torch
+
+    from ravine.parallel import Config
+    from ravine.parallel.algorithms import Shard
+
+    config = Config(algo="downpour", workers=1, shards=1, n_features=n - 1, n_samples=10**4,
+                    server_optimizer="sgd")  # fmt: skip
+    shard, grad = Shard(0, 0, n, torch.zeros(n), config), torch.zeros(n)
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
-        serve()
+        shard.push(grad, shard.version)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times)
+    return statistics.median(times)
 
 
 def rtt(args: argparse.Namespace) -> None:
+    """Round trips to one shard, the variants taking turns (see the module docstring)."""
     import torch
 
     from ravine.parallel import Config
     from ravine.parallel.algorithms import Pull, Push
     from ravine.parallel.runtime import Children, Recorder, RunSpec
     from ravine.parallel.server import shard_main
-    from ravine.parallel.transport import HEADER_BYTES, Pair, connect_store, echo_main
+    from ravine.parallel.transport import (
+        HEADER_BYTES,
+        Kind,
+        Pair,
+        ShardChannel,
+        connect_store,
+        echo_main,
+    )
     from ravine.parallel.worker import ServerClient
 
-    print("\n== round trip to one shard: ravine's pull/push against raw gloo, same bytes ==")
-    print(f"{'floats':>9s} {'kind':5s} {'ravine':>10s} {'raw gloo':>10s} {'ratio':>6s}   "
-          "fastest: ravine, raw, ratio")  # fmt: skip
+    print("\n== round trip to one shard against raw gloo send/recv of the same bytes ==")
+    print("transport: ravine's protocol to a shard that does no work; shard: a real shard")
+    print("process (a push includes its sgd step); step: that step alone, in one process")
+    print(f"{'floats':>7s} {'kind':4s} {'':7s} {'raw gloo':>9s} {'transport':>15s} "
+          f"{'shard':>15s} {'step':>7s}")  # fmt: skip
     header = HEADER_BYTES // 4
     rounds = args.rounds
     for n in args.sizes:
@@ -132,11 +182,10 @@ def rtt(args: argparse.Namespace) -> None:
                         server_optimizer="sgd")  # fmt: skip
         store = connect_store("127.0.0.1", 0, 30.0, master=True)
         spec = RunSpec("127.0.0.1", store.port, "/tmp", time.time())
+        total = rounds + min(20, rounds)
         with Children() as children:
-            # raw: a request of header floats answered by n + header (pull), and the reverse
-            raw = {}
+            calls: dict[str, Any] = {}
             for kind, (n_in, n_out) in {"pull": (header, n + header), "push": (n, header)}.items():
-                total = rounds + min(20, rounds)
                 children.start(echo_main, "127.0.0.1", store.port, f"raw-{kind}/", n_in, n_out,
                                total, 60.0, name=f"echo-{kind}")  # fmt: skip
                 pair = Pair(store, f"raw-{kind}/", 0, 60.0)
@@ -146,21 +195,38 @@ def rtt(args: argparse.Namespace) -> None:
                     pair.send(out).wait()
                     pair.recv(back).wait()
 
-                raw[kind] = _round_trips(once, rounds)
+                calls[f"{kind} raw"] = once
+            children.start(protocol_echo_main, "127.0.0.1", store.port, "proto/", n, 60.0,
+                           name="protocol")  # fmt: skip
+            channel = ShardChannel(Pair(store, "proto/", 1, 60.0), n)
+            grad = torch.zeros(n)
+
+            def transport(kind: Kind, payload: torch.Tensor | None, c=channel) -> None:
+                c.start(kind, 0, payload)
+                c.finish()
+
+            calls["pull transport"] = lambda: transport(Kind.PULL, None)
+            calls["push transport"] = lambda g=grad: transport(Kind.PUSH, g)
             children.start(shard_main, config, spec, 0, 0, name="shard")
             client = ServerClient(config, spec, spec.store(), 0, 0, Recorder("worker", 0, 0, 0))
-            grad = torch.zeros(n)
-            ours = {
-                "pull": _round_trips(lambda c=client: c.serve(Pull()), rounds),
-                "push": _round_trips(lambda c=client, g=grad: c.serve(Push(g, [0])), rounds),
-            }
+            calls["pull shard"] = lambda c=client: c.serve(Pull())
+            calls["push shard"] = lambda c=client, g=grad: c.serve(Push(g, [0]))
+            times = _interleaved(calls, rounds)
             client.bye()
+            channel.start(Kind.BYE)
+            channel.finish()
             spec.store().set("stop", "1")
+        step = step_alone(n, rounds)
         for kind in ("pull", "push"):
-            (ours_med, ours_min), (raw_med, raw_min) = ours[kind], raw[kind]
-            print(f"{n:9d} {kind:5s} {ours_med * 1e6:8.0f}us {raw_med * 1e6:8.0f}us "
-                  f"{ours_med / raw_med:5.2f}x   {ours_min * 1e6:6.0f}us {raw_min * 1e6:6.0f}us "
-                  f"{ours_min / raw_min:5.2f}x")  # fmt: skip
+            for stat, how in (("median", statistics.median), ("fastest", min)):
+                raw = how(times[f"{kind} raw"])
+                cells = []
+                for variant in ("transport", "shard"):
+                    t = how(times[f"{kind} {variant}"])
+                    cells.append(f"{t * 1e6:7.0f}us {t / raw:5.2f}x")
+                step_cell = f"{step * 1e6:5.0f}us" if kind == "push" and stat == "median" else ""
+                print(f"{n:7d} {kind:4s} {stat:7s} {raw * 1e6:7.0f}us {cells[0]} {cells[1]} "
+                      f"{step_cell:>7s}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -84,6 +84,9 @@ def test_shard_protocol_round_trips_in_one_message_each_way(store):
     thread = threading.Thread(target=shard_side, daemon=True)
     thread.start()
     channel = ShardChannel(Pair(store, "proto/", 1, 20.0), n)
+    sends = []
+    send = channel.pair.send
+    channel.pair.send = lambda tensor, tag=0: sends.append(tensor.numel()) or send(tensor, tag)
     channel.start(Kind.PULL)
     version, staleness, x = channel.finish()
     assert (version, staleness) == (7, 0) and torch.equal(x, torch.arange(n, dtype=torch.float32))
@@ -92,10 +95,56 @@ def test_shard_protocol_round_trips_in_one_message_each_way(store):
     channel.start(Kind.ELASTIC, 0, torch.full((n,), 1.5))
     assert torch.equal(channel.finish()[2], torch.full((n,), 3.0))
     thread.join(10)
+    assert sends == [16, 16 + 4 * n, 16 + 4 * n]  # a request is one message: header + payload
     assert results[Kind.PUSH][0] == 6 and torch.equal(results[Kind.PUSH][1], torch.ones(n))
     sent = channel.pair.bytes
     assert sent["push:sent"] == 16 + 4 * n and sent["push:received"] == 16
     assert sent["pull:sent"] == 16 and sent["pull:received"] == 16 + 4 * n
+
+
+@pytest.mark.timeout(60)
+def test_a_shorter_message_lands_in_the_first_bytes_of_a_longer_posted_receive(store):
+    """The protocol posts one receive of the longest request and relies on this gloo behaviour;
+    the message after a short one must arrive whole."""
+
+    def sender() -> None:
+        own = connect_store("127.0.0.1", store.port, 10.0)
+        pair = Pair(own, "short/", 1, 20.0)
+        pair.send(torch.arange(1.0, 5.0)).wait()
+        pair.send(torch.arange(1.0, 17.0)).wait()
+
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    pair = Pair(store, "short/", 0, 20.0)
+    inbox = torch.full((16,), -1.0)
+    pair.recv(inbox).wait()
+    assert torch.equal(inbox[:4], torch.arange(1.0, 5.0))
+    assert torch.equal(inbox[4:], torch.full((12,), -1.0))  # the rest untouched
+    pair.recv(inbox).wait()
+    assert torch.equal(inbox, torch.arange(1.0, 17.0))
+    thread.join(10)
+
+
+@pytest.mark.timeout(60)
+def test_a_request_of_the_wrong_length_or_kind_is_refused_before_it_is_sent(store):
+    def shard_side() -> None:
+        own = connect_store("127.0.0.1", store.port, 10.0)
+        ShardEndpoint(Pair(own, "bad/", 0, 20.0), 4).receive()  # the BYE at the end
+
+    thread = threading.Thread(target=shard_side, daemon=True)
+    thread.start()
+    channel = ShardChannel(Pair(store, "bad/", 1, 20.0), 4)
+    with pytest.raises(ValueError, match="5 floats \\(expected 4"):
+        channel.start(Kind.PUSH, 0, torch.ones(5))
+    with pytest.raises(ValueError, match="PULL with a payload"):
+        channel.start(Kind.PULL, 0, torch.ones(4))
+    with pytest.raises(ValueError, match="PUSH without a payload"):
+        channel.start(Kind.PUSH, 0)
+    assert channel.pair.bytes == {}  # nothing went out
+    channel.start(Kind.BYE)
+    channel.finish()
+    thread.join(10)
+    assert not thread.is_alive()
 
 
 @pytest.mark.timeout(30)
