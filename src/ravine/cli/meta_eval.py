@@ -10,7 +10,8 @@ examples:
 a bundled weights name or a file from `ravine meta-train` (default: the bundled weights named
 like the task, for each learned optimizer that has them). Baselines are tuned on their own
 problems, never on the test problems. Writes OUT_DIR/<task>.png (loss vs step, mean and a band
-of one standard error) and OUT_DIR/<task>.md (the table), and prints the table.
+of one standard error) and OUT_DIR/<task>.md (the table), and prints the table; a variant's
+files are named after it (mnist-hidden40.md, mnist-steps200.md).
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
     table = result.table()
     print(table)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "-".join([args.task, *(f"{k}{v}" for k, v in sorted(options.items()) if k != "split")])
+    parts = [f"{k}{v}" for k, v in sorted(options.items()) if k != "split"]
+    if args.steps != 100:  # the paper's horizon keeps the plain name
+        parts.append(f"steps{args.steps}")
+    stem = "-".join([args.task, *parts])
     stem = stem.replace(" ", "").replace("[", "").replace("]", "").replace(",", "x")
     (out_dir / f"{stem}.md").write_text("```\n" + table + "\n```\n")
     evaluate.plot(result, str(out_dir / f"{stem}.png"))
