@@ -29,7 +29,7 @@ from ravine.viz.plots import (
     split_labels,
 )
 from ravine.viz.specs import parse_spec, parse_specs
-from ravine.viz.trajectory import run, run_one
+from ravine.viz.trajectory import race, run, run_one
 
 # --- specs ---------------------------------------------------------------------------------------
 
@@ -176,6 +176,40 @@ def test_a_diverging_run_does_not_disturb_the_others() -> None:
     np.testing.assert_array_equal(
         together[1].points, run_one("quadratic", "sgd:lr=0.01", steps=50).points
     )
+
+
+@pytest.mark.parametrize(
+    ("surface", "specs", "pieces"),
+    [
+        ("beale", "sgd:lr=0.001,adam:lr=0.05,nag,lbfgs", (7, 30, 60)),
+        ("quadratic", "sgd:lr=0.2,sgd:lr=0.01", (3, 6, 25, 60)),  # one diverges at step 6
+        ("saddle", "sgd:lr=0.3,adam:lr=0.5", (10, 31, 59, 60)),  # one escapes at step 31
+        ("beale", "adam:lr=0.02", (1, 2, 60)),  # alone: the unbatched evaluation
+    ],
+)
+def test_a_race_advanced_in_pieces_is_run_exactly(
+    surface: str, specs: str, pieces: tuple[int, ...]
+) -> None:
+    """What the playground streams: every snapshot is an exact prefix, and the race continued
+    after them ends where one run() does, bit for bit."""
+    whole = run(surface, specs, steps=60)
+    r = race(surface, specs, steps=60)
+    for t in pieces:
+        r.advance(t)
+        for part, full in zip(r.trajectories(), whole):
+            n = len(part.points)
+            assert n <= t + 1 and part.steps == (60 if r.finished else t)
+            np.testing.assert_array_equal(part.points, full.points[:n])
+            np.testing.assert_array_equal(part.losses, full.losses[:n])
+    assert r.finished
+    for got, want in zip(r.trajectories(), whole):
+        np.testing.assert_array_equal(got.points, want.points)
+        np.testing.assert_array_equal(got.losses, want.losses)
+        assert (got.diverged_at, got.escaped_at, got.steps) == (
+            want.diverged_at,
+            want.escaped_at,
+            want.steps,
+        )
 
 
 @pytest.mark.parametrize("lr", [0.01, 0.04, 0.09])

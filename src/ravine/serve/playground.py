@@ -29,7 +29,7 @@ from ravine.optim.base import NonFiniteGradientError
 from ravine.serve.workers import Share, Workers
 from ravine.surfaces import Surface
 from ravine.viz.specs import OptimizerSpec, parse_specs
-from ravine.viz.trajectory import Trajectory, check_start, check_work
+from ravine.viz.trajectory import Trajectory, check_start, check_work, race
 from ravine.viz.trajectory import run as run_trajectories
 
 #: Bounds on one request, tighter than the CLI's: the page is interactive, and anyone who can
@@ -44,7 +44,7 @@ MAX_CLIENT_CHARS = 64
 WAIT_SECONDS = 30.0
 #: A cut prefix of every run, streamed before the full runs when a request has several steps to
 #: compute, so the page shows paths at once. A shorter run is an exact prefix of a longer one.
-PREVIEW_STEPS = 20
+PREVIEW_STEPS = 10
 #: ... when the request is this much work (steps x optimizers) or more; below it, the preview
 #: would only delay the full paths.
 PREVIEW_WORK = 1000
@@ -529,12 +529,12 @@ class Playground:
                 if pooled
                 else None
             )
+            # The runs computed here: continued after the preview, so its paths cost nothing.
+            here = race(scene.surface, specs, steps=scene.steps, start=scene.start)
             if scene.steps > 2 * PREVIEW_STEPS and scene.steps * len(specs) >= PREVIEW_WORK:
-                preview = run_trajectories(
-                    scene.surface, specs, steps=PREVIEW_STEPS, start=scene.start
-                )
-                for i, text, traj in zip(index, texts, preview):
-                    yield trajectory_json(traj, i, text, cached=False, partial=True)
+                here.advance(PREVIEW_STEPS)
+                for i, text, traj in zip(index, texts, here.trajectories()):
+                    yield trajectory_json(traj, i, text, cached=False, partial=not here.finished)
                 if self.latest.stale(client, seq):
                     self._count("stale")
                     yield {"stale": True}
@@ -547,9 +547,11 @@ class Playground:
                 else self.workers.finished(submitted)
             )
             for share, results in shares:
-                if results is None:
-                    # One batched run: the same call, and so the same numbers, as
+                if results is None and len(share) == len(specs):
+                    # The same runs, and so the same numbers, as
                     # ``ravine.viz.run(surface, specs, steps=..., start=...)``.
+                    trajs = here.advance().trajectories()
+                elif results is None:  # a share a worker could not run
                     trajs = run_trajectories(
                         scene.surface,
                         [specs[k] for k in share],

@@ -180,73 +180,121 @@ class _Runs:
             self.cached[k] = loss
 
 
-def _simulate(
-    surface: Surface,
-    specs: Sequence[OptimizerSpec],
-    *,
-    steps: int,
-    start: tuple[float, float],
-    dtype: torch.dtype,
-) -> list[Trajectory]:
-    runs = _Runs(surface, specs, start, dtype)
-    n = len(specs)
-    bound = _escape_bound(surface, start)
-    out = torch.empty(steps + 1, n, 2, dtype=dtype)
-    out[0] = torch.tensor(start, dtype=dtype)
-    last = [steps] * n
-    diverged_at: list[int | None] = [None] * n
-    escaped_at: list[int | None] = [None] * n
-    active = list(range(n))
-    for t in range(1, steps + 1):
-        runs.evaluate(active)
-        stepped = []
-        for k in active:
-            try:
-                runs.opts[k].step(runs.closures[k])
-            except NonFiniteGradientError:
-                # ravine refuses a step on an Inf/NaN gradient: the run has blown up.
-                diverged_at[k], last[k] = t, t - 1
-                continue
-            stepped.append(k)
-        far: list[float] = []
-        if stepped:
+class Race:
+    """Optimizers run in lock step from one start, resumable: :meth:`advance` continues the
+    same runs, :meth:`trajectories` reads where they are. A race advanced to ``t`` and then on
+    to ``steps`` computes exactly what one advance to ``steps`` does, so a server can show an
+    exact prefix of every path early at no extra cost (:mod:`ravine.serve`). Make one with
+    :func:`race`; :func:`run` is ``race(...).advance().trajectories()``.
+    """
+
+    def __init__(
+        self,
+        surface: Surface,
+        specs: Sequence[OptimizerSpec],
+        *,
+        steps: int,
+        start: tuple[float, float],
+        dtype: torch.dtype,
+    ) -> None:
+        self.surface, self.specs, self.steps, self.dtype = surface, list(specs), steps, dtype
+        self._runs = _Runs(surface, specs, start, dtype)
+        self._bound = _escape_bound(surface, start)
+        # Positions as Python floats, read with one host copy a step (every value of the dtype
+        # is a double exactly): a tensor write and a reduction a step cost more than the step.
+        self._paths = [[p.tolist()] for p in self._runs.params]
+        self._diverged_at: list[int | None] = [None] * len(specs)
+        self._escaped_at: list[int | None] = [None] * len(specs)
+        self._active = list(range(len(specs)))
+        self.t = 0
+
+    @property
+    def finished(self) -> bool:
+        """Whether every run has taken all its steps or stopped (diverged or escaped)."""
+        return self.t >= self.steps or not self._active
+
+    def advance(self, until: int | None = None) -> Race:
+        """Step every running optimizer on until step ``until`` (default: all ``steps``)."""
+        until = self.steps if until is None else min(until, self.steps)
+        runs, paths, bound = self._runs, self._paths, self._bound
+        while self.t < until and self._active:
+            t = self.t = self.t + 1
+            runs.evaluate(self._active)
+            stepped = []
+            for k in self._active:
+                try:
+                    runs.opts[k].step(runs.closures[k])
+                except NonFiniteGradientError:
+                    # ravine refuses a step on an Inf/NaN gradient: the run has blown up.
+                    self._diverged_at[k] = t
+                    continue
+                stepped.append(k)
+            now: list[list[float]] = []
+            if len(stepped) == 1:
+                now = [runs.params[stepped[0]].tolist()]
+            elif stepped:
+                with torch.no_grad():
+                    now = torch.stack([runs.params[k] for k in stepped]).tolist()
+            still = []
+            for k, point in zip(stepped, now):
+                x, y = point
+                paths[k].append(point)
+                if abs(x) <= bound and abs(y) <= bound:  # False for NaN too
+                    still.append(k)
+                    continue
+                finite = math.isfinite(x) and math.isfinite(y)
+                if finite and self.surface.min_value is None:
+                    self._escaped_at[k] = t
+                else:
+                    self._diverged_at[k] = t
+                if not finite:  # keep the offending point only when it can be drawn toward
+                    paths[k].pop()
+            self._active = still
+        return self
+
+    def trajectories(self) -> list[Trajectory]:
+        """Every run so far, one trajectory each (``steps``: all the race's once finished,
+        else the steps taken)."""
+        steps = self.steps if self.finished else self.t
+        # One (step, run, xy) block as the runs were always recorded: the losses are evaluated
+        # on the same strided columns, so they keep their bits.
+        out = torch.empty(max(len(p) for p in self._paths), len(self.specs), 2, dtype=self.dtype)
+        trajectories = []
+        for k, spec in enumerate(self.specs):
+            last = len(self._paths[k]) - 1
+            out[: last + 1, k] = torch.tensor(self._paths[k], dtype=self.dtype)
+            points = out[: last + 1, k]
             with torch.no_grad():
-                now = torch.stack([runs.params[k] for k in stepped])
-                out[t, stepped] = now
-                # One reduction and one sync per step for all runs; `not <=` also catches NaN.
-                far = now.abs().amax(dim=1).tolist()
-        still = []
-        for k, m in zip(stepped, far):
-            if m <= bound:
-                still.append(k)
-                continue
-            finite = math.isfinite(m)
-            if finite and surface.min_value is None:
-                escaped_at[k] = t
-            else:
-                diverged_at[k] = t
-            # Keep the offending point only when it is finite, so it can be drawn toward.
-            last[k] = t if finite else t - 1
-        active = still
-        if not active:
-            break
-    trajectories = []
-    for k, spec in enumerate(specs):
-        points = out[: last[k] + 1, k]
-        with torch.no_grad():
-            losses = surface.fn(points[:, 0], points[:, 1])
-        trajectories.append(
-            Trajectory(
-                spec=spec,
-                surface=surface,
-                points=points.numpy().astype(np.float64),
-                losses=losses.numpy().astype(np.float64),
-                steps=steps,
-                diverged_at=diverged_at[k],
-                escaped_at=escaped_at[k],
+                losses = self.surface.fn(points[:, 0], points[:, 1])
+            trajectories.append(
+                Trajectory(
+                    spec=spec,
+                    surface=self.surface,
+                    points=points.numpy().astype(np.float64),
+                    losses=losses.numpy().astype(np.float64),
+                    steps=steps,
+                    diverged_at=self._diverged_at[k],
+                    escaped_at=self._escaped_at[k],
+                )
             )
-        )
-    return trajectories
+        return trajectories
+
+
+def race(
+    surface: Surface | str,
+    optimizers: str | Sequence[str | OptimizerSpec],
+    *,
+    steps: int = 200,
+    start: Sequence[float] | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Race:
+    """A :class:`Race` of every optimizer spec from the same start on ``surface``, checked as
+    :func:`run` checks its arguments, at step 0."""
+    surface = get(surface)
+    specs = parse_specs(optimizers)
+    start_xy = _check(steps, surface.start if start is None else start)
+    check_work(specs, steps)
+    return Race(surface, specs, steps=steps, start=start_xy, dtype=dtype)
 
 
 def run_one(
@@ -275,8 +323,4 @@ def run(
     The runs advance together, step by step, sharing one batched evaluation of the surface per
     step (see :class:`_Runs`); each optimizer is driven by ``step(closure)``.
     """
-    surface = get(surface)
-    specs = parse_specs(optimizers)
-    start_xy = _check(steps, surface.start if start is None else start)
-    check_work(specs, steps)
-    return _simulate(surface, specs, steps=steps, start=start_xy, dtype=dtype)
+    return race(surface, optimizers, steps=steps, start=start, dtype=dtype).advance().trajectories()

@@ -196,6 +196,7 @@ async function request(runs) {
     surface: app.surfaceText, start: startText(), steps: app.steps,
     optimizers: runs.map((r) => r.text), client: app.client, seq,
   };
+  mark("request", { seq, n: runs.length });
   try {
     const resp = await fetch("/api/trajectories", {
       method: "POST", body: JSON.stringify(body), signal: controller.signal,
@@ -208,6 +209,7 @@ async function request(runs) {
       runs.forEach((run, i) => { if (run.key === keys[i]) run.errorKey = run.key; });
       return;
     }
+    mark("response", { seq });
     showError("");
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();
@@ -220,7 +222,10 @@ async function request(runs) {
       while ((nl = buffer.indexOf("\n")) >= 0) {
         const line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + 1);
-        if (line) onLine(JSON.parse(line), runs, keys);
+        if (!line) continue;
+        const msg = JSON.parse(line);
+        mark("line", { seq, index: msg.index, partial: !!msg.partial, bytes: line.length });
+        onLine(msg, runs, keys);
       }
     }
   } catch (err) {
