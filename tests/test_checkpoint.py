@@ -387,3 +387,47 @@ def test_an_unwritable_checkpoint_dir_fails_before_any_step(tmp_path, monkeypatc
     with pytest.raises(ValueError, match=f"directory '{tmp_path}' is not writable"):
         fit(model, opt, _data(), batch_size=5, epochs=2, checkpoint_dir=tmp_path / "a" / "ck")
     assert steps == [] and not (tmp_path / "a").exists()
+
+
+# ------------------------------------------------------------ durability: fsync or not
+
+
+@pytest.mark.parametrize(("durable", "fsyncs"), [(True, 2), (False, 0)], ids=["durable", "not"])
+def test_checkpoint_durable_decides_the_fsyncs_and_resume_is_identical_either_way(
+    tmp_path, monkeypatch, durable, fsyncs
+):
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    model = _model()
+    fit(model, torch.optim.Adam(model.parameters(), lr=0.05), _data(), batch_size=5, epochs=3)
+    reference = [p.detach().clone() for p in model.parameters()]
+
+    synced.clear()
+    _first_run(tmp_path, checkpoint_durable=durable)  # 2 epochs, a checkpoint after each
+    assert len(synced) == 2 * fsyncs  # the file, then its folder (the rename), per checkpoint
+    assert not [p for p in tmp_path.iterdir() if p.name != CHECKPOINT_NAME]  # no temporaries
+    assert (tmp_path / CHECKPOINT_NAME).stat().st_mode & 0o777 == 0o666 & ~_umask()
+    model = _model(seed=1)
+    fit(model, torch.optim.Adam(model.parameters(), lr=0.05), _data(), batch_size=5, epochs=3,
+        checkpoint_dir=tmp_path, resume=True, checkpoint_durable=durable)  # fmt: skip
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("bad", [None, 1, "no"])
+def test_a_bad_checkpoint_durable_is_refused_before_anything_is_written(tmp_path, bad):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=f"checkpoint_durable must be True or False, got {bad!r}"):
+        fit(model, opt, _data(), batch_size=5, epochs=1, checkpoint_dir=tmp_path / "ck",
+            checkpoint_durable=bad)  # fmt: skip
+    assert not (tmp_path / "ck").exists()
+    with pytest.raises(ValueError, match="durable must be True or False"):
+        save_checkpoint(tmp_path / "x.pt", {"format": 2}, durable=bad)
+    assert not list(tmp_path.iterdir())

@@ -456,10 +456,15 @@ _MAGIC = b"ravine fit checkpoint\n"
 _HEADER = len(_MAGIC) + 64 + 1
 
 
-def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: str | os.PathLike[str], checkpoint: dict[str, Any], *, durable: bool = True
+) -> None:
     """Write ``checkpoint`` (tensors and plain data) atomically, with a SHA-256 of its bytes.
 
-    The file gets the ordinary mode (0o666 less the umask), as torch.save's files do.
+    ``durable``: fsync the file and its folder (see ravine.files.atomic_write); without it a
+    kill -9 still leaves a whole file, and a machine crash at worst a torn one, which
+    load_checkpoint reports as CorruptCheckpointError. The file gets the ordinary mode (0o666
+    less the umask), as torch.save's files do.
     """
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
@@ -470,7 +475,7 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) ->
         f.write(_MAGIC + digest + b"\n")
         f.write(body)
 
-    atomic_write(path, write)
+    atomic_write(path, write, durable=durable)
 
 
 def load_checkpoint(
@@ -589,6 +594,7 @@ class Run:
     sync_every: int
     eval_batch_size: int
     checkpoint_every: int
+    checkpoint_durable: bool
     history: History = field(default_factory=History)
     epoch: int = 0
     last_loss: float | None = None
@@ -803,6 +809,7 @@ def fit(
     early_stopping: EarlyStopping | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1,
+    checkpoint_durable: bool = True,
     resume: bool = False,
     overwrite: bool = False,
     override_hyperparameters: bool = False,
@@ -857,6 +864,12 @@ def fit(
         optimizer, scheduler, RNG states, history and early-stopping state are written atomically
         to checkpoint_dir/checkpoint.pt with a SHA-256 of its bytes; with resume=True a run
         starts from that file if present (see the data kinds above for what it guarantees).
+    checkpoint_durable: True (the default) flushes each checkpoint and its folder to disk
+        (two fsyncs: under a millisecond on an idle disk, several on a busy one) so that it
+        survives a power cut or OS crash. False skips them: a killed process (kill -9) still
+        leaves the last checkpoint whole, a machine crash at worst an older or torn one, which
+        resume reports as CorruptCheckpointError. Meant for runs that are cheap to redo, like
+        the benchmark lab's short ones (which then restart from their first epoch).
     overwrite: without resume, an existing checkpoint is an error (it would be replaced);
         overwrite=True deletes it and starts over.
     override_hyperparameters: on resume the optimizer's class and hyperparameters (its param
@@ -905,6 +918,7 @@ def fit(
         batch_size=None if batch_size is _REQUIRED else batch_size,
         epochs=epochs,
         checkpoint_every=checkpoint_every,
+        checkpoint_durable=checkpoint_durable,
         schedule_every=schedule_every,
         scheduler=scheduler,
         curriculum=curriculum,
@@ -920,7 +934,7 @@ def fit(
     run = _prepare(
         model, optimizer, scheduler, train, val, loss_fn, batch_size, epochs, seed, shuffle,
         curriculum, difficulty, checkpoint_dir, schedule_every, device, unpack, checked_metrics,
-        sync_every, eval_batch_size, checkpoint_every,
+        sync_every, eval_batch_size, checkpoint_every, checkpoint_durable,
     )  # fmt: skip
     state = _start(run, resume, override_hyperparameters)
     run.history = state.history
@@ -1028,6 +1042,7 @@ def _validate(
     batch_size: int | None,
     epochs: int,
     checkpoint_every: int,
+    checkpoint_durable: bool,
     schedule_every: str,
     scheduler: Any,
     curriculum: str | None,
@@ -1051,6 +1066,8 @@ def _validate(
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
     if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    if not isinstance(checkpoint_durable, bool):
+        raise ValueError(f"checkpoint_durable must be True or False, got {checkpoint_durable!r}")
     if schedule_every not in ("epoch", "batch"):
         raise ValueError(f"schedule_every must be 'epoch' or 'batch', got {schedule_every!r}")
     if isinstance(scheduler, ReduceLROnPlateau) and schedule_every == "batch":
@@ -1121,6 +1138,7 @@ def _prepare(
     sync_every: int | None,
     eval_batch_size: int,
     checkpoint_every: int,
+    checkpoint_durable: bool,
 ) -> Run:
     """Phase 2: data checked, model and data on the device, batch geometry, run settings."""
     current = _model_device(model)
@@ -1192,6 +1210,7 @@ def _prepare(
         sync_every=sync_every,
         eval_batch_size=eval_batch_size,
         checkpoint_every=checkpoint_every,
+        checkpoint_durable=checkpoint_durable,
     )
 
 
@@ -1531,5 +1550,5 @@ def _save(run: Run, state: RunState) -> None:
     """Phase 6: the checkpoint, when the run has a checkpoint_dir."""
     if run.path is None:
         return
-    save_checkpoint(run.path, state.to_checkpoint(run))
+    save_checkpoint(run.path, state.to_checkpoint(run), durable=run.checkpoint_durable)
     state.last_checkpoint = state.epoch
