@@ -151,6 +151,53 @@ def test_failed_runs_are_recorded_and_the_sweep_goes_on(
     assert counts["pending"] == counts["running"] == 0
 
 
+METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "steps", "lr")
+
+
+def _results(url: str, study: str) -> dict:
+    """{(optimizer, phase, trial, seed): (status, [metrics per epoch])}: what a sweep measured."""
+    with open_store(url) as store:
+        epochs: dict[int, list] = {}
+        for e in store.epochs(study):
+            epochs.setdefault(e["run_id"], []).append(tuple(e[m] for m in METRICS))
+        return {
+            (r["optimizer"], r["phase"], r["trial_index"], r["seed"]): (
+                r["status"],
+                epochs[r["id"]],
+            )
+            for r in store.runs(study)
+        }
+
+
+def test_a_torn_checkpoint_restarts_its_run_from_the_first_epoch(
+    finished: tuple[Sweep, str], tmp_path: Path
+) -> None:
+    """The lab's checkpoints skip fsync: after a machine crash one may be torn. Its run starts
+    over (epoch rows rewritten) and the sweep ends as an uninterrupted one."""
+    from ravine.bench.runner import environment
+    from ravine.train import CHECKPOINT_NAME
+
+    sweep, reference = finished
+    url, root = str(tmp_path / "s.sqlite"), tmp_path / "checkpoints"
+    with open_store(url) as store:
+        plan(store, sweep)
+        claim = store.claim(sweep.name, 60.0, environment())
+        assert claim is not None
+        # the crashed worker had recorded epoch 1, and its checkpoint lost its last bytes
+        store.record_epoch(claim, 1, {"train_loss": 99.0, "val_accuracy": 0.0, "steps": 8})
+        folder = root / f"{sweep.name}-run{claim.id}"
+        folder.mkdir(parents=True)
+        (folder / CHECKPOINT_NAME).write_bytes(b"ravine fit checkpoint\n" + b"0" * 64 + b"\nPK")
+        with store._write() as cur:  # its heartbeat stopped long ago
+            cur.execute("UPDATE runs SET heartbeat = 0 WHERE id = ?", (claim.id,))
+    counts = run_sweep(sweep, url, checkpoint_root=root, progress=False, threads=1)
+    assert counts["failed"] == counts["pending"] == counts["running"] == 0, counts
+    assert _results(url, sweep.name) == _results(reference, sweep.name)
+    with open_store(url) as store:
+        assert store.run(claim.id)["attempts"] == 2
+    assert not any(root.iterdir())
+
+
 def test_rerunning_a_finished_sweep_adds_nothing(finished: tuple[Sweep, str]) -> None:
     sweep, url = finished
     with open_store(url) as store:
