@@ -1,15 +1,21 @@
 """Throughput and overhead of the benchmark lab (ravine bench) on small problems.
 
-1. Runs per hour with 1 and with 2 worker processes (one torch thread each, so two workers use
-   two cores): the same sweep into fresh SQLite stores. Goal: 2 workers >= 1.8x one.
-2. The lab's overhead per run against a bare training loop doing the same work: for each of the
-   sweep's trials, build the model from the same seed, shuffle per epoch, train, and evaluate
+1. The lab's overhead per run against a bare training loop doing the same work: for each of the
+   sweep's runs, build the model from the same seed, shuffle per epoch, train, and evaluate
    validation and test after every epoch (what the lab records), with nothing else: no store,
-   no checkpoint, no heartbeat. Goal: lab time per run <= 1.05x the bare loop's.
+   no checkpoint, no heartbeat. Lab sweeps (one worker, a fresh store each) and bare loops
+   alternate --repeats times, so load drifting on a shared machine hits both alike; the median
+   and the best ratio are printed. Goal: lab time per run <= 1.05x the bare loop's.
+2. Runs per hour with 1 and with 2 worker processes (one torch thread each, so two workers use
+   two cores): the same sweep into fresh SQLite stores. Goal: 2 workers >= 1.8x one.
 3. Reading a store of 10,000 runs x 10 epochs through the read API (what `ravine report` does):
    goal well under 30 s.
+4. --breakdown: where a lab run's time goes, in ms per run, from one more instrumented sweep
+   (claim, problem build, training, validation, test evaluation, checkpoint serialisation and
+   write, store writes, ...), beside the bare loop's.
 
-    .venv/bin/python benchmarks/bench_throughput.py                 # digits-mlp, ~22 runs
+    .venv/bin/python benchmarks/bench_throughput.py                 # digits-mlp, 22 runs
+    .venv/bin/python benchmarks/bench_throughput.py --breakdown
     .venv/bin/python benchmarks/bench_throughput.py --problem mnist-logreg --epochs 2
 
 Timings on a shared machine are noisy: run it on a quiet one; the ratios are what matter.
@@ -18,21 +24,27 @@ Timings on a shared machine are noisy: run it on a quiet one; the ratios are wha
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ravine.bench import open_store, problems, run_sweep, spaces
-from ravine.bench.runner import Sweep, _hp
+import ravine.train
+from ravine.bench import open_store, problems, run_sweep, runner, spaces
+from ravine.bench import store as store_mod
+from ravine.bench.runner import Sweep, _hp, plan
 from ravine.bench.store import RUN_ENV_COLUMNS
 from ravine.optim import registry
 from ravine.train import evaluate
 
 
-def lab(sweep: Sweep, folder: Path, workers: int) -> tuple[float, int]:
-    url = str(folder / f"w{workers}.sqlite")
+def lab(sweep: Sweep, url: str, workers: int) -> tuple[float, int]:
     t0 = time.perf_counter()
     counts = run_sweep(sweep, url, workers=workers, threads=1, progress=False)
     elapsed = time.perf_counter() - t0
@@ -64,13 +76,107 @@ def bare(problem: problems.Problem, runs: list[dict]) -> float:
     return time.perf_counter() - t0
 
 
+class Timers:
+    """Wraps functions so that each call adds its seconds to a named total (``--breakdown``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, attr: str, label: str) -> None:
+        original = getattr(owner, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - t0
+                self.calls[label] += 1
+
+        setattr(owner, attr, timed)
+        self._undo.append((owner, attr, original))
+
+    def restore(self) -> None:
+        for owner, attr, original in reversed(self._undo):
+            setattr(owner, attr, original)
+        self._undo.clear()
+
+
+@contextlib.contextmanager
+def instrumented(wraps: list[tuple[Any, str, str]]) -> Iterator[Timers]:
+    timers = Timers()
+    try:
+        for owner, attr, label in wraps:
+            timers.wrap(owner, attr, label)
+        yield timers
+    finally:
+        timers.restore()
+
+
+# Leaves of a lab run's time (disjoint: none of them calls another), in the order printed.
+# fit looks these up as module globals at call time, so wrapping the module attribute works.
+LAB_PARTS: list[tuple[Any, str, str]] = [
+    (store_mod.Store, "claim", "claim a run (store)"),
+    (problems, "build", "build the problem (model, data)"),
+    (ravine.train, "_train_epoch", "training steps (fit)"),
+    (ravine.train, "_end_epoch", "validation + epoch bookkeeping (fit)"),
+    (ravine.train, "evaluate", "test evaluation (callback)"),
+    (ravine.train.torch, "save", "checkpoint: serialise (torch.save)"),
+    (ravine.train, "atomic_write", "checkpoint: write + rename (+ fsync if durable)"),
+    (store_mod.Store, "record_epoch", "epoch row (store)"),
+    (store_mod.Store, "finish", "final status (store)"),
+    (runner, "decide_finals", "decide finals (store read + insert)"),
+    (runner, "_discard", "delete the run's checkpoint"),
+    (runner, "plan", "plan the sweep (once)"),
+    (runner, "environment", "environment, git hash (once per worker)"),
+]
+BARE_PARTS: list[tuple[Any, str, str]] = [
+    (problems, "build", "build the problem (model, data)"),
+    (ravine.train, "_evaluate", "validation + test evaluation"),
+]
+
+
+def breakdown(
+    sweep: Sweep, problem: problems.Problem, folder: Path, runs: list[dict]
+) -> tuple[float, float, int, dict[str, float], dict[str, float]]:
+    """One instrumented lab sweep and bare loop: (lab s, bare s, runs, lab parts, bare parts)."""
+    with instrumented(LAB_PARTS) as t:
+        lab_s, n = lab(sweep, str(folder / "breakdown.sqlite"), 1)
+    lab_parts = dict(t.seconds)
+    with instrumented(BARE_PARTS) as t:
+        bare_s = bare(problem, runs)
+    return lab_s, bare_s, n, lab_parts, dict(t.seconds)
+
+
+def print_breakdown(result: tuple[float, float, int, dict[str, float], dict[str, float]]) -> None:
+    lab_s, bare_s, n, lab_parts, bare_parts = result
+    bare_training = bare_s - sum(bare_parts.values())
+    rows = [(label, lab_parts.get(label, 0.0)) for _, _, label in LAB_PARTS]
+    rows.append(
+        ("other (fit setup, callbacks, store connection, glue)", lab_s - sum(lab_parts.values()))
+    )
+    print(f"\nwhere a lab run's time goes (one instrumented sweep, ms per run, {n} runs):")
+    print(f"  {'':58}{'lab':>9}{'bare':>9}")
+    bare_of = {
+        "build the problem (model, data)": bare_parts.get("build the problem (model, data)", 0.0),
+        "training steps (fit)": bare_training,
+        "validation + epoch bookkeeping (fit)": bare_parts.get("validation + test evaluation", 0.0),
+    }
+    for label, seconds in rows:
+        other = bare_of.get(label)
+        cell = "" if other is None else f"{1e3 * other / n:9.2f}"
+        print(f"  {label:58}{1e3 * seconds / n:9.2f}{cell}")
+    print(f"  {'total':58}{1e3 * lab_s / n:9.2f}{1e3 * bare_s / n:9.2f}")
+    print("  (the bare loop's test evaluation is counted in its validation row)")
+
+
 def store_read(folder: Path, n_runs: int, n_epochs: int) -> tuple[float, float]:
     """(seconds to write, seconds to read) a synthetic store of n_runs x n_epochs."""
     url = str(folder / "big.sqlite")
     store = open_store(url)
     sweep = Sweep([problems.get("digits-mlp")], ["sgd"], k=n_runs - 1, seeds=1)
-    from ravine.bench.runner import plan
-
     t0 = time.perf_counter()
     plan(store, sweep)
     env = dict.fromkeys(RUN_ENV_COLUMNS, "x")
@@ -97,13 +203,29 @@ def store_read(folder: Path, n_runs: int, n_epochs: int) -> tuple[float, float]:
     return written, read
 
 
+def alternate(sides: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:
+    """Each side once per repeat, in turn, so that load drifting over time hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for i in range(repeats):
+        for name, side in sides.items():
+            times[name].append(side(i))
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--problem", default="digits-mlp")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--optimizer", default="momentum")
     parser.add_argument("--trials", type=int, default=19, help="K: runs = K + 1 tuning + finals")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating repeats of each side")
     parser.add_argument("--store-runs", type=int, default=10_000)
+    parser.add_argument("--breakdown", action="store_true", help="where a lab run's time goes")
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="time the lab with fsync'd checkpoints too (fit's default; the lab's is without)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -114,28 +236,54 @@ def main() -> None:
         problems.build(problem, 0)  # load (and cache) the data before timing
         spaces.trials(args.optimizer, 1)  # and import scipy.stats.qmc: one-time costs
         bare(problem, [{"seed": 0, "optimizer": args.optimizer, "hp": {}}])  # warm both paths
-        # the runs a sweep does (the trial list and finalists), planned in a scratch store
-        one, n1 = lab(sweep, folder, 1)
-        with open_store(folder / "w1.sqlite") as s:
-            runs = s.runs(sweep.name)
-        plain = bare(problem, runs)
-        two, n2 = lab(sweep, folder, 2)
+        first, n1 = lab(sweep, str(folder / "warm.sqlite"), 1)
+        with open_store(folder / "warm.sqlite") as s:
+            runs = s.runs(sweep.name)  # the runs a sweep does: the trial list and finalists
+
+        def durable_lab(i: int) -> float:
+            runner.DURABLE_CHECKPOINTS = True
+            try:
+                return lab(sweep, str(folder / f"d{i}.sqlite"), 1)[0]
+            finally:
+                runner.DURABLE_CHECKPOINTS = False
+
+        sides: dict[str, Callable[[int], float]] = {
+            "lab, 1 worker": lambda i: lab(sweep, str(folder / f"a{i}.sqlite"), 1)[0],
+            "bare loop (same runs)": lambda i: bare(problem, runs),
+            "lab, 2 workers": lambda i: lab(sweep, str(folder / f"b{i}.sqlite"), 2)[0],
+        }
+        if args.durable:
+            sides["lab, 1 worker, durable checkpoints"] = durable_lab
+        times = alternate(sides, args.repeats)
+        parts = breakdown(sweep, problem, folder, runs) if args.breakdown else None
         written, read = store_read(folder, args.store_runs, 10)
 
-    print(f"problem {problem.name}, {problem.epochs} epochs, {args.optimizer}, {n1} runs per sweep")
-    print(f"{'':28}{'seconds':>10}{'runs/hour':>12}")
-    print(f"{'lab, 1 worker':28}{one:10.2f}{3600 * n1 / one:12.0f}")
-    print(f"{'lab, 2 workers':28}{two:10.2f}{3600 * n2 / two:12.0f}")
-    print(f"{'bare loop (same runs)':28}{plain:10.2f}{3600 * len(runs) / plain:12.0f}")
-    print(f"2 workers / 1 worker throughput: {one / two:.2f}x (goal >= 1.8x)")
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    best = {name: min(ts) for name, ts in times.items()}
+    one, plain = "lab, 1 worker", "bare loop (same runs)"
     print(
-        f"lab / bare loop time per run:    {one / plain:.3f}x (goal <= 1.05x; "
-        f"{(one - plain) / n1 * 1e3:.0f} ms per run more)"
+        f"problem {problem.name}, {problem.epochs} epochs, {args.optimizer}, {n1} runs per sweep, "
+        f"{args.repeats} alternating repeats (first, untimed sweep: {first:.2f} s)"
     )
+    print(f"{'':38}{'median s':>10}{'min s':>10}{'runs/hour':>12}")
+    for name in times:
+        print(f"{name:38}{med[name]:10.2f}{best[name]:10.2f}{3600 * n1 / med[name]:12.0f}")
+    print(
+        f"2 workers / 1 worker throughput: {med[one] / med['lab, 2 workers']:.2f}x (goal >= 1.8x)"
+    )
+    for name in [one, *(["lab, 1 worker, durable checkpoints"] if args.durable else [])]:
+        ratios = [a / b for a, b in zip(times[name], times[plain])]
+        print(
+            f"{name} / bare loop: median {statistics.median(ratios):.3f}x, best "
+            f"{min(ratios):.3f}x (goal <= 1.05x; {1e3 * (med[name] - med[plain]) / n1:.1f} ms "
+            "per run more, medians)"
+        )
     print(
         f"store of {args.store_runs} runs x 10 epochs: written in {written:.2f} s, "
         f"read (runs() + epochs()) in {read:.2f} s (goal well under 30 s)"
     )
+    if parts is not None:
+        print_breakdown(parts)
 
 
 if __name__ == "__main__":
