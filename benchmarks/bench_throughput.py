@@ -120,9 +120,11 @@ def instrumented(wraps: list[tuple[Any, str, str]]) -> Iterator[Timers]:
 LAB_PARTS: list[tuple[Any, str, str]] = [
     (store_mod.Store, "claim", "claim a run (store)"),
     (problems, "build", "build the problem (model, data)"),
+    (registry, "create", "create the optimizer"),
     (ravine.train, "_train_epoch", "training steps (fit)"),
     (ravine.train, "_end_epoch", "validation + epoch bookkeeping (fit)"),
     (ravine.train, "evaluate", "test evaluation (callback)"),
+    (ravine.train.RunState, "to_checkpoint", "checkpoint: gather the run's state"),
     (ravine.train.torch, "save", "checkpoint: serialise (torch.save)"),
     (ravine.train, "atomic_write", "checkpoint: write + rename (+ fsync if durable)"),
     (store_mod.Store, "record_epoch", "epoch row (store)"),
@@ -134,6 +136,7 @@ LAB_PARTS: list[tuple[Any, str, str]] = [
 ]
 BARE_PARTS: list[tuple[Any, str, str]] = [
     (problems, "build", "build the problem (model, data)"),
+    (registry, "create", "create the optimizer"),
     (ravine.train, "_evaluate", "validation + test evaluation"),
 ]
 
@@ -161,6 +164,7 @@ def print_breakdown(result: tuple[float, float, int, dict[str, float], dict[str,
     print(f"  {'':58}{'lab':>9}{'bare':>9}")
     bare_of = {
         "build the problem (model, data)": bare_parts.get("build the problem (model, data)", 0.0),
+        "create the optimizer": bare_parts.get("create the optimizer", 0.0),
         "training steps (fit)": bare_training,
         "validation + epoch bookkeeping (fit)": bare_parts.get("validation + test evaluation", 0.0),
     }

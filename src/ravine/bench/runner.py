@@ -28,6 +28,7 @@ import math
 import multiprocessing
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -479,11 +480,8 @@ def execute(
 
 
 def _discard(folder: Path) -> None:
-    """Delete a run's checkpoint folder (fit writes only checkpoint.pt and its temporaries)."""
-    with contextlib.suppress(FileNotFoundError):
-        for f in os.scandir(folder):
-            os.unlink(f.path)
-        os.rmdir(folder)
+    """Delete a run's checkpoint folder, if any (never an error: the run's result is stored)."""
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _hp(hp: dict[str, Any]) -> dict[str, Any]:
