@@ -16,9 +16,11 @@
    protocol to a peer that does no work either (the like-for-like comparison, the one the goal
    is about); "shard", through the worker's client to a real shard process, whose push includes
    the shard's optimizer step (sgd, with ravine's non-finite guard); "step", that step alone
-   in one process. The variants take turns round by round, so a change of load hits them alike.
+   in one process, warm and cold. The variants take turns round by round, so a change of load
+   hits them alike.
 
-Every figure is a median over --repeats runs and printed beside its reference and their ratio.
+Every figure of parts 1 and 2 is a median over --repeats runs; part 3 gives the median and the
+fastest of --rounds round trips. Each is printed beside its reference and their ratio.
 On a machine shared with other work the ratios are noisy: rerun on a quiet one.
 """
 
@@ -105,15 +107,20 @@ def algorithms(args: argparse.Namespace) -> None:
 
 def _interleaved(calls: dict[str, Any], rounds: int) -> dict[str, list[float]]:
     """Seconds of each call, ``rounds`` times after a warm-up, the calls taking turns within a
-    round so that a change of machine load hits them all alike."""
+    round in a shuffled order, so that a change of machine load or a place in the order favours
+    none of them."""
+    import random
+
     for _ in range(min(20, rounds)):
         for call in calls.values():
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
+    order, rng = list(calls), random.Random(0)
     for _ in range(rounds):
-        for name, call in calls.items():
+        rng.shuffle(order)
+        for name in order:
             start = time.perf_counter()
-            call()
+            calls[name]()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -133,9 +140,11 @@ def protocol_echo_main(host: str, port: int, prefix: str, n: int, timeout: float
         endpoint.respond(kind, 0, 0, None if kind is Kind.PUSH else endpoint.reply.payload)
 
 
-def step_alone(n: int, rounds: int) -> float:
+def step_alone(n: int, rounds: int, pause: float) -> float:
     """Median seconds of the shard's update alone (Shard.push: ravine's sgd on n floats, with its
-    non-finite guard), in this process."""
+    non-finite guard), in this process, each after sleeping ``pause`` s: in a shard the step
+    follows a wait for the message, and measured cold like that it costs 2-4x a back-to-back
+    step (caches and the interpreter's state gone cold)."""
     import torch
 
     from ravine.parallel import Config
@@ -146,6 +155,8 @@ def step_alone(n: int, rounds: int) -> float:
     shard, grad = Shard(0, 0, n, torch.zeros(n), config), torch.zeros(n)
     times = []
     for _ in range(rounds):
+        if pause:
+            time.sleep(pause)
         start = time.perf_counter()
         shard.push(grad, shard.version)
         times.append(time.perf_counter() - start)
@@ -172,9 +183,10 @@ def rtt(args: argparse.Namespace) -> None:
 
     print("\n== round trip to one shard against raw gloo send/recv of the same bytes ==")
     print("transport: ravine's protocol to a shard that does no work; shard: a real shard")
-    print("process (a push includes its sgd step); step: that step alone, in one process")
+    print("process (a push includes its sgd step); step: that step alone in one process, warm")
+    print("(back to back) / cold (each after a 1 ms sleep, as in a shard)")
     print(f"{'floats':>7s} {'kind':4s} {'':7s} {'raw gloo':>9s} {'transport':>15s} "
-          f"{'shard':>15s} {'step':>7s}")  # fmt: skip
+          f"{'shard':>15s} {'step':>11s}")  # fmt: skip
     header = HEADER_BYTES // 4
     rounds = args.rounds
     for n in args.sizes:
@@ -216,7 +228,7 @@ def rtt(args: argparse.Namespace) -> None:
             channel.start(Kind.BYE)
             channel.finish()
             spec.store().set("stop", "1")
-        step = step_alone(n, rounds)
+        steps = [step_alone(n, rounds, pause) for pause in (0.0, 0.001)]
         for kind in ("pull", "push"):
             for stat, how in (("median", statistics.median), ("fastest", min)):
                 raw = how(times[f"{kind} raw"])
@@ -224,9 +236,11 @@ def rtt(args: argparse.Namespace) -> None:
                 for variant in ("transport", "shard"):
                     t = how(times[f"{kind} {variant}"])
                     cells.append(f"{t * 1e6:7.0f}us {t / raw:5.2f}x")
-                step_cell = f"{step * 1e6:5.0f}us" if kind == "push" and stat == "median" else ""
+                step_cell = ""
+                if kind == "push" and stat == "median":
+                    step_cell = f"{steps[0] * 1e6:.0f}/{steps[1] * 1e6:.0f}us"
                 print(f"{n:7d} {kind:4s} {stat:7s} {raw * 1e6:7.0f}us {cells[0]} {cells[1]} "
-                      f"{step_cell:>7s}")  # fmt: skip
+                      f"{step_cell:>11s}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
