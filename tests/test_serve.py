@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -228,7 +229,7 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(server: Any) -> 
         assert request(server, f"/static/{name}")[0] == 200, name
     # Everything the page loads or links is this server's (xmlns names are not requests).
     links = re.findall(r'(?:src|href)="([^"]+)"', raw.decode())
-    assert links and all(u.startswith("/static/") or u == "/report" for u in links), links
+    assert links and all(u.startswith("/static/") or u == "/report/0" for u in links), links
 
 
 def test_rapid_requests_leave_no_backlog() -> None:
@@ -473,18 +474,45 @@ def test_a_bench_report_opens_from_the_page(tmp_path: Any) -> None:
     page.write_text("<!doctype html><html><body><h1>bench</h1></body></html>")
     with running(report=page) as srv:
         _, _, raw = request(srv, "/api/links")
-        assert json.loads(raw) == {"report": "/report"}
-        status, headers, body = request(srv, "/report")
-        assert status == 200 and body == page.read_bytes()
-        assert "script-src" not in headers["Content-Security-Policy"]
-        assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert json.loads(raw) == {
+            "report": "/report",
+            "reports": [{"href": "/report/0", "name": str(page)}],
+        }
+        for path in ("/report", "/report/0"):
+            status, headers, body = request(srv, path)
+            assert status == 200 and body == page.read_bytes()
+            assert "script-src" not in headers["Content-Security-Policy"]
+            assert headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
-def test_without_a_report_there_is_no_link(server: Any) -> None:
+def test_without_a_report_there_is_no_link(
+    server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no bench-report/ here
     _, _, raw = request(server, "/api/links")
-    assert json.loads(raw) == {"report": None}
+    assert json.loads(raw) == {"report": None, "reports": []}
     status, _, raw = request(server, "/report")
     assert status == 404 and "--report" in json.loads(raw)["error"]
+
+
+def test_reports_in_the_working_folder_are_found(
+    server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --report, the page links what `ravine report` and `ravine demo` write by
+    default under the folder the server runs in, looked for at each request."""
+    monkeypatch.chdir(tmp_path)
+    found = []
+    for i, name in enumerate(["bench-report/report.html", "out/demo/bench-report/report.html"]):
+        (tmp_path / name).parent.mkdir(parents=True)
+        (tmp_path / name).write_text(f"<!doctype html><p>report {i}</p>")
+        found.append({"href": f"/report/{i}", "name": name})
+    _, _, raw = request(server, "/api/links")
+    assert json.loads(raw) == {"report": "/report", "reports": found}
+    status, _, body = request(server, "/report/1")
+    assert status == 200 and body == b"<!doctype html><p>report 1</p>"
+    for missing in ("/report/2", "/report/x", "/report/-1"):
+        status, _, raw = request(server, missing)
+        assert status == 404 and "no such bench report" in json.loads(raw)["error"], missing
 
 
 @pytest.mark.parametrize("name", ["report.txt", "missing.html"])

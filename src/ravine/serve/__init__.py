@@ -12,9 +12,32 @@ Example::
     server = make_server("127.0.0.1", 0)  # port 0: a free port
     print(server.url)
     server.serve_forever()
+
+The names load on first use: ``ravine serve`` binds and serves the page before the playground
+(matplotlib, ``ravine.viz``) is imported.
 """
 
-from ravine.serve.playground import Playground, PlaygroundError
-from ravine.serve.server import PlaygroundServer, make_server, running
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Playground": "ravine.serve.playground",
+    "PlaygroundError": "ravine.serve.errors",
+    "PlaygroundServer": "ravine.serve.server",
+    "make_server": "ravine.serve.server",
+    "running": "ravine.serve.server",
+}
 
 __all__ = ["Playground", "PlaygroundError", "PlaygroundServer", "make_server", "running"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'ravine.serve' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -26,6 +26,7 @@ import torch
 from ravine import surfaces
 from ravine.optim import hyperparameters as hp
 from ravine.optim.base import NonFiniteGradientError
+from ravine.serve.errors import BusyError, PlaygroundError
 from ravine.serve.workers import Share, Workers
 from ravine.surfaces import Surface
 from ravine.viz.specs import OptimizerSpec, parse_specs
@@ -38,7 +39,6 @@ MAX_STEPS = 5000
 MAX_OPTIMIZERS = 16
 MAX_SPEC_CHARS = 4000
 MAX_SURFACE_CHARS = surfaces.MAX_FORMULA_CHARS + len("expr:")
-MAX_CLIENT_CHARS = 64
 #: How long a request waits for the one computation slot before it is refused (no unbounded
 #: queue of waiting threads).
 WAIT_SECONDS = 30.0
@@ -51,14 +51,6 @@ PREVIEW_WORK = 1000
 CONTOUR_GRID = 160
 CACHE_SIZE = 512
 EXPORT_FORMATS = ("png", "svg", "gif", "mp4")
-
-
-class PlaygroundError(ValueError):
-    """A request the playground refuses; the message is shown to the user as is."""
-
-
-class BusyError(RuntimeError):
-    """The computation slot stayed taken for longer than :data:`WAIT_SECONDS`."""
 
 
 def finite(values: np.ndarray) -> list[Any]:
@@ -512,14 +504,24 @@ class Playground:
     ) -> Iterator[dict[str, Any]]:
         if not self._compute.acquire(timeout=self.wait_seconds):
             raise BusyError(f"the playground was busy for {self.wait_seconds:g} s; try again")
-        index = list(todo)
-        specs = list(todo.values())
-        texts = [spec_text(s) for s in specs]
         try:
             if self.latest.stale(client, seq):
                 self._count("stale")
                 yield {"stale": True}
                 return
+            # What the slot's last holder computed meanwhile (the warm-up's default picture
+            # while the first page waited) is not computed again.
+            for i, spec in list(todo.items()):
+                traj = self.trajectories.get(self._key(scene, spec))
+                if traj is not None:
+                    del todo[i]
+                    self._count("cache_hits")
+                    yield trajectory_json(traj, i, spec_text(spec), cached=True)
+            if not todo:
+                return
+            index = list(todo)
+            specs = list(todo.values())
+            texts = [spec_text(s) for s in specs]
             pooled = len(specs) > 1 and self.workers.can_run(
                 scene.surface_text, [s.name for s in specs]
             )
@@ -578,10 +580,19 @@ class Playground:
             if not self._compute.acquire(timeout=self.wait_seconds):
                 raise BusyError(f"the playground was busy for {self.wait_seconds:g} s; try again")
             try:
+                # Computed by the slot's last holder meanwhile: taken from the cache.
+                for i in missing:
+                    out[i] = self.trajectories.get(self._key(scene, specs[i]))
+                missing = [i for i in missing if out[i] is None]
                 todo = [specs[i] for i in missing]
-                full = run_trajectories(scene.surface, todo, steps=scene.steps, start=scene.start)
-                self._count("computed")
-                self._count("runs", len(todo))
+                full = (
+                    run_trajectories(scene.surface, todo, steps=scene.steps, start=scene.start)
+                    if todo
+                    else []
+                )
+                if todo:
+                    self._count("computed")
+                    self._count("runs", len(todo))
             finally:
                 self._compute.release()
             for i, traj in zip(missing, full):

@@ -1,5 +1,9 @@
 """The playground's HTTP server: the standard library's ThreadingHTTPServer, JSON and NDJSON.
 
+It binds and serves the page before the playground is loaded (:meth:`PlaygroundServer.load`:
+matplotlib, ``ravine.viz``, torch.optim's first optimizer, which imports torch._dynamo): the
+page shows at once and its API requests wait, bounded, for the load.
+
 One thread per request is plenty on loopback for one person's page; what keeps it responsive is
 :class:`~ravine.serve.playground.Playground`'s single computation slot, where a page's stale
 requests are dropped instead of queued. Every request is bounded (body size, socket timeout,
@@ -15,24 +19,20 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ravine.serve.playground import (
-    MAX_CLIENT_CHARS,
-    BusyError,
-    Playground,
-    PlaygroundError,
-    optimizer_controls,
-    palette,
-)
+from ravine.serve.errors import MAX_CLIENT_CHARS, BusyError, PlaygroundError
 from ravine.serve.workers import Workers
+
+if TYPE_CHECKING:
+    from ravine.serve.playground import Playground
 
 #: Largest request body accepted (a page state is a few hundred bytes).
 MAX_BODY = 64 * 1024
@@ -47,6 +47,11 @@ STATIC_TYPES = {
 }
 _STATIC_NAME = re.compile(r"^[a-z0-9_\-]+\.[a-z]+$")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: Where the page looks for bench reports when none is given: ``ravine report``'s and
+#: ``ravine demo``'s default output, under the folder ``ravine serve`` runs in.
+FOUND_REPORTS = ("bench-report/report.html", "out/demo/bench-report/report.html")
+#: How long an API request waits for the playground to load (imports, first optimizer).
+LOAD_SECONDS = 120.0
 #: The largest bench report served (``ravine report`` writes one self-contained HTML page).
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 #: A report is shown, never run: its own inline styles and data: images, no script at all.
@@ -177,7 +182,6 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(err).__name__}: {err}")
 
     def _get(self, path: str, query: Mapping[str, str]) -> None:
-        pg = self.server.playground
         if path in ("/", "/index.html"):
             path = "/static/index.html"
         if path.startswith("/static/"):
@@ -188,20 +192,27 @@ class Handler(BaseHTTPRequestHandler):
             suffix = path[path.rindex(".") :]
             self._send(HTTPStatus.OK, data, STATIC_TYPES.get(suffix, "application/octet-stream"))
             return
-        if path == "/report":
-            data = self.server.report_bytes()
+        if path == "/report" or path.startswith("/report/"):
+            data = self.server.report_bytes(path[len("/report/") :] or "0")
             if data is None:
-                self._error(HTTPStatus.NOT_FOUND, "no bench report: start with --report PATH")
+                self._error(
+                    HTTPStatus.NOT_FOUND,
+                    f"{path}: no such bench report (start with --report PATH, or run ravine "
+                    f"serve where {' or '.join(FOUND_REPORTS)} is)",
+                )
                 return
             self._send(HTTPStatus.OK, data, "text/html; charset=utf-8", csp=REPORT_CSP)
             return
+        if path == "/api/links":
+            self._json(self.server.links())
+            return
+        pg = self.server.playground
         routes = {
             "/api/optimizers": lambda: {"optimizers": optimizer_controls(), "palette": palette()},
             "/api/surfaces": lambda: {"surfaces": self.server.surface_list()},
             "/api/contours": lambda: pg.contour(query),
             "/api/state": lambda: pg.state(query),
             "/api/inspect": lambda: pg.inspect(query),
-            "/api/links": lambda: {"report": "/report" if self.server.report else None},
             "/api/stats": lambda: {
                 **pg.stats,
                 "workers": pg.workers.n,
@@ -221,6 +232,8 @@ class Handler(BaseHTTPRequestHandler):
         if route is None:
             self._error(HTTPStatus.NOT_FOUND, f"{path} is not served")
             return
+        from ravine.serve.playground import optimizer_controls, palette  # loaded by now
+
         self._json(route())
 
     def _trajectories(self, body: Mapping[str, Any]) -> None:
@@ -267,7 +280,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class PlaygroundServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer holding the :class:`Playground` its handlers answer from."""
+    """A ThreadingHTTPServer holding the :class:`Playground` its handlers answer from.
+
+    Without a ``playground`` the server makes its own in :meth:`load` (``warm_up`` calls it in
+    the background); until then ``playground`` waits for it, at most :data:`LOAD_SECONDS`.
+    """
 
     daemon_threads = True
     # A restarted `ravine serve` can take its port back at once.
@@ -280,26 +297,86 @@ class PlaygroundServer(ThreadingHTTPServer):
         *,
         verbose: bool = False,
         workers: int = 0,
-        report: Path | None = None,
+        report: Path | Sequence[Path] | None = None,
     ) -> None:
-        # Set before binding: a failed bind calls server_close, which closes the workers.
-        self.playground = playground or Playground(workers=Workers(workers))
-        self.report = report
+        self._playground = playground
+        self._workers = workers
+        self._loaded = threading.Event()
+        self._load_lock = threading.Lock()
+        self._load_error: BaseException | None = None
+        if playground is not None:
+            self._loaded.set()
+        given = [] if report is None else [report] if isinstance(report, Path) else list(report)
+        self.reports: list[Path] = given
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         self.verbose = verbose
         self.loopback_only = address[0] in LOOPBACK_HOSTS
 
+    # -- the playground, loaded once ------------------------------------------------------------
+
+    def load(self) -> Playground:
+        """Import the playground and make it (once; every later call returns it)."""
+        with self._load_lock:
+            if self._playground is None and self._load_error is None:
+                try:
+                    from ravine.serve.playground import Playground
+
+                    self._playground = Playground(workers=Workers(self._workers))
+                except BaseException as err:
+                    self._load_error = err
+                    raise
+                finally:
+                    self._loaded.set()
+            if self._playground is None:
+                raise RuntimeError(f"the playground failed to load: {self._load_error!r}")
+            return self._playground
+
+    @property
+    def playground(self) -> Playground:
+        if not self._loaded.is_set() and self._load_lock.acquire(blocking=False):
+            # No load in progress (a server used without warm_up): load here.
+            self._load_lock.release()
+            return self.load()
+        if not self._loaded.wait(LOAD_SECONDS):
+            raise BusyError(f"the playground took more than {LOAD_SECONDS:g} s to start")
+        return self.load()
+
     def server_close(self) -> None:
         super().server_close()
-        self.playground.workers.close()
+        if self._playground is not None:
+            self._playground.workers.close()
 
-    def report_bytes(self) -> bytes | None:
-        """The bench report's HTML, read now (a report written again shows at once)."""
-        if self.report is None:
+    # -- bench reports ---------------------------------------------------------------------------
+
+    @property
+    def report(self) -> Path | None:
+        """The first bench report the page links (None: none given or found)."""
+        found = self.found_reports()
+        return found[0] if found else None
+
+    def found_reports(self) -> list[Path]:
+        """The reports given (``--report``), else those ``ravine report`` and ``ravine demo``
+        write by default under the working folder (:data:`FOUND_REPORTS`), looked for now."""
+        if self.reports:
+            return self.reports
+        return [Path(p) for p in FOUND_REPORTS if Path(p).is_file()]
+
+    def links(self) -> dict[str, Any]:
+        """What the page's header links to: the bench reports (``report``: the first)."""
+        found = self.found_reports()
+        return {
+            "report": "/report" if found else None,
+            "reports": [{"href": f"/report/{i}", "name": str(p)} for i, p in enumerate(found)],
+        }
+
+    def report_bytes(self, index: str = "0") -> bytes | None:
+        """Bench report ``index``'s HTML, read now (a report written again shows at once)."""
+        found = self.found_reports()
+        if not index.isdigit() or int(index) >= len(found):
             return None
-        return check_report(self.report).read_bytes()
+        return check_report(found[int(index)]).read_bytes()
 
     @property
     def url(self) -> str:
@@ -315,14 +392,15 @@ class PlaygroundServer(ThreadingHTTPServer):
         return [surface_info(surfaces.get(n), n) for n in surfaces.names()]
 
     def warm_up(self) -> threading.Thread:
-        """Import the plotting stack and compute the default picture in the background, so the
+        """Load the playground and compute the default picture in the background, so the
         first page load does not pay for them; then start the worker processes."""
 
         def work() -> None:
             try:
-                self.playground.warm_up()
+                playground = self.load()
+                playground.warm_up()
                 # After the first picture: spawning workers competes with it for the cores.
-                self.playground.workers.start()
+                playground.workers.start()
             except Exception:  # a failed warm-up only costs the first page time
                 traceback.print_exc(file=sys.stderr)
 
@@ -350,15 +428,19 @@ def make_server(
     *,
     verbose: bool = False,
     workers: int = 0,
-    report: str | Path | None = None,
+    report: str | Path | Sequence[str | Path] | None = None,
 ) -> PlaygroundServer:
     """A playground server bound to ``host:port`` (port 0: a free one; see ``server.url``),
-    computing in ``workers`` processes besides its own (0: in its own only), and showing the
-    bench report ``report`` (an HTML file from ``ravine report``) at ``/report``."""
+    computing in ``workers`` processes besides its own (0: in its own only), and linking the
+    bench report(s) ``report`` (HTML files from ``ravine report``; None: those found in the
+    working folder, :data:`FOUND_REPORTS`) from the page at ``/report/N``.
+
+    The playground itself loads on first use, or in the background after ``warm_up()``."""
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port={port!r}: expected an integer from 0 to 65535 (0: a free port)")
     Workers(workers)  # checked before anything is bound
-    checked = None if report is None else check_report(report)
+    given = [report] if isinstance(report, (str, Path)) else list(report or ())
+    checked = [check_report(r) for r in given] or None
     return PlaygroundServer((host, port), verbose=verbose, workers=workers, report=checked)
 
 
@@ -369,7 +451,7 @@ def running(
     *,
     verbose: bool = False,
     workers: int = 0,
-    report: str | Path | None = None,
+    report: str | Path | Sequence[str | Path] | None = None,
 ) -> Iterator[PlaygroundServer]:
     """A playground server answering from a background thread for the ``with`` block (tests,
     benchmarks, notebooks); shut down and closed after it."""
@@ -378,7 +460,7 @@ def running(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
     )
     thread.start()
-    server.playground.workers.start()
+    server.load().workers.start()
     try:
         yield server
     finally:

@@ -171,12 +171,12 @@ function refresh() {
     }
     if (run.errorKey !== key) missing.push(run);
   }
-  drawLoss();
+  // The request goes out first (fetch is sent before request() first awaits); the loss plot
+  // is redrawn while the server computes.
   if (missing.length) request(missing);
-  else {
-    finishRequest();
-    settle();
-  }
+  else finishRequest();
+  drawLoss();
+  if (!missing.length) settle();
   if (app.selected !== null) scheduleInspect();
 }
 
@@ -507,31 +507,34 @@ function setupPointer() {
   const svg = $("overlay");
   let dragging = false;
   let queued = null;
-  const move = (ev) => {
+  const apply = () => {
+    if (!queued) return;
+    app.start = queued;
+    queued = null;
+    app.t = app.steps;
+    drawStart();
+    refresh();
+  };
+  // A click asks at once; a drag asks once per frame, for where the pointer is by then.
+  const move = (ev, now) => {
     const r = svg.getBoundingClientRect();
     const [x, y] = fromPx(ev.clientX - r.left, ev.clientY - r.top);
     const w = app.view.w;
     queued = [Math.min(Math.max(x, w[0]), w[1]), Math.min(Math.max(y, w[2]), w[3])].map((v) => Number(v.toPrecision(4)));
-    requestAnimationFrame(() => {
-      if (!queued) return;
-      app.start = queued;
-      queued = null;
-      app.t = app.steps;
-      drawStart();
-      refresh();
-    });
+    if (now) apply();
+    else requestAnimationFrame(apply);
   };
   svg.addEventListener("pointerdown", (ev) => {
     if (ev.button !== 0) return;
     dragging = true;
     svg.setPointerCapture(ev.pointerId);
     mark("input", { what: "start" });
-    move(ev);
+    move(ev, true);
   });
   svg.addEventListener("pointermove", (ev) => {
     if (dragging) {
       mark("input", { what: "start" });
-      move(ev);
+      move(ev, false);
     }
   });
   const stop = () => { dragging = false; };
@@ -967,6 +970,19 @@ async function exportFile(button) {
   }
 }
 
+// The bench lab's HTML reports the server was given or found (ravine report's output).
+function showReports(reports) {
+  const first = $("report-link");
+  first.hidden = !reports.length;
+  reports.forEach((r, i) => {
+    const a = i ? el("a", { target: "_blank", rel: "noopener", class: "report-link" }) : first;
+    a.href = r.href;
+    a.title = r.name;
+    a.textContent = reports.length > 1 ? `bench report ${i + 1}` : "bench report";
+    if (i) first.parentNode.insertBefore(a, $("copy"));
+  });
+}
+
 // --- start -------------------------------------------------------------------------------------
 
 async function main() {
@@ -974,7 +990,7 @@ async function main() {
   const [opts, surfs, links] = await Promise.all([
     getJSON("/api/optimizers"), getJSON("/api/surfaces"), getJSON("/api/links"),
   ]);
-  $("report-link").hidden = !links.report;
+  showReports(links.reports || []);
   app.palette = opts.palette;
   for (const o of opts.optimizers) app.catalog.set(o.name, o);
   app.surfaces = surfs.surfaces;
