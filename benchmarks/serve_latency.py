@@ -5,16 +5,22 @@ Measured, each against its goal and beside the server's own compute time for the
 samples: the reference for the overhead):
 
 - page ready: from starting ``ravine serve`` (a fresh process) to its first page (the default
-  picture: the 7 classic optimizers on Beale, 200 steps) with every path drawn (<= 2 s)
+  picture: the 7 classic optimizers on Beale, 200 steps) with every path drawn (<= 2 s); shown
+  beside it: when the server printed its address (it serves the page from then on) and when the
+  page had its controls and contour map drawn
 - slider to redraw: one optimizer's lr slider moved to the frame its new path is drawn in,
   on Beale with 7 optimizers x 300 steps (only that one is recomputed) (p95 <= 100 ms)
 - click to all paths: a click on the contour to the frame all 7 new paths (300 steps each)
   are drawn in (p95 <= 350 ms)
-- first path: the same click to the first path drawn (p95 <= 60 ms)
+- first path: the same click to the first path drawn (an exact prefix of it; p95 <= 60 ms)
 
-The slider and click figures are taken twice: with ``ravine serve``'s default worker processes
-(cores - 1, at most 4, none below 3 cores) and with the other choice (``--workers 0`` where the
-default has workers, ``--workers 2`` where it has none).
+Each interactive figure is broken down (medians) from the page's own marks and the time the
+server reports in its last line: input to request sent, the server (checking, computing, JSON,
+sending), the rest of the transfer, and drawing up to the frame that shows it.
+
+The slider and click figures are taken with ``ravine serve``'s default worker processes (one per
+core but one, at most 4), and with ``--other`` also with the other choice (``--workers 0`` where
+the default has workers, ``--workers 2`` where it has none).
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_latency.py [--repeats 20]``
 (needs /usr/bin/chromium: ``sudo bash scripts/ci/40-chromium.sh``; and ``pip install playwright``).
@@ -47,7 +53,7 @@ GOALS_MS = {
 }
 
 # Resolves once a new input has been followed by the wanted paths, at the animation frame after
-# they were drawn (so the time includes the frame that shows them).
+# they were drawn (so the time includes the frame that shows them), with the marks since then.
 WAIT_JS = """
 async ([n0, ids, first]) => {
   const done = () => {
@@ -63,7 +69,7 @@ async ([n0, ids, first]) => {
   return await new Promise((resolve, reject) => {
     const check = () => {
       const t0 = done();
-      if (t0 !== null) resolve(performance.now() - t0);
+      if (t0 !== null) resolve({ms: performance.now() - t0, marks: window.ravineMetrics.slice(n0)});
       else if (performance.now() > deadline) reject(new Error('no redraw within 60 s'));
       else requestAnimationFrame(check);
     };
@@ -71,6 +77,29 @@ async ([n0, ids, first]) => {
   });
 }
 """
+PHASES = ("to request", "server", "transfer", "draw + frame")
+
+
+def phases(result: dict[str, Any]) -> dict[str, float] | None:
+    """Where one sample's time went, from the page's marks (None if a mark is missing: the
+    request that drew was not the first one sent after the input)."""
+    marks = result["marks"]
+    try:
+        t_in = next(m["t"] for m in marks if m["kind"] == "input")
+        t_req = next(m["t"] for m in marks if m["kind"] == "request" and m["t"] >= t_in)
+        lines = [m["t"] for m in marks if m["kind"] == "line" and m["t"] >= t_req]
+        server = next(m["server"] for m in marks if m["kind"] == "done" and m["t"] >= t_req)
+    except StopIteration:
+        return None
+    if not lines or server is None:
+        return None
+    received = max(lines)
+    return {
+        "to request": t_req - t_in,
+        "server": server,
+        "transfer": max(0.0, received - t_req - server),
+        "draw + frame": result["ms"] - (received - t_in),
+    }
 
 
 def start_server(*extra: str) -> tuple[subprocess.Popen[str], str, float]:
@@ -108,15 +137,22 @@ def wait_for_workers(url: str) -> int:
         time.sleep(0.2)
 
 
-def page_ready(browser: Any, repeats: int) -> list[float]:
-    out = []
+def page_ready(browser: Any, repeats: int) -> dict[str, list[float]]:
+    """Per fresh server: when it printed its address, when the page showed its controls and
+    contour map, and when every default path was drawn (ms after ``ravine serve`` started)."""
+    out: dict[str, list[float]] = {"address printed": [], "page shown": [], "page ready": []}
     for _ in range(repeats):
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         proc, url, t0 = start_server()
         try:
+            out["address printed"].append(1000 * (time.perf_counter() - t0))
+            navigated = 1000 * (time.perf_counter() - t0)
             page.goto(url)
             page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-            out.append(1000 * (time.perf_counter() - t0))
+            out["page ready"].append(1000 * (time.perf_counter() - t0))
+            # The page's marks count from its navigation, which starts right after `navigated`.
+            shown = page.evaluate("window.ravineMetrics.find(m => m.kind === 'shown').t")
+            out["page shown"].append(navigated + shown)
         finally:
             page.close()
             stop(proc)
@@ -140,7 +176,7 @@ def reference(specs: list[str], start: tuple[float, float]) -> float:
     return 1000 * (time.perf_counter() - t0)
 
 
-def slider(page: Any, repeats: int) -> tuple[list[float], list[float]]:
+def slider(page: Any, repeats: int) -> tuple[list[dict[str, Any]], list[float]]:
     ids = run_ids(page)
     out, ref = [], []
     for k in range(repeats):
@@ -153,11 +189,14 @@ def slider(page: Any, repeats: int) -> tuple[list[float], list[float]]:
             str(700 + 7 * k),
         )
         out.append(page.evaluate(WAIT_JS, [n0, [ids["adam"]], False]))
+        page.wait_for_function("() => document.body.dataset.busy !== 'true'", timeout=60_000)
         ref.append(reference([f"adam:lr={0.01 + k * 1e-4}"], (1.0, 1.5)))
     return out, ref
 
 
-def clicks(page: Any, repeats: int) -> tuple[list[float], list[float], list[float]]:
+def clicks(
+    page: Any, repeats: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[float]]:
     from ravine.viz.gallery import CLASSIC
 
     ids = list(run_ids(page).values())
@@ -184,7 +223,7 @@ def p95(values: list[float]) -> float:
 
 def interactive(
     browser: Any, repeats: int, *extra: str
-) -> tuple[int, dict[str, list[float]], dict[str, float]]:
+) -> tuple[int, dict[str, list[dict[str, Any]]], dict[str, float]]:
     """Slider and click latencies against one ``ravine serve`` (its workers started), and the
     median of ``viz.run`` alone for the same work, timed between them."""
     proc, url, _ = start_server(*extra)
@@ -198,18 +237,21 @@ def interactive(
         page.close()
     finally:
         stop(proc)
-    figures = {"slider to redraw": slide, "click to all paths": all_paths, "first path": first}
+    samples = {"slider to redraw": slide, "click to all paths": all_paths, "first path": first}
     refs = {
         "slider to redraw": float(np.median(slide_ref)),
         "click to all paths": float(np.median(click_ref)),
     }
-    return workers, figures, refs
+    return workers, samples, refs
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20, help="samples per figure (20)")
     parser.add_argument("--ready-repeats", type=int, default=3, help="fresh servers started (3)")
+    parser.add_argument(
+        "--other", action="store_true", help="also measure the other worker setting"
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -218,25 +260,44 @@ def main() -> int:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium.PATH, args=list(chromium.FLAGS))
         ready = page_ready(browser, args.ready_repeats)
-        # The default (cores - 1 workers, at most 4, none below 3 cores) and the other choice.
-        other = ["--workers", "0"] if default_workers() else ["--workers", "2"]
-        configs = [interactive(browser, args.repeats), interactive(browser, args.repeats, *other)]
+        configs = [interactive(browser, args.repeats)]
+        if args.other:
+            # The default (one worker per core but one, at most 4) and the other choice.
+            other = ["--workers", "0"] if default_workers() else ["--workers", "2"]
+            configs.append(interactive(browser, args.repeats, *other))
         browser.close()
     print(f"Beale, {STEPS} steps, the 7 classic optimizers; headless Chromium; times in ms")
     print(
         f"{'figure':<20s} {'server':<10s} {'n':>3s} {'median':>8s} {'p95':>8s} {'goal':>6s}  "
         f"{'met':<4s} {'viz.run alone':>14s} {'p95 / viz.run':>14s}"
     )
-    rows = [("page ready", "default", ready, None)]
-    for workers, figures, refs in configs:
-        rows += [(n, f"workers={workers}", v, refs.get(n)) for n, v in figures.items()]
-    for name, server, values, ref in rows:
-        ok = "yes" if p95(values) <= GOALS_MS[name] else "NO"
-        extra = f" {ref:14.1f} {p95(values) / ref:14.2f}" if ref else ""
+    for name, values in ready.items():
+        goal = GOALS_MS.get(name)
+        met = "" if goal is None else "yes" if p95(values) <= goal else "NO"
         print(
-            f"{name:<20s} {server:<10s} {len(values):3d} {statistics.median(values):8.1f} "
-            f"{p95(values):8.1f} {GOALS_MS[name]:6d}  {ok:<4s}{extra}"
+            f"{name:<20s} {'default':<10s} {len(values):3d} {statistics.median(values):8.1f} "
+            f"{p95(values):8.1f} {goal or '':>6}  {met:<4s}"
         )
+    breakdowns = []
+    for workers, samples, refs in configs:
+        for name, results in samples.items():
+            values = [r["ms"] for r in results]
+            ok = "yes" if p95(values) <= GOALS_MS[name] else "NO"
+            ref = refs.get(name)
+            extra = f" {ref:14.1f} {p95(values) / ref:14.2f}" if ref else ""
+            print(
+                f"{name:<20s} {'workers=' + str(workers):<10s} {len(values):3d} "
+                f"{statistics.median(values):8.1f} {p95(values):8.1f} {GOALS_MS[name]:6d}  "
+                f"{ok:<4s}{extra}"
+            )
+            if name != "first path":
+                parts = [p for p in map(phases, results) if p is not None]
+                breakdowns.append((name, workers, parts))
+    print("\nwhere the time goes (medians, ms; server: checking, computing, JSON and sending)")
+    print(f"{'figure':<20s} {'server':<10s} {'n':>3s} " + " ".join(f"{p:>13s}" for p in PHASES))
+    for name, workers, parts in breakdowns:
+        cells = " ".join(f"{statistics.median(p[k] for p in parts):13.1f}" for k in PHASES)
+        print(f"{name:<20s} {'workers=' + str(workers):<10s} {len(parts):3d} {cells}")
     return 0
 
 

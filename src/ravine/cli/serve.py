@@ -5,6 +5,7 @@ examples:
   ravine serve --port 0 --open a free port, printed, opened in the default browser
   ravine serve --host 0.0.0.0  every interface: anyone who can reach the port can use it
   ravine serve --report report/report.html   the bench lab's report, opened from the page
+                               (without --report: ./bench-report/ and ./out/demo/bench-report/)
 
 The page runs every registered optimizer through ravine.viz (what `ravine viz` draws), keeps its
 state in the URL, and turns into a `ravine viz` command or a PNG/SVG/GIF/MP4 with one click.
@@ -37,13 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=None,
-        help="processes that compute paths besides the server's, 0..64 (default: one per core "
-        "but one, at most 4; none below 3 cores)",
+        help="processes that compute paths besides the server's (which computes a share of "
+        "each request too), 0..64 (default: one per core but one, at most 4)",
     )
     parser.add_argument(
         "--report",
         type=Path,
-        help="a bench report (HTML from `ravine report`) to open from the page",
+        action="append",
+        help="a bench report (HTML from `ravine report`) to open from the page; repeatable "
+        "(default: bench-report/report.html and out/demo/bench-report/report.html in the "
+        "working folder, where they exist, looked for at each page load)",
     )
     parser.add_argument("--open", action="store_true", help="open the page in a browser")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
@@ -70,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    # The page is served from here on; the playground (matplotlib, the first optimizer) loads
+    # and computes the default picture in the background.
     server.warm_up()
     print(f"ravine serve: playground at {server.url}  (Ctrl-C stops it)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -10,10 +10,12 @@ same PNG/SVG/GIF/MP4 files ``ravine viz`` writes. :mod:`ravine.serve.server` onl
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import shlex
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -475,6 +477,7 @@ class Playground:
         the rest, then the full runs; a last ``done`` line (or ``stale`` when a newer request of
         the same page arrived first, in which case nothing more is computed). An optimizer that
         cannot be built is an ``{"index", "error"}`` line."""
+        began = time.perf_counter()
         scene = self.scene(params)
         items = self.checked_items(params, scene)
         self.latest.register(client, seq)
@@ -493,7 +496,13 @@ class Playground:
         if missing:
             todo = {i: items[i] for i in missing}
             yield from self._compute_missing(scene, todo, client, seq)  # type: ignore[arg-type]
-        yield {"done": True, "command": viz_command(scene, specs) if specs else None}
+        yield {
+            "done": True,
+            "command": viz_command(scene, specs) if specs else None,
+            # Time in the server (JSON and sending of the lines included, but not of this one):
+            # what benchmarks/serve_latency.py sets against the page's own timings.
+            "server_ms": round(1000 * (time.perf_counter() - began), 2),
+        }
 
     def _compute_missing(
         self,
@@ -525,31 +534,33 @@ class Playground:
             pooled = len(specs) > 1 and self.workers.can_run(
                 scene.surface_text, [s.name for s in specs]
             )
-            # The workers start on their shares before the preview runs here.
-            submitted = (
-                self.workers.submit(scene.surface_text, texts, scene.steps, scene.start)
+            # The workers start on their shares before the server runs its own one here.
+            submitted, kept = (
+                self.workers.submit(scene.surface_text, texts, scene.steps, scene.start, keep=True)
                 if pooled
-                else None
+                else (None, list(range(len(specs))))
             )
-            # The runs computed here: continued after the preview, so its paths cost nothing.
-            here = race(scene.surface, specs, steps=scene.steps, start=scene.start)
+            # The server's runs: continued after the preview, so its paths cost nothing.
+            here = race(
+                scene.surface, [specs[k] for k in kept], steps=scene.steps, start=scene.start
+            )
             if scene.steps > 2 * PREVIEW_STEPS and scene.steps * len(specs) >= PREVIEW_WORK:
                 here.advance(PREVIEW_STEPS)
-                for i, text, traj in zip(index, texts, here.trajectories()):
-                    yield trajectory_json(traj, i, text, cached=False, partial=not here.finished)
+                for k, traj in zip(kept, here.trajectories()):
+                    partial = not here.finished
+                    yield trajectory_json(traj, index[k], texts[k], cached=False, partial=partial)
                 if self.latest.stale(client, seq):
                     self._count("stale")
                     yield {"stale": True}
                     return
             self._count("computed")
             self._count("runs", len(specs))
-            shares: Iterable[tuple[list[int], list[Share] | None]] = (
-                [(list(range(len(specs))), None)]
-                if submitted is None
-                else self.workers.finished(submitted)
-            )
-            for share, results in shares:
-                if results is None and len(share) == len(specs):
+            shares: list[Iterable[tuple[list[int], list[Share] | None]]] = [
+                [(kept, None)],
+                [] if submitted is None else self.workers.finished(submitted),
+            ]
+            for share, results in itertools.chain(*shares):
+                if results is None and share is kept:
                     # The same runs, and so the same numbers, as
                     # ``ravine.viz.run(surface, specs, steps=..., start=...)``.
                     trajs = here.advance().trajectories()

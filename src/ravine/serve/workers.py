@@ -5,7 +5,8 @@ A surface's autograd and an optimizer's step on 2-element tensors are all Python
 overhead, which threads cannot share out (the GIL); processes can. Each worker runs
 :func:`ravine.viz.run` on a share of the specs (batched, as one call of it does); the rows of a
 batched run are independent, so a path is the same bit for bit whichever share it ran in
-(tests/test_serve.py compares them with one ``ravine.viz.run`` of all the specs).
+(tests/test_serve.py compares them with one ``ravine.viz.run`` of all the specs). The server
+computes one share itself meanwhile, so one worker already doubles a 2-core machine's speed.
 
 Workers are spawned (not forked: a forked torch can hang in its thread pools) and import ravine
 once. Only what a fresh process can rebuild is sent to them: a built-in surface or an ``expr:``
@@ -35,8 +36,11 @@ Submitted = tuple["queue.Queue[tuple[list[int], list[Share] | None]]", list[list
 def _init_worker(started: Any) -> None:
     import torch
 
-    import ravine.viz.trajectory  # noqa: F401 - pay for the imports before the first request
+    from ravine.viz.trajectory import run
 
+    # Pay for the imports before the first request, torch._dynamo included (torch.optim
+    # imports it when the first optimizer is built: seconds).
+    run("beale", ["sgd"], steps=1)
     # One intra-op thread per worker: the tensors are 2-element, and the workers share cores.
     torch.set_num_threads(1)
     with started.get_lock():
@@ -94,11 +98,21 @@ class Workers:
         return self.ready and surface_ok and set(names) <= self._known
 
     def submit(
-        self, surface: str, specs: Sequence[str], steps: int, start: tuple[float, float]
-    ) -> Submitted:
-        """Send ``specs`` out in one share per worker (round robin); see :meth:`finished`."""
+        self,
+        surface: str,
+        specs: Sequence[str],
+        steps: int,
+        start: tuple[float, float],
+        *,
+        keep: bool = False,
+    ) -> tuple[Submitted, list[int]]:
+        """Send ``specs`` out in one share per worker (round robin; see :meth:`finished`), and
+        with ``keep`` one more share for the caller to run meanwhile: (submitted, the indices
+        of the caller's share, empty without ``keep``)."""
         done: queue.Queue[tuple[list[int], list[Share] | None]] = queue.Queue()
-        shares = [list(range(k, len(specs), self.n)) for k in range(min(self.n, len(specs)))]
+        n = self.n + keep
+        split = [list(range(k, len(specs), n)) for k in range(min(n, len(specs)))]
+        kept, shares = (split[0], split[1:]) if keep else ([], split)
         pool = self._pool
         for indices in shares:
             if pool is None:
@@ -116,7 +130,7 @@ class Workers:
                 pool.apply_async(_run_share, (surface, share, steps, start), {}, ok, failed)
             except ValueError:  # the pool was closed meanwhile
                 done.put((indices, None))
-        return done, shares
+        return (done, shares), kept
 
     def finished(self, submitted: Submitted) -> Iterator[tuple[list[int], list[Share] | None]]:
         """Shares as they finish: (indices, results), or (indices, None) where a worker failed,
@@ -140,12 +154,10 @@ class Workers:
 
 
 def default_workers() -> int:
-    """Workers for ``ravine serve``: one per core beside the one the server and the browser
-    use, at most 4 (seven optimizers in shares of two); none where fewer than two fit, since a
-    single worker computes no faster than the server's own process."""
+    """Workers for ``ravine serve``: one per core beside the server's, at most 4 (seven
+    optimizers in five shares, the server computing one); none on one core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    spare = min(4, (cores or 1) - 1)
-    return spare if spare >= 2 else 0
+    return max(0, min(4, (cores or 1) - 1))
 
 
 __all__ = ["Workers", "default_workers"]

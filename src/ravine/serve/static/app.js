@@ -241,6 +241,7 @@ async function request(runs) {
 
 function onLine(msg, runs, keys) {
   if (msg.done) {
+    mark("done", { server: msg.server_ms });
     app.command = msg.command || "";
     $("command").textContent = app.command;
     return;
@@ -872,6 +873,7 @@ async function loadSurface(text, keepStart) {
   if (!builtin) $("formula").value = app.surfaceText.slice(5);
   $("formula-line").textContent = app.surface.formula ? `f(x, y) = ${app.surface.formula}${app.surface.description ? ` — ${app.surface.description}` : ""}` : "";
   drawContours();
+  if (!metrics.some((m) => m.kind === "shown")) mark("shown");
 }
 
 function setupHeader() {
