@@ -73,6 +73,16 @@ def test_sync_allreduce_equals_large_batch_sgd(small):
 
 
 @pytest.mark.timeout(180)
+def test_a_sync_run_under_a_time_limit_trains_for_that_long(small):
+    # the limit counts from the first step: building the optimizer once imported torch._dynamo
+    # (5-12 s) inside the limit, and the replicas voted to stop before their first step
+    config = Config(algo="allreduce", workers=2, steps=10**7, time_limit=1.0, **SMALL)
+    result = run(config, problem=small)
+    assert result.updates > 2 * 20 and result.final_loss < 0.69
+    assert 0.9 < result.wall_s < 30
+
+
+@pytest.mark.timeout(180)
 def test_sync_easgd_with_alpha_zero_is_independent_workers(small):
     config = Config(algo="easgd-sync", workers=2, steps=80, alpha=0.0, **SMALL)
     result = run(config, problem=small)

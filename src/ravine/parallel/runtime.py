@@ -199,10 +199,13 @@ def run_role(target: Callable[..., None], *args: Any) -> None:
 
 # Children are forked from a forkserver that has imported these once. A fresh interpreter per
 # child (spawn) pays the import of torch and ravine each time: measured 10 s per child on a loaded
-# 2-core machine (ravine.optim.compiled pulls in torch._dynamo), which would dominate every run
-# and every respawn after a fault. The forkserver is a clean single-threaded process, so its
-# children are as safe as spawned ones.
+# 2-core machine, which would dominate every run and every respawn after a fault. The forkserver
+# is a clean single-threaded process, so its children are as safe as spawned ones.
+# torch._dynamo is listed because torch.optim.Optimizer.__init__ imports it on its first call
+# (torch._disable_dynamo): a shard or a synchronous replica building its optimizer paid 5-12 s
+# otherwise, and a sync run under --time-limit 5 stopped before its first step.
 PRELOAD = [
+    "torch._dynamo",
     "ravine.parallel.worker",
     "ravine.parallel.server",
     "ravine.parallel.collective",
