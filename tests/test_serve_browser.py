@@ -114,6 +114,32 @@ def test_the_page_loads_offline_with_every_path(page: Any, browser: Any, server:
     assert not page.errors, page.errors
 
 
+def test_the_bench_reports_found_are_linked(
+    page: Any, server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ravine report`'s and `ravine demo`'s reports in the working folder open from the page."""
+    monkeypatch.chdir(tmp_path)
+    for i, name in enumerate(["bench-report/report.html", "out/demo/bench-report/report.html"]):
+        (tmp_path / name).parent.mkdir(parents=True)
+        (tmp_path / name).write_text(f"<!doctype html><title>r</title><h1>report {i}</h1>")
+    open_page(page, server, QUICK)
+    links = page.eval_on_selector_all(
+        "#report-link, .report-link",
+        "as => as.map(a => [a.getAttribute('href'), a.title, a.textContent, a.hidden])",
+    )
+    assert links == [
+        ["/report/0", "bench-report/report.html", "bench report 1", False],
+        ["/report/1", "out/demo/bench-report/report.html", "bench report 2", False],
+    ]
+    with page.context.expect_page() as opened:
+        page.click(".report-link")
+    report = opened.value
+    report.wait_for_load_state()
+    assert report.locator("h1").inner_text() == "report 1"
+    report.close()
+    assert not page.errors, page.errors
+
+
 def test_a_click_moves_the_start_and_every_path_redraws(page: Any, server: Any) -> None:
     open_page(page, server, QUICK)
     before = revs(page)
