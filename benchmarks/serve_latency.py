@@ -176,6 +176,12 @@ def reference(specs: list[str], start: tuple[float, float]) -> float:
     return 1000 * (time.perf_counter() - t0)
 
 
+def settled(page: Any, result: dict[str, Any], n0: int) -> None:
+    """Wait for the request to end; its marks then include the server's last line."""
+    page.wait_for_function("() => document.body.dataset.busy !== 'true'", timeout=60_000)
+    result["marks"] = page.evaluate("n => window.ravineMetrics.slice(n)", n0)
+
+
 def slider(page: Any, repeats: int) -> tuple[list[dict[str, Any]], list[float]]:
     ids = run_ids(page)
     out, ref = [], []
@@ -189,7 +195,7 @@ def slider(page: Any, repeats: int) -> tuple[list[dict[str, Any]], list[float]]:
             str(700 + 7 * k),
         )
         out.append(page.evaluate(WAIT_JS, [n0, [ids["adam"]], False]))
-        page.wait_for_function("() => document.body.dataset.busy !== 'true'", timeout=60_000)
+        settled(page, out[-1], n0)
         ref.append(reference([f"adam:lr={0.01 + k * 1e-4}"], (1.0, 1.5)))
     return out, ref
 
@@ -212,7 +218,7 @@ def clicks(
         )
         first.append(page.evaluate(WAIT_JS, [n0, ids, True]))
         all_paths.append(page.evaluate(WAIT_JS, [n0, ids, False]))
-        page.wait_for_function("() => document.body.dataset.busy !== 'true'", timeout=60_000)
+        settled(page, all_paths[-1], n0)
         ref.append(reference(list(CLASSIC), (1.0 + k * 1e-3, 1.5)))
     return all_paths, first, ref
 

@@ -614,9 +614,10 @@ class Playground:
     # -- contours ------------------------------------------------------------------------------
 
     def warm_up(self) -> None:
-        """Compute what the page shows first (the default state's contours and paths)."""
+        """Compute what the page shows first: the default surface's contours (no optimizer
+        needed), then the default state's paths."""
+        self.contour({"surface": self.scene({}).surface_text})
         first = self.state({})
-        self.contour({"surface": first["surface"]["name"]})
         scene = self.scene({"surface": first["surface"]["name"], "steps": first["steps"]})
         self.trajectories_for(
             scene, self.specs({"optimizers": [o["spec"] for o in first["optimizers"]]}, scene)

@@ -861,8 +861,8 @@ function renderInspector(run, s) {
 
 // --- header: surface, steps, start, command, export --------------------------------------------
 
-async function loadSurface(text, keepStart) {
-  const contours = await getJSON(`/api/contours?surface=${encodeURIComponent(text)}`);
+async function loadSurface(text, keepStart, fetched = null) {
+  const contours = fetched || (await getJSON(`/api/contours?surface=${encodeURIComponent(text)}`));
   app.surfaceText = contours.surface.name;
   app.surface = contours.surface;
   app.contours = contours;
@@ -989,6 +989,13 @@ function showReports(reports) {
 
 async function main() {
   mark("start");
+  const q = new URLSearchParams(location.search);
+  const ask = new URLSearchParams();
+  for (const k of ["surface", "start", "steps", "optimizers"]) if (q.has(k)) ask.set(k, q.get(k));
+  // Asked at once, side by side: the map needs no optimizer, so it shows while the server
+  // checks the state (whose first optimizer makes torch.optim import torch._dynamo: seconds).
+  const asked = getJSON(`/api/state?${ask}`).then((s) => ({ s }), (err) => ({ err }));
+  const map = getJSON(`/api/contours?surface=${encodeURIComponent(q.get("surface") || "beale")}`).catch(() => null);
   const [opts, surfs, links] = await Promise.all([
     getJSON("/api/optimizers"), getJSON("/api/surfaces"), getJSON("/api/links"),
   ]);
@@ -999,13 +1006,14 @@ async function main() {
   setupHeader();
   setupPointer();
   setupPlayback();
-  const q = new URLSearchParams(location.search);
-  const ask = new URLSearchParams();
-  for (const k of ["surface", "start", "steps", "optimizers"]) if (q.has(k)) ask.set(k, q.get(k));
-  let state;
-  try {
-    state = await getJSON(`/api/state?${ask}`);
-  } catch (err) {
+  const early = await map;
+  if (early) {
+    const start = (q.get("start") || "").split(",").map((v) => Number(v));
+    app.start = start.length === 2 && start.every((v) => isFinite(v)) ? start : early.surface.start.slice();
+    await loadSurface(early.surface.name, true, early);
+  }
+  let { s: state, err } = await asked;
+  if (!state) {
     showError(`this link does not give a valid picture: ${err.message}`);
     state = await getJSON("/api/state");
   }
@@ -1013,7 +1021,8 @@ async function main() {
   app.t = state.steps;
   $("steps").value = String(state.steps);
   app.start = state.start;
-  await loadSurface(state.surface.name, true);
+  if (!early || state.surface.name !== app.surfaceText) await loadSurface(state.surface.name, true);
+  else drawStart();
   for (const o of state.optimizers) addRun(o.name, o.hparams);
   refresh();
 }
