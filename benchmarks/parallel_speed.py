@@ -18,9 +18,12 @@
    the shard's optimizer step (sgd, with ravine's non-finite guard); "step", that step alone
    in one process, warm and cold. The variants take turns round by round, so a change of load
    hits them alike.
+4. Where a push's time goes: the worker's client, sending the request, waiting for the reply;
+   in the shard process (instrumented), receive to reply, the optimizer step, the reply.
 
 Every figure of parts 1 and 2 is a median over --repeats runs; part 3 gives the median and the
-fastest of --rounds round trips. Each is printed beside its reference and their ratio.
+fastest of --rounds round trips, part 4 medians. Each is printed beside its reference and their
+ratio.
 On a machine shared with other work the ratios are noisy: rerun on a quiet one.
 """
 
@@ -243,9 +246,123 @@ def rtt(args: argparse.Namespace) -> None:
                       f"{step_cell:>11s}")  # fmt: skip
 
 
+def timed_shard_main(config: Any, spec: Any) -> None:
+    """shard 0 with its parts timed (the serving thread's receive-to-reply, the optimizer step,
+    the reply); the medians go to the store as ``breakdown`` when the run stops."""
+    import json
+
+    from ravine.parallel import transport
+    from ravine.parallel.algorithms import Shard
+    from ravine.parallel.server import shard_main
+
+    parts: dict[str, list[float]] = {"handling": [], "step": [], "reply": []}
+    receive, respond, push = (
+        transport.ShardEndpoint.receive,
+        transport.ShardEndpoint.respond,
+        Shard.push,
+    )
+    got = [0.0]
+
+    def timed_receive(self: Any) -> Any:
+        request = receive(self)
+        got[0] = time.perf_counter()
+        return request
+
+    def timed_respond(self: Any, *args: Any) -> None:
+        start = time.perf_counter()
+        parts["handling"].append(start - got[0])
+        respond(self, *args)
+        parts["reply"].append(time.perf_counter() - start)
+
+    def timed_push(self: Any, grad: Any, base_version: int) -> int:
+        start = time.perf_counter()
+        staleness = push(self, grad, base_version)
+        parts["step"].append(time.perf_counter() - start)
+        return staleness
+
+    transport.ShardEndpoint.receive = timed_receive
+    transport.ShardEndpoint.respond = timed_respond
+    Shard.push = timed_push
+    shard_main(config, spec, 0, 0)
+    medians = {k: statistics.median(v[20:]) for k, v in parts.items()}
+    spec.store().set("breakdown", json.dumps(medians))
+
+
+def breakdown(args: argparse.Namespace) -> None:
+    """Where a push to a real shard spends its time: the worker's side timed here, the shard's
+    by timed_shard_main."""
+    import json
+
+    import torch
+
+    from ravine.parallel import Config
+    from ravine.parallel.algorithms import Push
+    from ravine.parallel.runtime import Children, Recorder, RunSpec
+    from ravine.parallel.transport import Pair, connect_store, echo_main, wait_key
+    from ravine.parallel.worker import ServerClient
+
+    print("\n== where a push's time goes (medians; shard process instrumented) ==")
+    for n in args.sizes:
+        config = Config(algo="downpour", workers=1, shards=1, n_features=n - 1, n_samples=10**4,
+                        server_optimizer="sgd")  # fmt: skip
+        store = connect_store("127.0.0.1", 0, 30.0, master=True)
+        spec = RunSpec("127.0.0.1", store.port, "/tmp", time.time())
+        total = args.rounds + 20
+        with Children() as children:
+            children.start(echo_main, "127.0.0.1", store.port, "raw/", n, 4, total, 60.0,
+                           name="echo")  # fmt: skip
+            pair = Pair(store, "raw/", 0, 60.0)
+            out, back = torch.zeros(n), torch.zeros(4)
+            children.start(timed_shard_main, config, spec, name="shard")
+            client = ServerClient(config, spec, spec.store(), 0, 0, Recorder("worker", 0, 0, 0))
+            channel, grad = client.channels[0], torch.zeros(n)
+            times: dict[str, list[float]] = {"raw": [], "push": [], "start": [], "finish": []}
+            start_request, finish_request = channel.start, channel.finish
+
+            def timed(method: Any, key: str, times: dict[str, list[float]] = times) -> Any:
+                def call(*a: Any) -> Any:
+                    t = time.perf_counter()
+                    result = method(*a)
+                    times[key].append(time.perf_counter() - t)
+                    return result
+
+                return call
+
+            channel.start, channel.finish = (
+                timed(start_request, "start"),
+                timed(finish_request, "finish"),
+            )
+            for _ in range(total):
+                t = time.perf_counter()
+                pair.send(out).wait()
+                pair.recv(back).wait()
+                times["raw"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                client.serve(Push(grad, [0]))
+                times["push"].append(time.perf_counter() - t)
+            channel.start, channel.finish = start_request, finish_request
+            client.bye()
+            spec.store().set("stop", "1")
+            shard = json.loads(wait_key(spec.store(), "breakdown", 60.0, "the shard's timings"))
+        # one start and one finish per push (one shard): the client's own time, round by round
+        times["client"] = [
+            p - s - f
+            for p, s, f in zip(times["push"], times["start"], times["finish"], strict=True)
+        ]
+        med = {k: statistics.median(v[20:]) * 1e6 for k, v in times.items()}
+        print(f"{n} floats: raw gloo {med['raw']:.0f}us; push {med['push']:.0f}us. Worker: "
+              f"client {med['client']:.0f}us, request out (pack, copy, post the reply's "
+              f"receive, send) {med['start']:.0f}us, waiting for the reply {med['finish']:.0f}us."
+              f" Shard: receive to reply {shard['handling'] * 1e6:.0f}us, of which the "
+              f"optimizer step {shard['step'] * 1e6:.0f}us; reply (post the next receive, send) "
+              f"{shard['reply'] * 1e6:.0f}us")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=("hogwild", "algorithms", "rtt"), default=None)
+    parser.add_argument(
+        "--only", choices=("hogwild", "algorithms", "rtt", "breakdown"), default=None
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--examples", type=int, default=40_000, help="Hogwild! examples in all")
     parser.add_argument("--target", type=float, default=0.34, help="Hogwild! target, sparse")
@@ -261,7 +378,13 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    for name, bench in (("hogwild", hogwild), ("algorithms", algorithms), ("rtt", rtt)):
+    parts = (
+        ("hogwild", hogwild),
+        ("algorithms", algorithms),
+        ("rtt", rtt),
+        ("breakdown", breakdown),
+    )
+    for name, bench in parts:
         if args.only in (None, name):
             bench(args)
 
