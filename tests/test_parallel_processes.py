@@ -12,6 +12,7 @@ import torch
 
 from ravine.parallel import Config, make_problem, simulate
 from ravine.parallel.launch import Fault, run
+from ravine.parallel.transport import SPLIT_BYTES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,6 +49,17 @@ def test_downpour_one_worker_one_shard_is_serial_training_exactly(small):
     assert torch.equal(result.params, simulate(config, small).w)  # == serial: test_parallel_sim
     assert result.staleness == {0: 150}
     assert result.updates == 150 and not result.faults
+
+
+@pytest.mark.timeout(180)
+def test_downpour_with_a_payload_past_split_bytes_is_serial_training_exactly():
+    # 20000 floats per shard: a push's payload travels as its own message (transport.SPLIT_BYTES)
+    wide = dict(n_samples=500, n_features=SPLIT_BYTES // 4 + 3_000)
+    config = Config(algo="downpour", workers=1, shards=1, steps=30, **wide)
+    problem = make_problem("sparse", **wide)
+    result = run(config, problem=problem)
+    assert torch.equal(result.params, simulate(config, problem).w)
+    assert result.staleness == {0: 30} and result.bytes["push_pull:sent"] > 0
 
 
 @pytest.mark.timeout(180)

@@ -12,6 +12,7 @@ import torch
 
 from ravine.parallel.runtime import Children, atomic_save, load_checkpoint
 from ravine.parallel.transport import (
+    SPLIT_BYTES,
     Kind,
     Pair,
     ShardChannel,
@@ -63,8 +64,14 @@ def test_a_killed_peer_errs_its_pair_at_once_and_the_other_pairs_go_on(store):
 
 
 @pytest.mark.timeout(60)
-def test_shard_protocol_round_trips_in_one_message_each_way(store):
-    n = 5
+@pytest.mark.parametrize(
+    "n, split",
+    [(5, False), (SPLIT_BYTES // 4 + 1, True)],
+    ids=["packed", "payload-split"],
+)
+def test_shard_protocol_round_trips_one_message_each_way_unless_split(store, n, split):
+    """One message each way; a payload past SPLIT_BYTES travels as its own message instead of
+    being copied into the request (and a pull in between leaves its receive posted)."""
     results = {}
 
     def shard_side() -> None:
@@ -86,7 +93,9 @@ def test_shard_protocol_round_trips_in_one_message_each_way(store):
     channel = ShardChannel(Pair(store, "proto/", 1, 20.0), n)
     sends = []
     send = channel.pair.send
-    channel.pair.send = lambda tensor, tag=0: sends.append(tensor.numel()) or send(tensor, tag)
+    channel.pair.send = lambda tensor, tag=0: (
+        sends.append(tensor.numel() * tensor.element_size()) or send(tensor, tag)
+    )
     channel.start(Kind.PULL)
     version, staleness, x = channel.finish()
     assert (version, staleness) == (7, 0) and torch.equal(x, torch.arange(n, dtype=torch.float32))
@@ -95,7 +104,10 @@ def test_shard_protocol_round_trips_in_one_message_each_way(store):
     channel.start(Kind.ELASTIC, 0, torch.full((n,), 1.5))
     assert torch.equal(channel.finish()[2], torch.full((n,), 3.0))
     thread.join(10)
-    assert sends == [16, 16 + 4 * n, 16 + 4 * n]  # a request is one message: header + payload
+    if split:
+        assert sends == [16, 16, 4 * n, 16, 4 * n]
+    else:
+        assert sends == [16, 16 + 4 * n, 16 + 4 * n]  # a request is one message: header + payload
     assert results[Kind.PUSH][0] == 6 and torch.equal(results[Kind.PUSH][1], torch.ones(n))
     sent = channel.pair.bytes
     assert sent["push:sent"] == 16 + 4 * n and sent["push:received"] == 16
