@@ -11,8 +11,9 @@
 2. Every algorithm with --workers processes for a fixed wall budget (--seconds): updates per
    second, bytes per update and the loss reached.
 3. Round trip of a pull and a push to one shard (one message each way: the 16-byte header and
-   the payload packed together) against a raw gloo send then recv of the same bytes between two
-   processes, which do no work. Goal: <= 1.5x. Three figures per message: "transport", ravine's
+   the payload packed together; a request's payload past 64 KiB is a second message) against
+   a raw gloo send then recv of the same bytes between two processes, which do no work.
+   Goal: <= 1.5x. Three figures per message: "transport", ravine's
    protocol to a peer that does no work either (the like-for-like comparison, the one the goal
    is about); "shard", through the worker's client to a real shard process, whose push includes
    the shard's optimizer step (sgd, with ravine's non-finite guard); "step", that step alone
