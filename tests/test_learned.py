@@ -7,6 +7,7 @@ The contract every optimizer meets (resume, validation, guard, schedulers...) is
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,26 @@ def test_bundled_weights_regenerate_bit_identically(kind: str, task: str, tmp_pa
         assert main([*args, "--check-bundled"]) == 0
     finally:
         torch.set_num_threads(threads)
+
+
+def test_meta_train_flags_override_the_preset() -> None:
+    """Flags given replace the preset's fields, the others stay the preset's (the documented
+    150-iteration quadratic run is the preset plus three flags)."""
+    import argparse
+
+    from ravine.cli import meta_train
+
+    parser = argparse.ArgumentParser()
+    meta_train.add_arguments(parser)
+    flags = "--task quadratic --iterations 150 --eval-every 25 --meta-lr-final 0.1 --seed 2"
+    config = meta_train.config_from(parser.parse_args(flags.split()))
+    expected = dataclasses.replace(
+        meta.preset("l2l", "quadratic"),
+        iterations=150,
+        eval_every=25,
+        meta_lr_final=0.1,
+        seed=2,
+    )
+    assert config == expected
+    with pytest.raises(ValueError, match="meta_lr_final: 0"):
+        meta_train.config_from(parser.parse_args(["--meta-lr-final", "0"]))

@@ -3,6 +3,8 @@
 examples:
   ravine meta-train --task quadratic                   (the bundled L2L weights, bit for bit)
   ravine meta-train --task quadratic --seed 1 --out l2l-q1.pt
+  ravine meta-train --task quadratic --iterations 150 --eval-every 25 --meta-lr-final 0.1 \
+      --out l2l-q150.pt                 (the quadratic figures of docs/learned.md)
   ravine meta-train --kind mlp --task digits --iterations 200 --out mlp-digits.pt
   ravine meta-train --task mnist --iterations 100 --out l2l-mnist.pt   (slow: minutes per 10)
 
@@ -26,7 +28,15 @@ from ravine.learned import meta, weights
 from ravine.learned.tasks import TASKS
 from ravine.paths import check_output_path
 
-_OVERRIDES = ("iterations", "horizon", "unroll", "meta_lr", "eval_every", "eval_problems")
+_OVERRIDES = (
+    "iterations",
+    "horizon",
+    "unroll",
+    "meta_lr",
+    "meta_lr_final",
+    "eval_every",
+    "eval_problems",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=int, help="optimizee steps per problem (100)")
     parser.add_argument("--unroll", type=int, help="steps per truncated backprop (20)")
     parser.add_argument("--meta-lr", type=float, help="Adam's lr on the meta-weights")
+    parser.add_argument(
+        "--meta-lr-final",
+        type=float,
+        help="the meta-lr decays (cosine) to meta-lr times this at the end (1: constant)",
+    )
     parser.add_argument("--eval-every", type=int, help="held-out scoring interval")
     parser.add_argument("--eval-problems", type=int, help="held-out problems per scoring")
     parser.add_argument("--hidden", type=int, nargs="+", help="optimizee hidden layers (MLP)")
