@@ -234,3 +234,30 @@ def test_win_probability_equals_enumeration(trials, k):
 def test_win_probability_for_losses_prefers_the_lower():
     got = scoring.win_probability({"a": [0.1], "b": [0.2]}, 1, higher_is_better=False)
     assert got == pytest.approx({"a": 1.0, "b": 0.0})
+
+
+@pytest.mark.parametrize(
+    "values, higher, level",
+    [([0.9, 0.8, 0.95], True, 0.9), ([0.93, 0.92], True, 0.92), ([0.9], True, 0.9),
+     ([0.93, 0.92, 0.91, 0.5], True, 0.91), ([0.3, 0.2], False, 0.3),
+     ([0.3, 0.2, 0.4], False, 0.3)],
+)  # fmt: skip
+def test_majority_level_is_reached_by_most_runs(values, higher, level) -> None:
+    assert scoring.majority_level(values, higher_is_better=higher) == pytest.approx(level)
+    reached = [v >= level if higher else v <= level for v in values]
+    assert sum(reached) > len(values) / 2
+
+
+def test_the_baseline_a_target_comes_from_reaches_it_by_majority_time() -> None:
+    # two seeds: a target at their mean (0.925) is reached by one seed only, and the median of
+    # (t, inf) is inf: the best baseline would "never" reach its own target
+    best = {"adam": [0.93, 0.92], "sgd": [0.90, 0.91]}
+    target = scoring.target_from_baselines(best)
+    assert target == pytest.approx(0.92)
+    times = [scoring.time_to_target([1, 2, 3], [0.5, 0.92, 0.93], target),
+             scoring.time_to_target([1, 2, 3], [0.5, 0.6, 0.92], target)]  # fmt: skip
+    assert times == [2, 3] and scoring.majority_time(times) == 3
+    assert scoring.majority_time([5.0, 6.0, math.inf]) == 6.0
+    assert scoring.majority_time([5.0, math.inf, math.inf]) == math.inf
+    with pytest.raises(ValueError, match="empty"):
+        scoring.majority_time([])

@@ -7,7 +7,8 @@ direction is better with ``higher_is_better``, and is deterministic (bootstraps 
   after k random trials (Dodge et al. 2019, "Show Your Work", arXiv:1909.03004; used for
   optimizers by Sivaprasad et al. 2020, arXiv:1910.11758), with a bootstrap band over the trials.
 - :func:`time_to_target` and :func:`target_from_baselines`: AlgoPerf-style time to a validation
-  target (Dahl et al. 2023, arXiv:2306.07179).
+  target (Dahl et al. 2023, arXiv:2306.07179); :func:`majority_level` / :func:`majority_time`
+  summarise seeds so that the baseline a target comes from always reaches it.
 - :func:`performance_profile` / :func:`integrated_profile_score`: Dolan & Moré (2002,
   arXiv:cs/0102001) performance profiles over tau in [1, tau_max], and their normalised area as
   AlgoPerf scores them; ravine integrates the step function exactly instead of on a grid.
@@ -36,6 +37,8 @@ __all__ = [
     "expected_best_curve",
     "expected_best_of_k",
     "integrated_profile_score",
+    "majority_level",
+    "majority_time",
     "performance_profile",
     "target_from_baselines",
     "time_to_target",
@@ -169,24 +172,48 @@ def time_to_target(
     return float(t[hits[0]]) if hits.size else math.inf
 
 
+def majority_level(values: Sequence[float], *, higher_is_better: bool = True) -> float:
+    """The best level that a strict majority of the runs reach: the (n // 2 + 1)-th best value.
+
+    The median for odd n. For even n the lower middle value rather than the mean of the two:
+    with 2 seeds a target at their mean is reached by one seed, and a median time to it is
+    then never.
+    """
+    ordered = np.sort(_oriented(_values("values", values, None), higher_is_better))[::-1]
+    level = float(ordered[ordered.size // 2])
+    return level if higher_is_better else -level
+
+
+def majority_time(times: Sequence[float]) -> float:
+    """The time by which a strict majority of the runs had reached a target: the
+    (n // 2 + 1)-th smallest time, inf where no majority ever did. The median for odd n; the
+    pair of :func:`majority_level`, so the baseline a target comes from always reaches it."""
+    ordered = np.sort(np.asarray(times, dtype=float))
+    if ordered.size == 0:
+        raise ValueError("times is empty")
+    return float(ordered[ordered.size // 2])
+
+
 def target_from_baselines(
     best_by_optimizer: Mapping[str, Sequence[float]],
     *,
     higher_is_better: bool = True,
 ) -> float:
-    """A problem's target: the best, over the tuned baselines, of each baseline's median (over
-    seeds) best validation value.
+    """A problem's target: the best, over the tuned baselines, of the level that a majority of
+    each baseline's seeds reach with their best validation value (:func:`majority_level`).
 
-    The median keeps the target reachable in typical runs rather than at one lucky seed, as
-    AlgoPerf sets its targets from the baselines' repeated runs.
+    A level typical runs reach rather than one lucky seed's, as AlgoPerf sets its targets from
+    the baselines' repeated runs.
     """
     if not best_by_optimizer:
         raise ValueError("best_by_optimizer is empty: a target needs at least one baseline")
-    medians = [
-        float(np.median(_values(f"best_by_optimizer[{name!r}]", seeds, None)))
+    levels = [
+        majority_level(
+            _values(f"best_by_optimizer[{name!r}]", seeds, None), higher_is_better=higher_is_better
+        )
         for name, seeds in best_by_optimizer.items()
     ]
-    return max(medians) if higher_is_better else min(medians)
+    return max(levels) if higher_is_better else min(levels)
 
 
 @dataclass(frozen=True)
