@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -146,8 +147,10 @@ def test_a_request_of_the_wrong_length_or_kind_is_refused_before_it_is_sent(stor
     thread = threading.Thread(target=shard_side, daemon=True)
     thread.start()
     channel = ShardChannel(Pair(store, "bad/", 1, 20.0), 4)
-    with pytest.raises(ValueError, match="5 floats \\(expected 4"):
+    with pytest.raises(ValueError, match=re.escape("5 torch.float32 (expected 4 torch.float32")):
         channel.start(Kind.PUSH, 0, torch.ones(5))
+    with pytest.raises(ValueError, match=re.escape("4 torch.float64 (expected 4 torch.float32")):
+        channel.start(Kind.PUSH, 0, torch.ones(4, dtype=torch.float64))
     with pytest.raises(ValueError, match="PULL with a payload"):
         channel.start(Kind.PULL, 0, torch.ones(4))
     with pytest.raises(ValueError, match="PUSH without a payload"):

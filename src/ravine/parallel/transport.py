@@ -149,10 +149,12 @@ class Message:
         return self.raw.numel() - HEADER_BYTES > SPLIT_BYTES
 
     def check(self, payload: torch.Tensor | None) -> None:
-        if payload is not None and payload.shape != self.payload.shape:
+        if payload is None:
+            return
+        if payload.shape != self.payload.shape or payload.dtype != self.payload.dtype:
             raise ValueError(
-                f"Invalid payload: {payload.numel()} floats (expected {self.payload.numel()}, "
-                "the shard's slice length)"
+                f"Invalid payload: {payload.numel()} {payload.dtype} (expected "
+                f"{self.payload.numel()} {self.payload.dtype}, the shard's slice)"
             )
 
     def pack(self, a: int, b: int, payload: torch.Tensor | None) -> torch.Tensor:
