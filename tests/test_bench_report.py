@@ -240,3 +240,16 @@ def test_a_sweep_in_progress_compares_only_optimizers_whose_tuning_ended(tmp_pat
 )  # fmt: skip
 def test_hyperparameters_near_one_keep_their_distance_from_one(value: float, text: str) -> None:
     assert report_mod._hp_text({"x": value}) == f"x={text}"
+
+
+def test_step_times_are_compared_within_one_environment_only(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = str(tmp_path / "two-envs.sqlite")
+    _fill(url)
+    with sqlite3.connect(url) as db:  # SGD's runs resumed on 2 threads, the others on 1
+        db.execute("UPDATE runs SET threads = 2 WHERE optimizer = 'sgd'")
+    with open_store(url) as store:
+        lint = report_mod.analyse(store).lint
+    assert not any("median time per step" in line for line in lint)
+    assert any("not measured" in line for line in lint)

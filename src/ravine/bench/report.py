@@ -390,23 +390,44 @@ def _step_time(run: Run) -> float:
     return seconds / steps if steps and steps > 0 else math.nan
 
 
+def _environment(run: Run) -> tuple[Any, ...]:
+    return (run.row.get("host"), run.row.get("cpu"), run.row.get("threads"))
+
+
 def _overhead_lint(results: Sequence[ProblemResult]) -> list[str]:
+    """Median time per step against SGD's, compared only between runs of one environment
+    (host, CPU, threads): a study resumed elsewhere, or with another thread count, would
+    otherwise compare machines rather than optimizers."""
     ratios: dict[str, list[float]] = defaultdict(list)
+    environments = set()
     for result in results:
-        per = {o: _finite(_step_time(r) for r in g.tune.values()) for o, g in result.groups.items()}
-        base = per.get("sgd")
-        if not base:
-            continue
-        sgd = statistics.median(base)
-        for o, times in per.items():
-            if times and o != "sgd" and sgd > 0:
-                ratios[o].append(statistics.median(times) / sgd)
+        per: dict[tuple[Any, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for o, g in result.groups.items():
+            for r in g.tune.values():
+                t = _step_time(r)
+                if math.isfinite(t):
+                    per[_environment(r)][o].append(t)
+        environments.update(per)
+        for times in per.values():
+            base = times.get("sgd")
+            if not base or statistics.median(base) <= 0:
+                continue
+            sgd = statistics.median(base)
+            for o, v in times.items():
+                if o != "sgd":
+                    ratios[o].append(statistics.median(v) / sgd)
     if not ratios:
-        return ["step-time overhead vs SGD: not measured (SGD is not part of the study)"]
-    return [
+        return ["step-time overhead vs SGD: not measured (no SGD runs to compare with)"]
+    lines = [
         f"{o}: median time per step {statistics.median(v):.2f}x SGD's"
         for o, v in sorted(ratios.items())
     ]
+    if len(environments) > 1:
+        lines.append(
+            f"step times were compared within each of the study's {len(environments)} "
+            "environments (host, CPU, threads) only; they also depend on the machine's load"
+        )
+    return lines
 
 
 def analyse(store: Store, study: str | None = None) -> Report:
