@@ -253,3 +253,20 @@ def test_step_times_are_compared_within_one_environment_only(tmp_path: Path) -> 
         lint = report_mod.analyse(store).lint
     assert not any("median time per step" in line for line in lint)
     assert any("not measured" in line for line in lint)
+
+
+def test_a_default_finalist_is_drawn_and_every_optimizer_is_in_the_legend(
+    analysed: report_mod.Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import copy
+
+    result = copy.deepcopy(analysed.problems[0])
+    adam = result.groups["adam"]
+    adam.selected = 0  # the one-shot default won: trial index 0 is falsy, and was not drawn
+    drawn = []
+    monkeypatch.setattr(report_mod, "_png", lambda fig: drawn.append(fig) or b"")
+    report_mod._problem_figure(result)
+    (fig,) = drawn
+    curves = fig.axes[0]
+    assert "adam" in [line.get_label() for line in curves.lines]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == sorted(result.groups)

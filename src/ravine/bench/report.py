@@ -259,7 +259,8 @@ def _analyse_problem(
 
     times: dict[str, dict[str, float]] = {}
     for o, g in groups.items():
-        runs = [r for r in g.finals.get(g.selected, []) if r.finished] if g.selected else []
+        finals = g.finals.get(g.selected, []) if g.selected is not None else []  # 0: the default
+        runs = [r for r in finals if r.finished]
         if target is None or not runs:
             continue
         per = {"steps": [], "epochs": [], "seconds": []}
@@ -496,7 +497,8 @@ def _problem_figure(result: ProblemResult) -> bytes:
     curves, lrs, bok = fig.subplots(1, 3)
     label = result.metric.replace("_", " ")
     for o, g in sorted(result.groups.items()):
-        runs = [r for r in g.finals.get(g.selected, []) if r.finished] if g.selected else []
+        finals = g.finals.get(g.selected, []) if g.selected is not None else []  # 0: the default
+        runs = [r for r in finals if r.finished]
         if runs:
             length = min(len(r.epochs) for r in runs)
             stack = np.stack([r.series(result.metric)[:length] for r in runs])
@@ -528,9 +530,11 @@ def _problem_figure(result: ProblemResult) -> bytes:
     if not result.maximize:
         for ax in (curves, lrs, bok):
             ax.set_yscale("log")
-    handles, labels = curves.get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", frameon=False)
+    from matplotlib.lines import Line2D
+
+    names = sorted(result.groups)  # every optimizer, drawn in any panel or not
+    handles = [Line2D([], [], color=colours[o]) for o in names]
+    fig.legend(handles, names, loc="outside right upper", frameon=False)
     fig.suptitle(result.name)
     return _png(fig)
 
