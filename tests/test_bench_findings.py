@@ -13,7 +13,7 @@ Set RAVINE_FINDINGS_STORE=path.sqlite to keep the store: the same test then cont
 re-reads) those studies, as `ravine bench` does with the same command.
 
 Measured (tuned configuration's test accuracy, mean over the final seeds; CPU, one thread per
-worker, 2 workers; 107 runs, about 1,200 s of CPU in all, so 10-12 minutes on an idle 2-core
+worker, 2 workers; 108 runs, about 1,200 s of CPU in all, so 10-12 minutes on an idle 2-core
 machine; about an hour of wall time on the shared one it was measured on, load average 12-17):
 
 * MNIST logistic regression, 10 epochs, K = 4, S = 1: sgd 0.9226, momentum 0.9225, nag 0.9227,
