@@ -362,7 +362,7 @@ def _record_missing_epoch(
     try:
         ckpt = load_checkpoint(ckpt_file)
     except CorruptCheckpointError:
-        ckpt_file.unlink()
+        ckpt_file.unlink(missing_ok=True)
         return
     if ckpt["epoch"] <= claim.row["epochs_done"]:
         return
