@@ -607,6 +607,26 @@ def test_non_finite_loss_without_checkpoint_says_so():
             loss_fn=nn.functional.mse_loss,
         )
     assert 1 < info.value.epoch < 500 and info.value.batch == 1
+    assert "pass checkpoint_dir=" in str(info.value)
+
+
+def test_non_finite_loss_before_the_first_checkpoint_does_not_ask_for_checkpoint_dir(tmp_path):
+    model = nn.Linear(D, 1)
+    x = torch.randn(N, D)
+    opt = torch.optim.SGD(model.parameters(), lr=1e30)  # non-finite within the first epoch
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(
+            model,
+            opt,
+            (x, x.sum(1, keepdim=True)),
+            batch_size=1,
+            epochs=2,
+            loss_fn=nn.functional.mse_loss,
+            checkpoint_dir=tmp_path,
+        )
+    assert info.value.epoch == 1 and info.value.checkpoint is None
+    assert "no checkpoint was written yet" in str(info.value)
+    assert "pass checkpoint_dir=" not in str(info.value)
 
 
 # ------------------------------------------------------------------ history and progress

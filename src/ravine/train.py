@@ -92,11 +92,13 @@ class NonFiniteLossError(RuntimeError):
         checkpoint_epoch: int | None,
         history: History,
         parameters: str = "the step was not applied",
+        *,
+        checkpointing: bool = False,
     ) -> None:
         of = "" if n_batches is None else f"/{n_batches}"
         super().__init__(
             f"non-finite loss ({loss}) at epoch {epoch}, batch {batch}{of}; {parameters}; "
-            f"{_last_checkpoint(checkpoint, checkpoint_epoch)}. "
+            f"{_last_checkpoint(checkpoint, checkpoint_epoch, checkpointing)}. "
             "Try a smaller learning rate or gradient clipping."
         )
         self.loss, self.epoch, self.batch = loss, epoch, batch
@@ -113,12 +115,14 @@ class NonFiniteParametersError(NonFiniteLossError):
         checkpoint: Path | None,
         checkpoint_epoch: int | None,
         history: History,
+        *,
+        checkpointing: bool = False,
     ) -> None:
         RuntimeError.__init__(
             self,
             f"the parameters became non-finite during epoch {epoch} although every loss was "
             "finite (a step wrote NaN/Inf); the model holds them now and no checkpoint was written "
-            f"for this epoch; {_last_checkpoint(checkpoint, checkpoint_epoch)}. "
+            f"for this epoch; {_last_checkpoint(checkpoint, checkpoint_epoch, checkpointing)}. "
             "Try a smaller learning rate or gradient clipping.",
         )
         self.loss, self.epoch, self.batch = math.nan, epoch, None
@@ -126,7 +130,9 @@ class NonFiniteParametersError(NonFiniteLossError):
         self.history = history
 
 
-def _last_checkpoint(checkpoint: Path | None, epoch: int | None) -> str:
+def _last_checkpoint(checkpoint: Path | None, epoch: int | None, checkpointing: bool) -> str:
+    if checkpoint is None and checkpointing:
+        return "no checkpoint was written yet (the first is written when an epoch ends)"
     if checkpoint is None:
         return "no checkpoint was written (pass checkpoint_dir= to keep one)"
     return f"last good checkpoint: {checkpoint} (after epoch {epoch})"
@@ -1397,7 +1403,11 @@ def _train_epoch(
     if not _params_finite(run.model):
         state.history.stop_reason = "non_finite_loss"
         raise NonFiniteParametersError(
-            epoch + 1, _checkpoint_path(run, state), state.last_checkpoint, state.history
+            epoch + 1,
+            _checkpoint_path(run, state),
+            state.last_checkpoint,
+            state.history,
+            checkpointing=run.path is not None,
         )
     return sums.result()
 
@@ -1428,6 +1438,7 @@ def _check_read(run: Run, state: RunState, epoch: int, b: int, sums: _Sums) -> N
                 state.last_checkpoint,
                 state.history,
                 parameters,
+                checkpointing=run.path is not None,
             )
 
 
@@ -1481,6 +1492,7 @@ def _non_finite_loss(
         state.last_checkpoint,
         state.history,
         parameters,
+        checkpointing=run.path is not None,
     )
 
 
