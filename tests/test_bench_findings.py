@@ -13,8 +13,9 @@ Set RAVINE_FINDINGS_STORE=path.sqlite to keep the store: the same test then cont
 re-reads) those studies, as `ravine bench` does with the same command.
 
 Measured (tuned configuration's test accuracy, mean over the final seeds; CPU, one thread per
-worker, 2 workers; 108 runs, about 1,200 s of CPU in all, so 10-12 minutes on an idle 2-core
-machine; about an hour of wall time on the shared one it was measured on, load average 12-17):
+worker, 2 workers; 108 runs, 990 s of CPU in all: 18.5 minutes niced on a shared 2-core machine
+at load average 4-6, so about 9 on an idle one; a second run reproduced every epoch row bit
+for bit):
 
 * MNIST logistic regression, 10 epochs, K = 4, S = 1: sgd 0.9226, momentum 0.9225, nag 0.9227,
   adagrad 0.9194, adadelta 0.9238, rmsprop 0.9264, adam 0.9250 (the last three: their defaults
