@@ -523,3 +523,15 @@ def test_a_bad_report_is_refused_before_binding(tmp_path: Any, name: str) -> Non
 
     with pytest.raises(ValueError, match="expected an HTML file written by ravine report"):
         make_server(report=tmp_path / name)
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 0), (2, 0), (3, 2), (4, 3), (5, 4), (64, 4)])
+def test_default_workers_by_cores(
+    cores: int, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from ravine.serve.workers import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_workers() == workers

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="processes that compute paths besides the server's (which computes a share of "
-        "each request too), 0..64 (default: one per core but one, at most 4)",
+        "each request too), 0..64 (default: one per core but one, at most 4; none below 3 "
+        "cores)",
     )
     parser.add_argument(
         "--report",

@@ -155,9 +155,15 @@ class Workers:
 
 def default_workers() -> int:
     """Workers for ``ravine serve``: one per core beside the server's, at most 4 (seven
-    optimizers in five shares, the server computing one); none on one core."""
+    optimizers in five shares, the server computing one); none below 3 cores.
+
+    On 2 cores one worker was slower than none in every figure of benchmarks/serve_latency.py
+    (p95 on an idle machine: slider 212 vs 187 ms, click 400 vs 388, first path 82 vs 58): the
+    browser and the server's own threads need the second core.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(4, (cores or 1) - 1))
+    cores = cores or 1
+    return min(4, cores - 1) if cores >= 3 else 0
 
 
 __all__ = ["Workers", "default_workers"]
