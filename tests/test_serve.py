@@ -535,3 +535,84 @@ def test_default_workers_by_cores(
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert default_workers() == workers
+
+
+# The serve process builds optimizers without importing torch._dynamo (ravine.optim.lazy_dynamo):
+# checked in a fresh interpreter, where dynamo is not imported yet.
+LAZY_DYNAMO_SCRIPT = r"""
+import sys
+
+import torch
+
+import ravine.optim
+from ravine.optim import lazy_dynamo, registry
+from ravine.viz import run
+
+specs = registry.names()
+assert lazy_dynamo.defer() and lazy_dynamo.deferred()
+before = run("beale", specs, steps=60)
+opt = ravine.optim.Adam([torch.zeros(2, requires_grad=True)], lr=0.1)
+opt.load_state_dict(opt.state_dict())
+opt.zero_grad()
+assert "torch._dynamo" not in sys.modules, "building or saving an optimizer imported dynamo"
+
+p = torch.ones(2, requires_grad=True)
+opt = ravine.optim.SGD([p], lr=0.5)
+
+
+def train(x):
+    opt.zero_grad()  # torch.optim disables dynamo here: a graph break, as in stock torch
+    loss = (p * x).sum()
+    loss.backward()
+    opt.step()
+    return loss
+
+
+compiled = torch.compile(train, backend="eager")
+import torch._dynamo
+
+assert not lazy_dynamo.deferred()
+explained = torch._dynamo.explain(train)(torch.full((2,), 3.0))
+assert explained.graph_break_count >= 1, explained
+compiled(torch.full((2,), 3.0))
+assert torch.equal(p.detach(), torch.tensor([-2.0, -2.0])), p
+for fn in lazy_dynamo.wrapped_functions():
+    cached = getattr(fn, "__dynamo_disable", None)
+    assert cached is not fn, fn  # the real torch._dynamo.disable(fn), or not made yet
+
+# The real compiler too, and an optimizer of ravine's compiled engine.
+assert torch.equal(torch.compile(lambda x: x * 2 + 1)(torch.ones(3)), torch.full((3,), 3.0))
+q = torch.ones(4, requires_grad=True)
+c = ravine.optim.Adam([q], lr=0.1, impl="compiled")
+q.grad = torch.ones(4)
+c.step()
+e = torch.ones(4, requires_grad=True)
+ref = ravine.optim.Adam([e], lr=0.1)
+e.grad = torch.ones(4)
+ref.step()
+assert torch.allclose(q, e), (q, e)
+
+after = run("beale", specs, steps=60)
+for a, b in zip(before, after):
+    assert a.points.tobytes() == b.points.tobytes() and a.losses.tobytes() == b.losses.tobytes()
+    assert (a.diverged_at, a.escaped_at) == (b.diverged_at, b.escaped_at), a.label
+print("ok", len(specs))
+"""
+
+
+@pytest.mark.timeout(600)
+def test_optimizers_build_without_dynamo_and_compile_still_works() -> None:
+    """Every registered optimizer runs with dynamo deferred, without importing it; once anything
+    imports dynamo the deferral is undone first: torch.compile (dynamo's graph break at
+    ``zero_grad`` included, inductor, ravine's compiled engine) works, and the paths are the same
+    bit for bit as before."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", LAZY_DYNAMO_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=560,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.startswith("ok "), done.stdout

@@ -1,8 +1,8 @@
 """The playground's HTTP server: the standard library's ThreadingHTTPServer, JSON and NDJSON.
 
 It binds and serves the page before the playground is loaded (:meth:`PlaygroundServer.load`:
-matplotlib, ``ravine.viz``, torch.optim's first optimizer, which imports torch._dynamo): the
-page shows at once and its API requests wait, bounded, for the load.
+matplotlib, ``ravine.viz``): the page shows at once and its API requests wait, bounded, for the
+load. Its optimizers are built without importing torch._dynamo (:mod:`ravine.optim.lazy_dynamo`).
 
 One thread per request is plenty on loopback for one person's page; what keeps it responsive is
 :class:`~ravine.serve.playground.Playground`'s single computation slot, where a page's stale
@@ -439,6 +439,12 @@ def make_server(
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port={port!r}: expected an integer from 0 to 65535 (0: a free port)")
     Workers(workers)  # checked before anything is bound
+    # The server never compiles unless a page asks for impl=compiled: its optimizers need not
+    # import torch._dynamo (1.5 s of the first picture); see ravine.optim.lazy_dynamo. Here,
+    # before the server's threads start, so no import of dynamo can race the hook.
+    from ravine.optim import lazy_dynamo
+
+    lazy_dynamo.defer()
     given = [report] if isinstance(report, (str, Path)) else list(report or ())
     checked = [check_report(r) for r in given] or None
     return PlaygroundServer((host, port), verbose=verbose, workers=workers, report=checked)
