@@ -52,6 +52,18 @@ def test_downpour_one_worker_one_shard_is_serial_training_exactly(small):
 
 
 @pytest.mark.timeout(180)
+def test_downpour_pushes_answered_before_their_step_are_applied_in_order(small):
+    # n_fetch = 2: every other push goes alone (the shard replies before its step), and the
+    # push-pull after it must find that step applied: the simulator applies each at once
+    config = Config(algo="downpour", workers=1, shards=1, steps=150, n_fetch=2, **SMALL)
+    result = run(config, problem=small)
+    serial = simulate(config, small)
+    assert torch.equal(result.params, serial.w)
+    assert result.staleness == dict(serial.staleness) == {0: 75, 1: 75}
+    assert result.bytes["push:sent"] > 0 and not result.faults
+
+
+@pytest.mark.timeout(180)
 def test_downpour_with_a_payload_past_split_bytes_is_serial_training_exactly():
     # 20000 floats per shard: a push's payload travels as its own message (transport.SPLIT_BYTES)
     wide = dict(n_samples=500, n_features=SPLIT_BYTES // 4 + 3_000)

@@ -201,3 +201,71 @@ def test_checkpoint_is_written_atomically_and_read_with_weights_only(tmp_path):
     state = load_checkpoint(path)
     assert state["version"] == 6 and torch.equal(state["param"], torch.zeros(3))
     assert [p.name for p in tmp_path.iterdir()] == ["shard0.pt"]  # no temporary left behind
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("n_features", [7, SPLIT_BYTES // 4 + 9], ids=["packed", "payload-split"])
+def test_a_shard_replies_to_a_push_before_its_step_and_nothing_sees_it_in_between(
+    store, tmp_path, n_features
+):
+    """Pushes are asynchronous (server.ShardServer.push_then_apply): the reply comes while the
+    step is held back here. Meanwhile the pushing worker's next push lands in the other receive
+    buffer (the held step still reads its own gradient), and another worker's pull and a
+    checkpoint wait for the step: each sees the update with the version the reply gave."""
+    from ravine.parallel import Config
+    from ravine.parallel.algorithms import Pull, Push
+    from ravine.parallel.runtime import Recorder, RunSpec
+    from ravine.parallel.server import ShardServer, checkpoint_path
+    from ravine.parallel.worker import ServerClient
+
+    config = Config(algo="downpour", workers=2, shards=1, n_features=n_features, n_samples=100,
+                    server_optimizer="sgd", lr=0.5)  # fmt: skip
+    n = n_features + 1
+    spec = RunSpec("127.0.0.1", store.port, str(tmp_path), time.time(), pair_timeout=30.0)
+    server = ShardServer(config, spec, 0, 0)
+    stepping, release = threading.Event(), threading.Event()
+    push = server.shard.push
+
+    def held_back(grad: torch.Tensor, base: int) -> int:
+        stepping.set()
+        assert release.wait(30)
+        return push(grad, base)
+
+    server.shard.push = held_back
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    clients = [
+        ServerClient(config, spec, spec.store(), w, 0, Recorder("worker", w, 0, 0.0))
+        for w in range(2)
+    ]
+    g1, g2 = torch.arange(n, dtype=torch.float32), torch.full((n,), 3.0)
+    after = {1: -0.5 * g1, 2: -0.5 * g1 - 0.5 * g2}  # sgd, lr 0.5, from zeros: exact
+    assert clients[0].serve(Push(g1, [0])) == [0]  # the reply, while the step is held
+    assert stepping.wait(10)
+    assert torch.equal(server.shard.param.detach(), torch.zeros(n))  # not applied yet
+    # requests sent after the reply, in flight while the step is held
+    clients[0].channels[0].start(Kind.PUSH_PULL, 1, g2)
+    clients[1].channels[0].start(Kind.PULL)
+    saving = threading.Thread(target=server.checkpoint, daemon=True)
+    saving.start()
+    time.sleep(0.3)
+    assert saving.is_alive()
+    assert not any(c.channels[0].works[0].is_completed() for c in clients)  # replies held
+    stepping.clear()
+    release.set()
+    version, staleness, x = clients[0].channels[0].finish()
+    assert (version, staleness) == (2, 0) and torch.equal(x, after[2])
+    version, _, x = clients[1].channels[0].finish()  # served before or after that push-pull
+    assert version in after and torch.equal(x, after[version])
+    saving.join(10)
+    saved = load_checkpoint(checkpoint_path(str(tmp_path), 0))
+    assert saved["version"] in after and torch.equal(saved["param"], after[saved["version"]])
+    # served after both steps: staleness 2 against version 0, then a pull sees version 3
+    assert clients[1].serve(Push(g2, [0])) == [2]
+    x, versions = clients[1].serve(Pull())
+    assert versions == [3] and torch.equal(x, after[2] - 0.5 * g2)
+    for client in clients:
+        client.bye()
+    spec.store().set("stop", "1")
+    serving.join(20)
+    assert not serving.is_alive() and not server.rec.faults

@@ -120,12 +120,16 @@ class Shard:
             return self.param.detach().clone(), self.version
         return out.copy_(self.param.detach()), self.version
 
+    def staleness_of(self, base_version: int) -> int:
+        """The staleness ``push`` will record for a gradient computed on ``base_version``, if it
+        is the next push (a shard process replies with it before it applies the push)."""
+        return max(0, self.version - base_version)
+
     def push(self, grad: torch.Tensor, base_version: int) -> int:
         assert self.optimizer is not None, "push needs Downpour's server optimizer"
-        staleness = self.version - base_version
-        if staleness < 0:  # computed on versions a restarted shard lost with its last updates
+        staleness = self.staleness_of(base_version)
+        if self.version < base_version:  # computed on versions a restarted shard lost
             self.ahead += 1
-            staleness = 0
         self.staleness[staleness] += 1
         self.param.grad = grad
         if self.delay_tolerant:

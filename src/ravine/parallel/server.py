@@ -74,15 +74,15 @@ class ShardServer:
                 if kind is Kind.BYE:
                     return
                 with self.lock:
+                    if kind is Kind.PUSH:
+                        self.push_then_apply(endpoint, payload, arg)
+                        continue
                     if kind is Kind.PULL:
                         x, version = self.shard.pull(endpoint.reply.payload)
                         staleness = 0
-                    elif kind in (Kind.PUSH, Kind.PUSH_PULL):
-                        # no copy: the buffer is not refilled before respond() re-posts it
+                    elif kind is Kind.PUSH_PULL:  # the reply carries the result: apply first
                         staleness = self.shard.push(payload, arg)
-                        x, version = None, self.shard.version
-                        if kind is Kind.PUSH_PULL:
-                            x, version = self.shard.pull(endpoint.reply.payload)
+                        x, version = self.shard.pull(endpoint.reply.payload)
                     else:
                         x, version, staleness = self.shard.elastic(payload), self.shard.version, 0
                 endpoint.respond(kind, version, staleness, x)
@@ -91,6 +91,23 @@ class ShardServer:
             self.rec.fault("pair closed", who, str(e))
         except Exception as e:  # a bad request: end this pair (its worker errs), keep the shard
             self.rec.fault("bad request", who, f"{type(e).__name__}: {e}")
+
+    def push_then_apply(self, endpoint: ShardEndpoint, grad: torch.Tensor, base: int) -> None:
+        """Reply to a push, then apply it, under the shard's lock (held by the caller).
+
+        Downpour's pushes are asynchronous (Dean et al. 2012): the worker needs only the
+        staleness and version its push gets, both known on receipt, not the step, so it goes on
+        while the shard steps (the step, cold after a wait, cost more than the whole raw round
+        trip). Nothing can see the shard in between: this worker's next request is served by
+        this thread after the step, any other pair's waits for the lock, and so does the
+        checkpointer, so a checkpoint never holds a version without its update. The gradient
+        stays in the endpoint's buffer (no copy) until the next receive. A push received is
+        applied even if the reply cannot be sent (the worker died meanwhile), as before.
+        """
+        try:
+            endpoint.respond(Kind.PUSH, self.shard.version + 1, self.shard.staleness_of(base))
+        finally:
+            self.shard.push(grad, base)
 
     def checkpoint(self) -> None:
         with self.lock:

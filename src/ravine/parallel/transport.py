@@ -228,32 +228,47 @@ class ShardEndpoint:
 
     The receive of the next request (both of a split one) is posted before the reply goes out,
     so the request lands in a posted buffer instead of waiting for this thread to wake up and
-    ask for it. The worker sends its next request only after this reply, so one buffer suffices.
+    ask for it. The worker sends its next request only after this reply, so one buffer would
+    suffice if the shard were done with a request when it replies; but a shard replies to a
+    push before it applies it (asynchronous pushes, :mod:`ravine.parallel.server`), so a
+    request's payload stays valid until the ``receive`` after its ``respond``: payloads land
+    in two buffers in turn, and the next one is posted in the buffer not being read.
     """
 
     def __init__(self, pair: Pair, n: int) -> None:
         self.pair, self.n = pair, n
-        self.request = Message(n)
+        self.requests = (Message(n), Message(n))
+        self.slot = 1  # the buffer the next request's payload lands in (after _post flips it)
         self.reply = Message(n)
-        self.split = self.request.split
+        self.split = self.requests[0].split
         self.kind = Kind.PULL
         self.next_payload: dist.Work | None = None
         self.next = self._post(payload=True)
 
+    @property
+    def request(self) -> Message:
+        """The buffer the request posted last lands in."""
+        return self.requests[self.slot]
+
     def _post(self, payload: bool) -> dist.Work:
-        """Post the next request's receive (and its payload's, split, when the last one used
-        it: an unused one is still posted)."""
+        """Post the next request's receive. ``payload``: the last request's payload was handed
+        out, so its buffer is in use until the next ``receive``: post in the other one (and,
+        split, post the payload's own receive again; an unused one stays posted where it is)."""
+        if payload:
+            self.slot = 1 - self.slot
         if not self.split:
             return self.pair.recv(self.request.raw, 0)
         if payload:
             self.next_payload = self.pair.recv(self.request.payload, 1)
+        # the header is read at once in receive(): any buffer will do, this one is free
         return self.pair.recv(self.request.header_only, 0)
 
     def receive(self) -> tuple[Kind, int, torch.Tensor | None]:
         """The next request: (kind, arg, payload or None). Blocks up to the pair timeout.
-        The payload is valid until ``respond``."""
+        The payload is valid until the next ``receive``, after ``respond`` too."""
         self.next.wait()
-        kind, arg = Kind(int(self.request.header_np[0])), int(self.request.header_np[1])
+        header = self.request.header_np
+        kind, arg = Kind(int(header[0])), int(header[1])
         self.kind = kind
         if kind not in WITH_PAYLOAD:
             return kind, arg, None
