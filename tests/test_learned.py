@@ -132,6 +132,19 @@ def test_meta_gradient_of_a_three_step_unroll_matches_central_differences(kind: 
     assert result.passed, str(result)
 
 
+def test_the_mlp_second_order_meta_gradient_is_finite_where_a_gradient_is_zero() -> None:
+    """A coordinate whose gradient is exactly 0 (on digits, the weights of a pixel blank in the
+    whole batch) made every second-order meta-gradient NaN through sqrt(v)'s infinite
+    derivative at 0, so that second-order meta-training skipped every update."""
+    net = nets.build("mlp", {"hidden": 4}, seed=0).double()
+    g = torch.tensor([0.0, 0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    deltas, states = net([g.detach()], [g], [g.new_zeros(4, net.state_size)], 1)
+    (deltas[0].sum() + states[0].sum()).backward()
+    assert torch.isfinite(g.grad).all(), g.grad
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
 def _tiny_config(**kw) -> meta.MetaConfig:
     base = dict(
         kind="l2l",

@@ -209,11 +209,15 @@ class PerParameterMLP(LearnedNetwork):
         m_hat = m / (1 - betas**t)
         v_hat = v / (1 - self.beta_v**t)
         rsqrt = torch.rsqrt(v_hat + self.eps)
+        # sqrt's derivative is infinite at 0 (a weight of an always-blank pixel has a gradient of
+        # exactly 0), which made every second-order meta-gradient NaN; the values are sqrt's.
+        tiny = torch.finfo(v_hat.dtype).tiny
+        root_v = torch.where(v_hat > 0, v_hat.clamp(min=tiny).sqrt(), torch.zeros_like(v_hat))
         feats = torch.cat(
             [
                 g.unsqueeze(-1),
                 m_hat,
-                v_hat.sqrt().unsqueeze(-1),
+                root_v.unsqueeze(-1),
                 m_hat * rsqrt.unsqueeze(-1),
                 rsqrt.unsqueeze(-1),
             ],
