@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import random
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -318,6 +320,37 @@ def test_resume_passes_the_checks_and_is_bit_identical(tmp_path, make_opt):
         checkpoint_dir=tmp_path, resume=True)  # fmt: skip
     for p, q in zip(model.parameters(), reference):
         assert torch.equal(p, q)
+
+
+def _rng_states() -> tuple:
+    return random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+
+def _same_rng_states(a: tuple, b: tuple) -> bool:
+    (py_a, np_a, t_a), (py_b, np_b, t_b) = a, b
+    same_np = all(
+        np.array_equal(u, v) if isinstance(u, np.ndarray) else u == v for u, v in zip(np_a, np_b)
+    )
+    return py_a == py_b and same_np and torch.equal(t_a, t_b)
+
+
+@pytest.mark.parametrize("python_form", ["tensor", "tuple"], ids=["this-format", "older-files"])
+def test_resume_restores_the_global_rngs_from_both_forms_of_python_state(tmp_path, python_form):
+    """The Python RNG state is saved as an int64 tensor; files that hold it as the tuple of ints
+    random.getstate() returns (written before) restore the same state."""
+    path = _first_run(tmp_path)
+    saved = _rng_states()  # nothing draws between the last checkpoint and fit's return
+    ckpt = load_checkpoint(path)
+    assert isinstance(ckpt["rng"]["python"][1], torch.Tensor)
+    if python_form == "tuple":
+        ckpt["rng"]["python"] = random.getstate()
+        save_checkpoint(path, ckpt)
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    assert not _same_rng_states(_rng_states(), saved)
+    model = _model()
+    fit(model, torch.optim.Adam(model.parameters(), lr=0.05), _data(), batch_size=5, epochs=2,
+        checkpoint_dir=tmp_path, resume=True)  # fmt: skip
+    assert _same_rng_states(_rng_states(), saved)
 
 
 # ------------------------------------------------------------------ defect 4: no silent overwrite

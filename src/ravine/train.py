@@ -28,7 +28,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -242,7 +242,21 @@ class History:
         return {k: float(v[-1]) for k, v in self.columns().items() if k != "epoch"}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as plain data: each list copied, ``metrics`` a dict of copied lists.
+
+        What ``dataclasses.asdict`` returns, without its per-element recursion: that made the
+        per-epoch checkpoint's copy of ``step_loss`` cost O(steps) deep copies (0.1 ms at
+        170 steps, growing with the run).
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = {k: list(v) for k, v in value.items()}
+            out[f.name] = value
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
@@ -434,11 +448,21 @@ def _as_device(device: str | torch.device) -> torch.device:
 
 
 def _rng_state() -> dict[str, Any]:
+    """The global RNGs' states as checkpoint data: big integer arrays as int64 tensors.
+
+    Python's Mersenne Twister state is 625 ints: pickled one by one they took about a third
+    of torch.save's time for a small model's checkpoint (digits-mlp); as a tensor, one record.
+    """
     name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
         "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-        "python": random.getstate(),
+        "python": (
+            version,
+            torch.from_numpy(np.fromiter(internal, np.int64, len(internal))),
+            gauss,
+        ),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -446,10 +470,15 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``_rng_state`` saved; also the older checkpoints' Python state (a tuple of
+    ints instead of a tensor)."""
     torch.set_rng_state(state["torch"])
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(state["python"])
+    version, internal, gauss = state["python"]
+    if isinstance(internal, torch.Tensor):
+        internal = tuple(internal.tolist())
+    random.setstate((version, internal, gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
