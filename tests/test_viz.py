@@ -772,3 +772,111 @@ def test_gallery_momentum_scene_is_two_panels(tmp_path: Path) -> None:
     assert path.name == "quadratic-momentum.png"
     with Image.open(path) as im:
         assert _gallery_size(im.size)
+
+
+# --- ravine.viz.tape: the surface's gradient in floats, autograd's bits -------------------------
+
+TAPE_SURFACES = [
+    "beale",
+    "rosenbrock",
+    "quadratic",
+    "saddle",
+    "monkey-saddle",
+    "himmelblau",
+    "booth",
+    "expr:(x-1)^2*(y+2)^3 - 3*x*y + 0.5*y^2",
+    "expr:x^2",
+]
+
+
+def _tape_points(n: int, seed: int) -> np.ndarray:
+    """Points over many magnitudes, with exact zeros (-0.0 too) and integers among them."""
+    rng = np.random.default_rng(seed)
+    pts = rng.standard_normal((n, 2)) * np.exp(rng.uniform(-8, 3, (n, 2)))
+    pts[:40] = np.round(pts[:40])
+    pts[40:50] = 0.0
+    pts[50:55, 0] = -0.0
+    return pts
+
+
+@pytest.mark.parametrize("name", TAPE_SURFACES)
+def test_the_tape_gives_autograds_value_and_gradient_bit_for_bit(name: str) -> None:
+    from ravine.viz.tape import compile_surface
+
+    fn = surfaces.get(name).fn
+    pts = _tape_points(3000, seed=len(name))
+    # Batched, as the runner evaluates several runs: rows of stacked parameters.
+    params = [torch.tensor(p, dtype=torch.float64, requires_grad=True) for p in pts]
+    points = torch.stack(params)
+    losses = fn(points[:, 0], points[:, 1])
+    losses.sum().backward()
+    batched = compile_surface(fn, True)
+    got = np.array([batched(float(x), float(y)) for x, y in pts])
+    want = np.column_stack([losses.detach().numpy(), torch.stack([p.grad for p in params])])
+    assert got.tobytes() == want.tobytes()
+    # Alone: x, y = p.unbind(), as the runner evaluates one run.
+    single = compile_surface(fn, False)
+    for x, y in pts[:300]:
+        p = torch.tensor([x, y], dtype=torch.float64, requires_grad=True)
+        loss = fn(*p.unbind())
+        loss.backward()
+        want_one = np.array([loss.item(), *p.grad.tolist()])
+        assert np.array(single(float(x), float(y))).tobytes() == want_one.tobytes(), (x, y)
+
+
+def test_torchs_kernels_are_what_the_tape_assumes() -> None:
+    """``t ** 2`` and ``t ** 3`` multiply (others call pow); ``t.pow(1)`` is ``t``."""
+    v = _tape_points(200_000, seed=3).ravel()
+    t = torch.tensor(v)
+    assert (t**2).numpy().tobytes() == (v * v).tobytes()
+    assert (t**3).numpy().tobytes() == (v * v * v).tobytes()
+    assert (t**3.0).numpy().tobytes() == (v * v * v).tobytes()
+    assert t.pow(1.0).numpy().tobytes() == v.tobytes()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["rastrigin", "expr:sin(x) + y^2", "expr:x/2 + y^2", "expr:x^4 + y^2", "expr:x^0.5 + y"],
+)
+def test_the_tape_refuses_what_it_cannot_replay(name: str) -> None:
+    from ravine.viz.tape import Unsupported, compile_surface
+
+    with pytest.raises(Unsupported):
+        compile_surface(surfaces.get(name).fn, False)
+
+
+def test_the_tape_refuses_a_branch_on_a_value() -> None:
+    from ravine.viz.tape import Unsupported, compile_surface
+
+    def kinked(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x * x if x > 0 else y * y  # type: ignore[operator]
+
+    with pytest.raises(Unsupported):
+        compile_surface(kinked, False)
+
+
+@pytest.mark.parametrize("surface", ["beale", "rosenbrock", "himmelblau", "monkey-saddle"])
+def test_runs_with_the_tape_equal_runs_through_autograd(
+    surface: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every registered optimizer, batched and alone, from the default start and from x = 0
+    (exact zero gradients, where batching flips the sign of a zero): the same bits."""
+    from ravine.optim import registry
+    from ravine.viz import trajectory
+    from ravine.viz.tape import Unsupported
+
+    def autograd_only(*args: object) -> None:
+        raise Unsupported("autograd, for the comparison")
+
+    specs = registry.names()
+
+    def runs() -> list[trajectory.Trajectory]:
+        together = [t for s in (None, (0.0, 1.0)) for t in run(surface, specs, steps=40, start=s)]
+        return [*together, run_one(surface, "adam:lr=0.05", steps=40, start=(0.0, 1.0))]
+
+    fast = runs()
+    monkeypatch.setattr(trajectory, "compile_surface", autograd_only)
+    for got, want in zip(fast, runs(), strict=True):
+        assert got.points.tobytes() == want.points.tobytes(), got.label
+        assert got.losses.tobytes() == want.losses.tobytes(), got.label
+        assert (got.diverged_at, got.escaped_at) == (want.diverged_at, want.escaped_at)

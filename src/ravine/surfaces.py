@@ -467,7 +467,9 @@ def _compile_formula(expr: str) -> SurfaceFn:
 
     def fn(x: Tensor, y: Tensor) -> Tensor:
         out = body if isinstance(body, float) else evaluate(body, x, y)
-        if not isinstance(out, Tensor):
+        # a number only for a constant formula; anything else computed from x and y (a
+        # tensor, or ravine.viz.tape's tracing value) goes on as it is
+        if isinstance(out, int | float):
             out = torch.full_like(x, float(out))  # type: ignore[arg-type]
         return out + 0 * x + 0 * y  # broadcast formulas that use only one variable
 
