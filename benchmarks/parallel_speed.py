@@ -10,17 +10,19 @@
    lock-free. The dense problem shows where lock-freedom stops paying (lost updates).
 2. Every algorithm with --workers processes for a fixed wall budget (--seconds): updates per
    second, bytes per update and the loss reached.
-3. Round trip of a pull and a push to one shard (one message each way: the 16-byte header and
-   the payload packed together; a request's payload past 64 KiB is a second message) against
-   a raw gloo send then recv of the same bytes between two processes, which do no work.
-   Goal: <= 1.5x. Three figures per message: "transport", ravine's
-   protocol to a peer that does no work either (the like-for-like comparison, the one the goal
-   is about); "shard", through the worker's client to a real shard process, whose push includes
-   the shard's optimizer step (sgd, with ravine's non-finite guard); "step", that step alone
-   in one process, warm and cold. The variants take turns round by round, so a change of load
-   hits them alike.
+3. Round trip of a pull, a push and a push-pull to one shard (one message each way: the
+   16-byte header and the payload packed together; a request's payload past 64 KiB is a second
+   message) against a raw gloo send then recv of the same bytes between two processes, which do
+   no work (each posting its receive before it sends, as the protocol does). Goal: <= 1.5x. Three figures per message: "transport", ravine's protocol to a peer
+   that does no work either; "shard", through the worker's client to a real shard process,
+   which answers a push before it applies it (asynchronous pushes, as in DistBelief: the
+   optimizer step, sgd with ravine's non-finite guard, follows the reply) but a push-pull,
+   Downpour's message when a fetch is due after the push, only after the step, since the
+   reply carries the parameters after it; "step", that step alone in one process, warm and
+   cold. The variants take turns round by round, so a change of load hits them alike.
 4. Where a push's time goes: the worker's client, sending the request, waiting for the reply;
-   in the shard process (instrumented), receive to reply, the optimizer step, the reply.
+   in the shard process (instrumented), receive to reply, the reply, and the optimizer step
+   that follows it.
 
 Every figure of parts 1 and 2 is a median over --repeats runs; part 3 gives the median and the
 fastest of --rounds round trips, part 4 medians. Each is printed beside its reference and their
@@ -187,9 +189,9 @@ def rtt(args: argparse.Namespace) -> None:
 
     print("\n== round trip to one shard against raw gloo send/recv of the same bytes ==")
     print("transport: ravine's protocol to a shard that does no work; shard: a real shard")
-    print("process (a push includes its sgd step); step: that step alone in one process, warm")
-    print("(back to back) / cold (each after a 1 ms sleep, as in a shard)")
-    print(f"{'floats':>7s} {'kind':4s} {'':7s} {'raw gloo':>9s} {'transport':>15s} "
+    print("process (it answers a push before its sgd step, a push-pull after it); step: that")
+    print("step alone in one process, warm (back to back) / cold (each after a 1 ms sleep)")
+    print(f"{'floats':>7s} {'kind':9s} {'':7s} {'raw gloo':>9s} {'transport':>15s} "
           f"{'shard':>15s} {'step':>11s}")  # fmt: skip
     header = HEADER_BYTES // 4
     rounds = args.rounds
@@ -201,15 +203,21 @@ def rtt(args: argparse.Namespace) -> None:
         total = rounds + min(20, rounds)
         with Children() as children:
             calls: dict[str, Any] = {}
-            for kind, (n_in, n_out) in {"pull": (header, n + header), "push": (n, header)}.items():
+            sizes = {
+                "pull": (header, n + header),
+                "push": (n, header),
+                "push-pull": (n, n + header),
+            }
+            for kind, (n_in, n_out) in sizes.items():
                 children.start(echo_main, "127.0.0.1", store.port, f"raw-{kind}/", n_in, n_out,
                                total, 60.0, name=f"echo-{kind}")  # fmt: skip
                 pair = Pair(store, f"raw-{kind}/", 0, 60.0)
                 out, back = torch.zeros(n_in), torch.zeros(n_out)
 
                 def once(pair=pair, out=out, back=back) -> None:
+                    answer = pair.recv(back)  # posted first, as the protocol does
                     pair.send(out).wait()
-                    pair.recv(back).wait()
+                    answer.wait()
 
                 calls[f"{kind} raw"] = once
             children.start(protocol_echo_main, "127.0.0.1", store.port, "proto/", n, 60.0,
@@ -223,17 +231,19 @@ def rtt(args: argparse.Namespace) -> None:
 
             calls["pull transport"] = lambda: transport(Kind.PULL, None)
             calls["push transport"] = lambda g=grad: transport(Kind.PUSH, g)
+            calls["push-pull transport"] = lambda g=grad: transport(Kind.PUSH_PULL, g)
             children.start(shard_main, config, spec, 0, 0, name="shard")
             client = ServerClient(config, spec, spec.store(), 0, 0, Recorder("worker", 0, 0, 0))
             calls["pull shard"] = lambda c=client: c.serve(Pull())
             calls["push shard"] = lambda c=client, g=grad: c.serve(Push(g, [0]))
+            calls["push-pull shard"] = lambda c=client, g=grad: c.serve(Push(g, [0], pull=True))
             times = _interleaved(calls, rounds)
             client.bye()
             channel.start(Kind.BYE)
             channel.finish()
             spec.store().set("stop", "1")
         steps = [step_alone(n, rounds, pause) for pause in (0.0, 0.001)]
-        for kind in ("pull", "push"):
+        for kind in ("pull", "push", "push-pull"):
             for stat, how in (("median", statistics.median), ("fastest", min)):
                 raw = how(times[f"{kind} raw"])
                 cells = []
@@ -241,9 +251,9 @@ def rtt(args: argparse.Namespace) -> None:
                     t = how(times[f"{kind} {variant}"])
                     cells.append(f"{t * 1e6:7.0f}us {t / raw:5.2f}x")
                 step_cell = ""
-                if kind == "push" and stat == "median":
+                if kind != "pull" and stat == "median":
                     step_cell = f"{steps[0] * 1e6:.0f}/{steps[1] * 1e6:.0f}us"
-                print(f"{n:7d} {kind:4s} {stat:7s} {raw * 1e6:7.0f}us {cells[0]} {cells[1]} "
+                print(f"{n:7d} {kind:9s} {stat:7s} {raw * 1e6:7.0f}us {cells[0]} {cells[1]} "
                       f"{step_cell:>11s}")  # fmt: skip
 
 
@@ -335,8 +345,9 @@ def breakdown(args: argparse.Namespace) -> None:
             )
             for _ in range(total):
                 t = time.perf_counter()
+                answer = pair.recv(back)
                 pair.send(out).wait()
-                pair.recv(back).wait()
+                answer.wait()
                 times["raw"].append(time.perf_counter() - t)
                 t = time.perf_counter()
                 client.serve(Push(grad, [0]))
@@ -354,9 +365,9 @@ def breakdown(args: argparse.Namespace) -> None:
         print(f"{n} floats: raw gloo {med['raw']:.0f}us; push {med['push']:.0f}us. Worker: "
               f"client {med['client']:.0f}us, request out (pack, copy, post the reply's "
               f"receive, send) {med['start']:.0f}us, waiting for the reply {med['finish']:.0f}us."
-              f" Shard: receive to reply {shard['handling'] * 1e6:.0f}us, of which the "
-              f"optimizer step {shard['step'] * 1e6:.0f}us; reply (post the next receive, send) "
-              f"{shard['reply'] * 1e6:.0f}us")  # fmt: skip
+              f" Shard: receive to reply {shard['handling'] * 1e6:.0f}us; reply (post the next "
+              f"receive, send) {shard['reply'] * 1e6:.0f}us; then, after the reply, the "
+              f"optimizer step {shard['step'] * 1e6:.0f}us")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
