@@ -291,8 +291,8 @@ def echo_main(
     """The far end of a raw pair (rank 1): ``rounds`` times, receive ``n_in`` floats and answer
     with ``n_out``. The raw-gloo baseline of benchmarks/parallel_speed.py (the same bytes as a
     pull or a push) and the peer of the transport tests. Like the protocol's ends it posts the
-    next receive before it answers: a message that finds none posted waits for gloo's
-    rendezvous, which made the baseline's medians jump between ~0.1 and ~2.5 ms under load."""
+    next receive before it answers, so that the baseline is raw gloo used as well as the
+    protocol uses it (a message that finds no receive posted can wait for gloo's rendezvous)."""
     torch.set_num_threads(1)
     store = connect_store(host, port, timeout)
     pair = Pair(store, prefix, 1, timeout)
