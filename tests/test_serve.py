@@ -104,6 +104,27 @@ def test_trajectories_equal_viz_run_bit_for_bit(
             assert g["spec"] == spec_text(e.spec)
 
 
+def test_a_spec_that_spells_out_its_defaults_is_the_same_cache_entry(server: Any) -> None:
+    """The page writes ``sgd``, ``ravine viz``'s default picture ``sgd:lr=0.001``: one entry
+    (the first page load takes the warm-up's paths), served under the spec as asked."""
+    body = {"surface": "beale", "steps": 77, "start": "0.5,1.25"}
+    first = full_runs(trajectories(server, **body, optimizers=["sgd:lr=0.001", "adam:lr=0.05"]))
+    assert [g["cached"] for g in first] == [False, False]
+    again = full_runs(trajectories(server, **body, optimizers=["sgd", "adam:lr=0.05,eps=1e-08"]))
+    assert [g["cached"] for g in again] == [True, True]
+    assert [g["spec"] for g in again] == ["sgd", "adam:lr=0.05,eps=1e-08"]
+    assert [g["label"] for g in again] == ["sgd", "adam lr=0.05 eps=1e-08"]
+    for g, e in zip(
+        again, run("beale", ["sgd", "adam:lr=0.05,eps=1e-08"], steps=77, start=(0.5, 1.25))
+    ):
+        assert np.array_equal(np.array(g["points"], dtype=np.float64), e.points)
+    # A value that differs from the default, or only in type, is another entry.
+    other = full_runs(
+        trajectories(server, **body, optimizers=["sgd:lr=0.002", "adam:lr=0.05,weight_decay=0"])
+    )
+    assert [g["cached"] for g in other] == [False, False]
+
+
 def test_diverged_and_escaped_runs_are_marked(server: Any) -> None:
     lines = full_runs(
         trajectories(server, surface="quadratic", optimizers=["sgd:lr=0.2"], steps=60)

@@ -10,6 +10,7 @@ same PNG/SVG/GIF/MP4 files ``ravine viz`` writes. :mod:`ravine.serve.server` onl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import shlex
@@ -362,6 +363,7 @@ class Playground:
         self.contours = LRU(32)
         self.replays = LRU(8)
         self._surfaces = LRU(64)
+        self._defaults = LRU(256)
         self._compute = threading.Lock()
         self._export = threading.Lock()
         self._drawing = threading.Lock()
@@ -438,7 +440,28 @@ class Playground:
     # -- trajectories --------------------------------------------------------------------------
 
     def _key(self, scene: Scene, spec: OptimizerSpec) -> tuple[Any, ...]:
-        return (*scene.key, spec.name, repr(spec.hparams))
+        """The cache key: the scene and every hyperparameter the optimizer is built with, the
+        registry's defaults included, so ``sgd`` and ``sgd:lr=0.001`` (the page writes only
+        what differs from the defaults; ``ravine viz``'s default picture spells them out) are
+        one entry. Values by repr: an int where the default is a float is another entry."""
+        defaults = self._defaults.get(spec.name)
+        if defaults is None:
+            from ravine.optim import registry
+
+            try:
+                defaults = {k: repr(v) for k, v in registry.get(spec.name).defaults.items()}
+            except ValueError:  # not registered (yet): its spec as written
+                defaults = {}
+            self._defaults.put(spec.name, defaults)
+        merged = {**defaults, **{k: repr(v) for k, v in spec.hparams}}
+        return (*scene.key, spec.name, tuple(sorted(merged.items())))
+
+    def _cached(self, scene: Scene, spec: OptimizerSpec) -> Trajectory | None:
+        """The cached trajectory of ``spec``, labelled as ``spec`` is written."""
+        traj = self.trajectories.get(self._key(scene, spec))
+        if traj is None or traj.spec == spec:
+            return traj
+        return dataclasses.replace(traj, spec=spec)
 
     def checked_items(
         self, params: Mapping[str, Any], scene: Scene
@@ -487,7 +510,7 @@ class Playground:
             if isinstance(item, PlaygroundError):
                 yield {"index": i, "error": str(item)}
                 continue
-            traj = self.trajectories.get(self._key(scene, item))
+            traj = self._cached(scene, item)
             if traj is None:
                 missing.append(i)
             else:
@@ -521,7 +544,7 @@ class Playground:
             # What the slot's last holder computed meanwhile (the warm-up's default picture
             # while the first page waited) is not computed again.
             for i, spec in list(todo.items()):
-                traj = self.trajectories.get(self._key(scene, spec))
+                traj = self._cached(scene, spec)
                 if traj is not None:
                     del todo[i]
                     self._count("cache_hits")
@@ -585,7 +608,7 @@ class Playground:
 
     def trajectories_for(self, scene: Scene, specs: list[OptimizerSpec]) -> list[Trajectory]:
         """Every spec's trajectory, from the cache or computed (not streamed; export, inspect)."""
-        out: list[Trajectory | None] = [self.trajectories.get(self._key(scene, s)) for s in specs]
+        out: list[Trajectory | None] = [self._cached(scene, s) for s in specs]
         missing = [i for i, t in enumerate(out) if t is None]
         if missing:
             if not self._compute.acquire(timeout=self.wait_seconds):
@@ -593,7 +616,7 @@ class Playground:
             try:
                 # Computed by the slot's last holder meanwhile: taken from the cache.
                 for i in missing:
-                    out[i] = self.trajectories.get(self._key(scene, specs[i]))
+                    out[i] = self._cached(scene, specs[i])
                 missing = [i for i in missing if out[i] is None]
                 todo = [specs[i] for i in missing]
                 full = (
