@@ -126,6 +126,36 @@ def test_history_records_step_losses_and_train_accuracy():
     del seen
 
 
+@pytest.mark.parametrize(
+    "held", [1, 13, None], ids=["count-every-step", "every-2-steps", "default"]
+)
+def test_train_accuracy_counts_each_steps_predictions_however_many_are_held(monkeypatch, held):
+    """fit counts correct predictions over held scores (one argmax per _HELD_SCORES elements,
+    not per step): the count is the one a hand loop gets from each step's own outputs."""
+    import ravine.train
+
+    if held is not None:
+        monkeypatch.setattr(ravine.train, "_HELD_SCORES", held)  # 12 scores a step here
+    x, y = _data(22)  # batches of 4, 4, 4, 4, 4 and 2
+    model, ref = _model(), _model()
+    h = fit(model, torch.optim.SGD(model.parameters(), lr=0.5), (x, y), batch_size=4, epochs=2,
+            shuffle=False, verbose=0)  # fmt: skip
+    opt = torch.optim.SGD(ref.parameters(), lr=0.5)
+    expected = []
+    for _ in range(2):
+        correct = 0
+        for i in range(0, len(x), 4):
+            out = ref(x[i : i + 4])
+            correct += int((out.argmax(1) == y[i : i + 4]).sum())
+            loss = nn.functional.cross_entropy(out, y[i : i + 4])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        expected.append(correct / len(x))
+    assert h.train_accuracy == expected
+    assert 0 < min(expected) < max(expected) < 1  # the epochs differ: a real count, not 0 or 1
+
+
 def _f1(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Macro F1 over C classes: not a mean of per-example values."""
     pred = out.argmax(1)
