@@ -348,6 +348,47 @@ def test_surfaces_and_contours(server: Any) -> None:
     assert min(xs) == pytest.approx(-4.5) and max(xs) == pytest.approx(4.5)
 
 
+@pytest.mark.parametrize("name", ["beale", "rastrigin", "expr:x^2 + 3*sin(y)^2"])
+def test_contours_read_in_numpy_equal_matplotlibs_segments(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The map's polygons read from the path arrays are matplotlib's segments, each coordinate
+    rounded as before or (at an exact half) one last digit apart."""
+    from ravine import surfaces
+    from ravine.serve import playground as pg
+
+    fast = pg.contour_json(surfaces.get(name))
+    monkeypatch.setattr(pg, "_polylines", pg._polylines_by_segment)
+    slow = pg.contour_json(surfaces.get(name))
+    assert [b["color"] for b in fast["bands"]] == [b["color"] for b in slow["bands"]]
+    got = [r for b in fast["bands"] for r in b["rings"]] + [
+        ln for v in fast["levels"] for ln in v["lines"]
+    ]
+    want = [r for b in slow["bands"] for r in b["rings"]] + [
+        ln for v in slow["levels"] for ln in v["lines"]
+    ]
+    assert [len(r) for r in got] == [len(r) for r in want]
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), rtol=0, atol=1.01e-4)
+
+
+def test_unusual_paths_go_through_matplotlibs_segments() -> None:
+    from matplotlib.path import Path as MplPath
+
+    from ravine.serve.playground import _polylines, _polylines_by_segment
+
+    M, L, C = MplPath.MOVETO, MplPath.LINETO, MplPath.CLOSEPOLY
+    square = [(0, 0), (1, 0), (1, 1), (0, 0)]
+    cases = [
+        MplPath([*square, (5, 5), (6, 5), (0, 0)], [M, L, L, C, M, L, C]),  # closed rings
+        MplPath([(0, 0), (np.nan, 1), (2, 2), (3, 3)], [M, L, L, L]),  # a NaN
+        MplPath([*square, (2, 2)], [M, L, L, C, L]),  # a line after the close
+        MplPath([(0.123456, 1), (2, 2.000049)], None),  # no codes
+    ]
+    for path in cases:
+        assert _polylines(path, 4) == _polylines_by_segment(path, 4)
+    assert _polylines(cases[0], 4) == [[0, 0, 1, 0, 1, 1, 0, 0], [5, 5, 6, 5, 5, 5]]
+
+
 def test_inspector_shows_the_real_state(server: Any) -> None:
     """Adam after one step: m = (1 - b1) g0, v = (1 - b2) g0^2 (Kingma & Ba, Algorithm 1)."""
     q = "surface=beale&steps=50&spec=adam:lr%3D0.1,betas%3D(0.8,0.9)"

@@ -741,7 +741,41 @@ class Playground:
 
 
 def _polylines(path: Any, digits: int) -> list[list[float]]:
-    """A matplotlib path split at its MOVETO codes: flat [x0, y0, x1, y1, ...] lists."""
+    """A matplotlib path split at its MOVETO codes: flat [x0, y0, x1, y1, ...] lists, rounded
+    to ``digits`` decimals (a CLOSEPOLY repeats its sub-path's first point).
+
+    Rounded in numpy, not point by point (Python's ``round`` of 80 000 coordinates was half the
+    page's first map on the server): a coordinate exactly halfway can round the other way,
+    10**-digits apart, far below a pixel. A path with NaNs, other codes or a CLOSEPOLY inside
+    a sub-path goes through matplotlib's segment iterator (:func:`_polylines_by_segment`)."""
+    from matplotlib.path import Path as MplPath
+
+    verts, codes = np.asarray(path.vertices, dtype=np.float64), path.codes
+    if codes is None or len(codes) == 0 or not np.isfinite(verts).all():
+        return _polylines_by_segment(path, digits)
+    moveto, closepoly = codes == MplPath.MOVETO, codes == MplPath.CLOSEPOLY
+    # every CLOSEPOLY ends its sub-path; the first code starts one
+    ends = np.append(moveto[1:], True)
+    if (
+        not moveto[0]
+        or not np.isin(codes, (MplPath.MOVETO, MplPath.LINETO, MplPath.CLOSEPOLY)).all()
+        or (closepoly & ~ends).any()
+        or (closepoly & moveto).any()
+    ):
+        return _polylines_by_segment(path, digits)
+    starts = np.flatnonzero(moveto)
+    closing = np.flatnonzero(closepoly)
+    # a CLOSEPOLY's point is its sub-path's first one
+    owner = starts[np.searchsorted(starts, closing, side="right") - 1]
+    verts = verts.copy()
+    verts[closing] = verts[owner]
+    rounded = np.round(verts, digits)
+    bounds = [*starts.tolist(), len(codes)]
+    return [rounded[a:b].ravel().tolist() for a, b in itertools.pairwise(bounds)]
+
+
+def _polylines_by_segment(path: Any, digits: int) -> list[list[float]]:
+    """:func:`_polylines` through matplotlib's segment iterator (NaNs dropped, any code)."""
     from matplotlib.path import Path as MplPath
 
     out: list[list[float]] = []
