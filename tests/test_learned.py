@@ -330,7 +330,7 @@ def test_the_lstm_layers_are_torch_lstm_cells() -> None:
 @pytest.mark.parametrize(("kind", "task"), list(meta.PRESETS))
 def test_bundled_weights_regenerate_bit_identically(kind: str, task: str, tmp_path: Path) -> None:
     """`ravine meta-train --kind K --task T` writes the bundled file byte for byte (minutes:
-    2-3 alone on 2 cores for the quadratic, 4-10 for digits)."""
+    2-3 alone on 2 cores for the quadratic; digits 93 s of CPU time, one thread)."""
     from ravine.cli import main
 
     threads = torch.get_num_threads()

@@ -210,9 +210,11 @@ class PerParameterMLP(LearnedNetwork):
         v_hat = v / (1 - self.beta_v**t)
         rsqrt = torch.rsqrt(v_hat + self.eps)
         # sqrt's derivative is infinite at 0 (a weight of an always-blank pixel has a gradient of
-        # exactly 0), which made every second-order meta-gradient NaN; the values are sqrt's.
-        tiny = torch.finfo(v_hat.dtype).tiny
-        root_v = torch.where(v_hat > 0, v_hat.clamp(min=tiny).sqrt(), torch.zeros_like(v_hat))
+        # exactly 0), which made every second-order meta-gradient NaN. The double where keeps
+        # sqrt's values bit for bit (v_hat >= 0) and gives 0 the derivative 0.
+        positive = v_hat > 0
+        safe = torch.where(positive, v_hat, torch.ones_like(v_hat))
+        root_v = torch.where(positive, safe.sqrt(), torch.zeros_like(v_hat))
         feats = torch.cat(
             [
                 g.unsqueeze(-1),
