@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -207,13 +208,29 @@ def store_read(folder: Path, n_runs: int, n_epochs: int) -> tuple[float, float]:
     return written, read
 
 
-def alternate(sides: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:
-    """Each side once per repeat, in turn, so that load drifting over time hits all alike."""
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its reaped children (the 2-worker sweep's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def alternate(
+    sides: dict[str, Callable[[int], float]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each side once per repeat, in turn, so that load drifting over time hits all alike.
+
+    Returns (wall seconds, CPU seconds) per side. On a machine that other jobs load, CPU
+    seconds vary far less than wall seconds (the cores are shared, not the work), so their
+    ratio shows the lab's overhead when the wall-clock ratio is noise.
+    """
     times: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
     for i in range(repeats):
         for name, side in sides.items():
+            c0 = cpu_seconds()
             times[name].append(side(i))
-    return times
+            cpu[name].append(cpu_seconds() - c0)
+    return times, cpu
 
 
 def main() -> None:
@@ -258,7 +275,7 @@ def main() -> None:
         }
         if args.durable:
             sides["lab, 1 worker, durable checkpoints"] = durable_lab
-        times = alternate(sides, args.repeats)
+        times, cpu = alternate(sides, args.repeats)
         parts = breakdown(sweep, problem, folder, runs) if args.breakdown else None
         written, read = store_read(folder, args.store_runs, 10)
 
@@ -281,6 +298,13 @@ def main() -> None:
             f"{name} / bare loop: median {statistics.median(ratios):.3f}x, best "
             f"{min(ratios):.3f}x (goal <= 1.05x; {1e3 * (med[name] - med[plain]) / n1:.1f} ms "
             "per run more, medians)"
+        )
+        cpu_ratios = [a / b for a, b in zip(cpu[name], cpu[plain])]
+        extra = statistics.median(cpu[name]) - statistics.median(cpu[plain])
+        print(
+            f"{name} / bare loop in CPU seconds: median {statistics.median(cpu_ratios):.3f}x, "
+            f"best {min(cpu_ratios):.3f}x ({1e3 * extra / n1:.1f} ms per run more; less "
+            "sensitive to other jobs' load than wall time, blind to waits for the disk)"
         )
     print(
         f"store of {args.store_runs} runs x 10 epochs: written in {written:.2f} s, "
