@@ -289,6 +289,9 @@ class PlaygroundServer(ThreadingHTTPServer):
     daemon_threads = True
     # A restarted `ravine serve` can take its port back at once.
     allow_reuse_address = True
+    # Connections waiting to be accepted (socketserver's default is 5): a page's burst of
+    # requests (its start, a drag) overflowed 5 and had connections reset under load.
+    request_queue_size = 64
 
     def __init__(
         self,
