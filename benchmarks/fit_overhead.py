@@ -8,6 +8,7 @@ median and min of each and their ratio. The goal is a ratio within 1.05.
     .venv/bin/python benchmarks/fit_overhead.py                      # MLP 2x500 on MNIST
     .venv/bin/python benchmarks/fit_overhead.py --model logreg --batch-size 32
     .venv/bin/python benchmarks/fit_overhead.py --data loader  # both sides read a DataLoader
+    .venv/bin/python benchmarks/fit_overhead.py --threads 1 --clock cpu  # on a loaded machine
 
 With --data loader both sides iterate the same shuffled DataLoader (fit's path for loaders and
 any re-iterable of batches) instead of indexing tensors. --baseline FILE times a third side: the
@@ -86,7 +87,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--data", default="tensors", choices=("tensors", "loader"))
     p.add_argument("--baseline", metavar="FILE", help="another train.py whose fit is timed too")
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=("wall", "cpu"),
+        help="wall seconds, or this thread's CPU seconds (steadier when other jobs load the "
+        "machine; use with --threads 1)",
+    )
     args = p.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -105,12 +114,12 @@ def main() -> None:
 
         def run() -> float:
             model, opt = fresh()
-            t = time.perf_counter()
+            t = clock()
             if args.data == "loader":
                 fit_fn(model, opt, loader, epochs=args.epochs, **quiet)
             else:
                 fit_fn(model, opt, (x, y), batch_size=args.batch_size, epochs=args.epochs, **quiet)
-            return time.perf_counter() - t
+            return clock() - t
 
         return run
 
@@ -125,12 +134,12 @@ def main() -> None:
 
     def run_loop() -> float:
         model, opt = fresh()
-        t = time.perf_counter()
+        t = clock()
         if args.data == "loader":
             loader_loop(model, opt, loader, args.epochs)
         else:
             hand_loop(model, opt, x, y, args.batch_size, args.epochs, seed=0)
-        return time.perf_counter() - t
+        return clock() - t
 
     sides["hand loop"] = run_loop
     times: dict[str, list[float]] = {name: [] for name in sides}
@@ -144,7 +153,7 @@ def main() -> None:
     print(
         f"{args.model} on {args.dataset} ({args.data}): N={len(x)}, batch {args.batch_size}, "
         f"{args.epochs} epoch(s) = {steps} steps, {torch.get_num_threads()} threads, "
-        f"{args.repeats} alternating repeats"
+        f"{args.repeats} alternating repeats, {args.clock} clock"
     )
     print(f"{'':14}{'median s':>10}{'min s':>10}{'us/step':>10}")
     for name, ts in times.items():
