@@ -86,6 +86,9 @@ class Handler(BaseHTTPRequestHandler):
     server: PlaygroundServer
     timeout = SOCKET_TIMEOUT
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: a stream's headers, paths and last line are separate small writes, and with
+    # Nagle's algorithm each waits for the page's (delayed, up to 40 ms) ACK of the one before.
+    disable_nagle_algorithm = True
     server_version = "ravine-serve"
 
     # -- plumbing ------------------------------------------------------------------------------
