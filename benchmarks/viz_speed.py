@@ -9,6 +9,8 @@ Per step, three loops over the same optimizer on Beale, in float64:
   ravine    ``ravine.viz.trajectory.run_one``: the bare loop plus recording each position and the
             divergence check
 The overhead column is (ravine - bare) / bare: what the viz runner adds on top of the optimizer.
+On Beale (a polynomial) the runner's gradient is ravine.viz.tape's replay of autograd in Python
+floats, same bits, so ravine costs less than bare: the column is negative, the closure saved.
 The last line runs all of them together with ``run``, as the gallery does: the surface is
 evaluated once per step for all optimizers, so it costs less than the bare loops added up.
 """
