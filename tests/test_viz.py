@@ -880,3 +880,24 @@ def test_runs_with_the_tape_equal_runs_through_autograd(
         assert got.points.tobytes() == want.points.tobytes(), got.label
         assert got.losses.tobytes() == want.losses.tobytes(), got.label
         assert (got.diverged_at, got.escaped_at) == (want.diverged_at, want.escaped_at)
+
+
+def test_a_surface_of_yours_stays_on_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only ravine's own surfaces are replayed: a function of yours may read state that changes
+    after a trace (here a scale), which autograd sees and a replay would not."""
+    from ravine.viz import trajectory
+
+    scale = [1.0]
+
+    def bowl(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return scale[0] * (x * x + y * y)
+
+    mine = surfaces.custom("bowl", bowl, window=(-2, 2, -2, 2), start=(1.0, 1.0))
+    traced: list[object] = []
+    monkeypatch.setattr(trajectory, "compile_surface", lambda fn, b: traced.append(fn))
+    first = run(mine, "sgd:lr=0.1", steps=3)[0]
+    scale[0] = 2.0
+    second = run(mine, "sgd:lr=0.1", steps=3)[0]
+    assert not traced
+    np.testing.assert_allclose(first.points[1], [0.8, 0.8])
+    np.testing.assert_allclose(second.points[1], [0.6, 0.6])

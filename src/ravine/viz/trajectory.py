@@ -150,9 +150,11 @@ class _Runs:
         self.opts = [spec.build([p]) for spec, p in zip(specs, self.params)]
         self.cached: list[torch.Tensor | None] = [None] * len(specs)
         self.closures = [self._closure(k) for k in range(len(specs))]
-        # (one run alone, several runs batched): their gradients differ in the sign of a zero
+        # (one run alone, several runs batched): their gradients differ in the sign of a zero.
+        # Only ravine's own surfaces (the built-in ones and expr: formulas, pure functions of
+        # x and y): a function of yours may read state that changes after it was traced.
         self.exact: tuple[ValueAndGrad, ValueAndGrad] | None = None
-        if dtype == torch.float64:
+        if dtype == torch.float64 and getattr(self.fn, "__module__", None) == "ravine.surfaces":
             with contextlib.suppress(Unsupported):
                 self.exact = (compile_surface(self.fn, False), compile_surface(self.fn, True))
 
