@@ -22,6 +22,10 @@ Python function that computes, in double precision:
   gradient to what a node has received in the order of each node's inputs. Floating-point
   addition is not associative, so that order is what makes the sums agree to the bit.
 
+The runner (:class:`ravine.viz.trajectory.Race`) uses it for ravine's own surfaces only (the
+built-in ones and ``expr:`` formulas), which are pure functions of ``x`` and ``y``: a surface
+registered from Python may read state that changes after it was traced.
+
 The point is ``x, y = p.unbind()`` of one parameter (``batched=False``) or two columns of the
 runs' stacked parameters (``batched=True``): there autograd adds each column's gradient to the
 other column's zeros, which turns a gradient of -0.0 into +0.0, and so does this.
