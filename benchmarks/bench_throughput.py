@@ -78,10 +78,13 @@ def bare(problem: problems.Problem, runs: list[dict]) -> float:
 
 
 class Timers:
-    """Wraps functions so that each call adds its seconds to a named total (``--breakdown``)."""
+    """Wraps functions so that each call adds its seconds to a named total (``--breakdown``):
+    wall seconds and this thread's CPU seconds (steadier when other jobs load the machine,
+    blind to waits for the disk)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._undo: list[tuple[Any, str, Any]] = []
 
@@ -89,11 +92,12 @@ class Timers:
         original = getattr(owner, attr)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
                 self.seconds[label] += time.perf_counter() - t0
+                self.cpu[label] += time.thread_time() - c0
                 self.calls[label] += 1
 
         setattr(owner, attr, timed)
@@ -142,39 +146,54 @@ BARE_PARTS: list[tuple[Any, str, str]] = [
 ]
 
 
+# (total wall seconds, total CPU seconds, wall seconds per part, CPU seconds per part)
+Side = tuple[float, float, dict[str, float], dict[str, float]]
+
+
 def breakdown(
     sweep: Sweep, problem: problems.Problem, folder: Path, runs: list[dict]
-) -> tuple[float, float, int, dict[str, float], dict[str, float]]:
-    """One instrumented lab sweep and bare loop: (lab s, bare s, runs, lab parts, bare parts)."""
+) -> tuple[int, Side, Side]:
+    """One instrumented lab sweep (1 worker, in this thread) and bare loop: (runs, lab, bare)."""
     with instrumented(LAB_PARTS) as t:
+        c0 = time.thread_time()
         lab_s, n = lab(sweep, str(folder / "breakdown.sqlite"), 1)
-    lab_parts = dict(t.seconds)
+        lab_side = (lab_s, time.thread_time() - c0, dict(t.seconds), dict(t.cpu))
     with instrumented(BARE_PARTS) as t:
+        c0 = time.thread_time()
         bare_s = bare(problem, runs)
-    return lab_s, bare_s, n, lab_parts, dict(t.seconds)
+        bare_side = (bare_s, time.thread_time() - c0, dict(t.seconds), dict(t.cpu))
+    return n, lab_side, bare_side
 
 
-def print_breakdown(result: tuple[float, float, int, dict[str, float], dict[str, float]]) -> None:
-    lab_s, bare_s, n, lab_parts, bare_parts = result
-    bare_training = bare_s - sum(bare_parts.values())
-    rows = [(label, lab_parts.get(label, 0.0)) for _, _, label in LAB_PARTS]
-    rows.append(
-        ("other (fit setup, callbacks, store connection, glue)", lab_s - sum(lab_parts.values()))
-    )
+def print_breakdown(result: tuple[int, Side, Side]) -> None:
+    n, (lab_s, lab_c, lab_w, lab_cpu), (bare_s, bare_c, bare_w, bare_cpu) = result
+    other = "other (fit setup, callbacks, store connection, glue)"
+    rows = [(label, lab_w.get(label, 0.0), lab_cpu.get(label, 0.0)) for _, _, label in LAB_PARTS]
+    rows.append((other, lab_s - sum(lab_w.values()), lab_c - sum(lab_cpu.values())))
+
+    def bare_of(parts: dict[str, float], total: float) -> dict[str, float]:
+        val = "validation + test evaluation"
+        return {
+            "build the problem (model, data)": parts.get("build the problem (model, data)", 0.0),
+            "create the optimizer": parts.get("create the optimizer", 0.0),
+            "training steps (fit)": total - sum(parts.values()),
+            "validation + epoch bookkeeping (fit)": parts.get(val, 0.0),
+        }
+
+    bare_wall, bare_cpu_of = bare_of(bare_w, bare_s), bare_of(bare_cpu, bare_c)
     print(f"\nwhere a lab run's time goes (one instrumented sweep, ms per run, {n} runs):")
-    print(f"  {'':58}{'lab':>9}{'bare':>9}")
-    bare_of = {
-        "build the problem (model, data)": bare_parts.get("build the problem (model, data)", 0.0),
-        "create the optimizer": bare_parts.get("create the optimizer", 0.0),
-        "training steps (fit)": bare_training,
-        "validation + epoch bookkeeping (fit)": bare_parts.get("validation + test evaluation", 0.0),
-    }
-    for label, seconds in rows:
-        other = bare_of.get(label)
-        cell = "" if other is None else f"{1e3 * other / n:9.2f}"
-        print(f"  {label:58}{1e3 * seconds / n:9.2f}{cell}")
-    print(f"  {'total':58}{1e3 * lab_s / n:9.2f}{1e3 * bare_s / n:9.2f}")
-    print("  (the bare loop's test evaluation is counted in its validation row)")
+    print(f"  {'':58}{'lab':>9}{'lab CPU':>9}{'bare':>9}{'bare CPU':>9}")
+    for label, wall, cpu in rows:
+        cells = f"{1e3 * wall / n:9.2f}{1e3 * cpu / n:9.2f}"
+        if label in bare_wall:
+            cells += f"{1e3 * bare_wall[label] / n:9.2f}{1e3 * bare_cpu_of[label] / n:9.2f}"
+        print(f"  {label:58}{cells}")
+    totals = f"{1e3 * lab_s / n:9.2f}{1e3 * lab_c / n:9.2f}{1e3 * bare_s / n:9.2f}"
+    print(f"  {'total':58}{totals}{1e3 * bare_c / n:9.2f}")
+    print(
+        "  (the bare loop's test evaluation is counted in its validation row; CPU: this "
+        "thread's seconds, without waits for the disk)"
+    )
 
 
 def store_read(folder: Path, n_runs: int, n_epochs: int) -> tuple[float, float]:
