@@ -464,3 +464,34 @@ def test_a_bad_checkpoint_durable_is_refused_before_anything_is_written(tmp_path
     with pytest.raises(ValueError, match="durable must be True or False"):
         save_checkpoint(tmp_path / "x.pt", {"format": 2}, durable=bad)
     assert not list(tmp_path.iterdir())
+
+
+def test_checkpoint_at_end_false_skips_the_last_checkpoint_and_resume_redoes_that_epoch(tmp_path):
+    model = _model()
+    fit(model, torch.optim.Adam(model.parameters(), lr=0.05), _data(), batch_size=5, epochs=3)
+    reference = [p.detach().clone() for p in model.parameters()]
+
+    model = _model()
+    h = fit(model, torch.optim.Adam(model.parameters(), lr=0.05), _data(), batch_size=5,
+            epochs=3, checkpoint_dir=tmp_path, checkpoint_at_end=False)  # fmt: skip
+    assert h.epoch == [1, 2, 3] and h.stop_reason == "completed"
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference))
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 2  # the last one skipped
+    # a kill after the last epoch: the same call again redoes epoch 3 from the checkpoint of 2
+    model = _model(seed=1)
+    h = fit(model, torch.optim.Adam(model.parameters(), lr=0.05), _data(), batch_size=5,
+            epochs=3, checkpoint_dir=tmp_path, checkpoint_at_end=False, resume=True)  # fmt: skip
+    assert h.epoch == [1, 2, 3] and h.steps == 12
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference))
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 2
+
+
+def test_checkpoint_at_end_false_keeps_checkpoint_every(tmp_path):
+    model = _model()
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), _data(), batch_size=5, epochs=5,
+        checkpoint_dir=tmp_path, checkpoint_every=2, checkpoint_at_end=False)  # fmt: skip
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 4
+    with pytest.raises(ValueError, match="checkpoint_at_end must be True or False, got 0"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), _data(), batch_size=5, epochs=1,
+            checkpoint_dir=tmp_path / "other", checkpoint_at_end=0)  # fmt: skip
+    assert not (tmp_path / "other").exists()

@@ -630,6 +630,7 @@ class Run:
     eval_batch_size: int
     checkpoint_every: int
     checkpoint_durable: bool
+    checkpoint_at_end: bool
     history: History = field(default_factory=History)
     epoch: int = 0
     last_loss: float | None = None
@@ -845,6 +846,7 @@ def fit(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1,
     checkpoint_durable: bool = True,
+    checkpoint_at_end: bool = True,
     resume: bool = False,
     overwrite: bool = False,
     override_hyperparameters: bool = False,
@@ -905,6 +907,10 @@ def fit(
         leaves the last checkpoint whole, a machine crash at worst an older or torn one, which
         resume reports as CorruptCheckpointError. Meant for runs that are cheap to redo, like
         the benchmark lab's short ones (which then restart from their first epoch).
+    checkpoint_at_end: False skips the checkpoint when the run ends (its last epoch, an early
+        or a callback's stop); the epochs before are checkpointed as checkpoint_every says. For
+        callers that delete the checkpoint as soon as fit returns, like the benchmark lab: a
+        run killed after its last epoch then redoes that epoch on resume (bit-identically).
     overwrite: without resume, an existing checkpoint is an error (it would be replaced);
         overwrite=True deletes it and starts over.
     override_hyperparameters: on resume the optimizer's class and hyperparameters (its param
@@ -954,6 +960,7 @@ def fit(
         epochs=epochs,
         checkpoint_every=checkpoint_every,
         checkpoint_durable=checkpoint_durable,
+        checkpoint_at_end=checkpoint_at_end,
         schedule_every=schedule_every,
         scheduler=scheduler,
         curriculum=curriculum,
@@ -969,7 +976,7 @@ def fit(
     run = _prepare(
         model, optimizer, scheduler, train, val, loss_fn, batch_size, epochs, seed, shuffle,
         curriculum, difficulty, checkpoint_dir, schedule_every, device, unpack, checked_metrics,
-        sync_every, eval_batch_size, checkpoint_every, checkpoint_durable,
+        sync_every, eval_batch_size, checkpoint_every, checkpoint_durable, checkpoint_at_end,
     )  # fmt: skip
     state = _start(run, resume, override_hyperparameters)
     run.history = state.history
@@ -1021,8 +1028,8 @@ def _loop(
                 h.on_epoch_begin(epoch + 1, run)
         if run.stop_training:  # asked before this epoch's first step: end at the last one
             history.stop_reason = "callback"
-            if state.epoch > 0:  # the checkpoint records the stop (and any unsaved epochs)
-                _save(run, state)
+            if state.epoch > 0 and run.checkpoint_at_end:  # it records the stop (and any
+                _save(run, state)  # unsaved epochs)
             break
         t0 = time.perf_counter()
         order = _epoch_order(run, state, epoch, curriculum_levels)
@@ -1042,7 +1049,10 @@ def _loop(
             history.stop_reason = "callback"
         elif stop or epoch + 1 == run.epochs:
             _finish(run, state, "early_stopping" if stop else "completed")
-        if stop or (epoch + 1) % run.checkpoint_every == 0 or epoch + 1 == run.epochs:
+        if stop or epoch + 1 == run.epochs:
+            if run.checkpoint_at_end:
+                _save(run, state)
+        elif (epoch + 1) % run.checkpoint_every == 0:
             _save(run, state)
         for f in functions:
             f.after_checkpoint(epoch + 1, history)
@@ -1078,6 +1088,7 @@ def _validate(
     epochs: int,
     checkpoint_every: int,
     checkpoint_durable: bool,
+    checkpoint_at_end: bool,
     schedule_every: str,
     scheduler: Any,
     curriculum: str | None,
@@ -1103,6 +1114,8 @@ def _validate(
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
     if not isinstance(checkpoint_durable, bool):
         raise ValueError(f"checkpoint_durable must be True or False, got {checkpoint_durable!r}")
+    if not isinstance(checkpoint_at_end, bool):
+        raise ValueError(f"checkpoint_at_end must be True or False, got {checkpoint_at_end!r}")
     if schedule_every not in ("epoch", "batch"):
         raise ValueError(f"schedule_every must be 'epoch' or 'batch', got {schedule_every!r}")
     if isinstance(scheduler, ReduceLROnPlateau) and schedule_every == "batch":
@@ -1174,6 +1187,7 @@ def _prepare(
     eval_batch_size: int,
     checkpoint_every: int,
     checkpoint_durable: bool,
+    checkpoint_at_end: bool,
 ) -> Run:
     """Phase 2: data checked, model and data on the device, batch geometry, run settings."""
     current = _model_device(model)
@@ -1246,6 +1260,7 @@ def _prepare(
         eval_batch_size=eval_batch_size,
         checkpoint_every=checkpoint_every,
         checkpoint_durable=checkpoint_durable,
+        checkpoint_at_end=checkpoint_at_end,
     )
 
 

@@ -457,6 +457,10 @@ def execute(
             seed=row["seed"],
             checkpoint_dir=folder,
             checkpoint_durable=DURABLE_CHECKPOINTS,
+            # the folder is deleted once the run is finished: a checkpoint of the last epoch
+            # would only serve a kill between that epoch's row and the final status, which
+            # then redoes the epoch (at most one, as for any kill), bit-identically
+            checkpoint_at_end=False,
             resume=True,
             verbose=0,
             device=device,
