@@ -4,7 +4,13 @@ A weights file is a ``torch.save`` of plain data (tensors, strings, numbers, lis
 back with ``torch.load(weights_only=True)``: nothing in it is unpickled as code.
 
     {"format": FORMAT, "kind": "l2l" | "mlp", "architecture": {...}, "config": {...},
-     "task": "quadratic", "seed": 0, "evaluation": {...}, "state_dict": {name: tensor}}
+     "task": "quadratic", "seed": 0, "evaluation": {...}, "state_dict": {name: tensor},
+     "made_on": {"torch": ..., "cpu": ..., "cpu_capability": ..., "machine": ...}}
+
+``made_on`` (absent from files written before it was recorded) says where the weights were
+computed: ``ravine meta-train`` regenerates a file bit for bit on the same kind of CPU with the
+same torch build, not across them (PyTorch's CPU kernels pick vector widths and summation orders
+by CPU and build, and a meta-training run of thousands of steps amplifies the last bit).
 
 The bundled files live in ``ravine/learned/weights/<kind>/<name>.pt`` (package data) and are
 what ``ravine meta-train`` writes for that task and seed; ``L2L(params, weights="quadratic")``
@@ -14,6 +20,7 @@ loads one by name, ``weights="/path/file.pt"`` any file.
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,7 @@ __all__ = [
     "FORMAT",
     "atomic_save",
     "bundled",
+    "environment",
     "load",
     "load_network",
     "record",
@@ -37,6 +45,28 @@ __all__ = [
 FORMAT = "ravine.learned.weights/1"
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 _KEYS = ("format", "kind", "architecture", "config", "task", "seed", "evaluation", "state_dict")
+
+
+def environment() -> dict[str, str]:
+    """What decides the bits of a meta-training run besides its configuration: the torch build,
+    the CPU model and the vector instructions ATen dispatches to on it."""
+    return {
+        "torch": str(torch.__version__),  # a TorchVersion would not load with weights_only
+        "cpu": _cpu_model(),
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "machine": platform.machine(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def bundled(kind: str) -> list[str]:
@@ -140,4 +170,5 @@ def record(
         "seed": seed,
         "evaluation": dict(evaluation or {}),
         "state_dict": {k: v.detach().float().clone() for k, v in net.state_dict().items()},
+        "made_on": environment(),
     }
