@@ -401,5 +401,9 @@ def test_meta_train_flags_override_the_preset() -> None:
         seed=2,
     )
     assert config == expected
+    digits = meta_train.config_from(parser.parse_args(["--kind", "mlp", "--task", "digits"]))
+    assert digits.second_order
+    first = "--kind mlp --task digits --no-second-order"
+    assert not meta_train.config_from(parser.parse_args(first.split())).second_order
     with pytest.raises(ValueError, match="meta_lr_final: 0"):
         meta_train.config_from(parser.parse_args(["--meta-lr-final", "0"]))

@@ -37,6 +37,7 @@ _OVERRIDES = (
     "meta_lr_final",
     "eval_every",
     "eval_problems",
+    "second_order",
 )
 
 
@@ -57,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--meta-lr-final",
         type=float,
         help="the meta-lr decays (cosine) to meta-lr times this at the end (1: constant)",
+    )
+    parser.add_argument(
+        "--second-order",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="differentiate through the optimizee's gradients (the digits preset does); "
+        "--no-second-order treats them as constants, as the paper does",
     )
     parser.add_argument("--eval-every", type=int, help="held-out scoring interval")
     parser.add_argument("--eval-problems", type=int, help="held-out problems per scoring")
