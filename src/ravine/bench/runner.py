@@ -15,8 +15,9 @@ Protocol (what makes the comparison fair):
 
 All runs of a phase are written as pending before any is trained; workers claim them
 atomically (``ravine.bench.store``), beat a heartbeat, write one row per epoch and checkpoint
-every epoch with ``ravine.fit`` (atomic files), so a killed worker's run resumes where its last
-epoch ended, on any machine that sees the checkpoint folder.
+every epoch but the last with ``ravine.fit`` (atomic files), so a killed worker's run resumes
+where its last checkpointed epoch ended (at most one epoch redone), on any machine that sees the
+checkpoint folder.
 """
 
 from __future__ import annotations
