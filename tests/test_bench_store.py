@@ -220,3 +220,40 @@ def test_two_concurrent_workers_do_every_run_exactly_once(url: str, monkeypatch)
     assert len({r["pid"] for r in runs}) == 2  # both workers took part
     keys = [(e["run_id"], e["epoch"]) for e in epochs]
     assert len(keys) == len(set(keys)) == 3 * len(runs)
+
+
+class _SwitchingStore:
+    """A store whose heartbeat fails (the run just ended) while the worker takes its next run:
+    the interleaving of the heartbeat thread and the worker that lost runs under load."""
+
+    def __init__(self, on_beat) -> None:
+        self.on_beat = on_beat
+        self.beats = 0
+
+    def heartbeat(self, claim) -> bool:
+        self.beats += 1
+        self.on_beat()
+        return False  # the ended run's claim token is cleared
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failed_beat_of_an_ended_run_does_not_mark_the_next_run_lost(monkeypatch) -> None:
+    """Each beat fails because the run it read has just ended while the worker took another:
+    ``lost`` must stay clear (set, the new run would be dropped and redone after going stale:
+    two concurrent workers on PostgreSQL under load then showed a run with 2 attempts)."""
+    from ravine.bench import runner
+
+    beat = runner._Heartbeat("unused", 0.01)
+    store = _SwitchingStore(lambda: beat.hold(object()))  # every beat: the worker moved on
+    monkeypatch.setattr(runner, "open_store", lambda url: store)
+    beat.hold(object())
+    beat.start()
+    deadline = time.monotonic() + 10
+    while store.beats < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    beat.done.set()
+    beat.join(timeout=5)
+    assert store.beats >= 3
+    assert not beat.lost.is_set()

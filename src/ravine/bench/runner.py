@@ -498,22 +498,36 @@ def _hp(hp: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Heartbeat(threading.Thread):
-    """Beats the held run's heartbeat every ``every`` seconds on its own connection."""
+    """Beats the held run's heartbeat every ``every`` seconds on its own connection.
+
+    ``lost`` is set only if the claim whose beat failed is still the one held: a beat of a run
+    that just ended (its claim token cleared) must not mark the next run, claimed meanwhile, as
+    taken from this worker (it would be dropped, then re-claimed once its heartbeat went stale).
+    """
 
     def __init__(self, url: str, every: float) -> None:
         super().__init__(daemon=True, name="ravine-bench-heartbeat")
         self.url, self.every = url, every
-        self.claim: Claim | None = None
+        self._claim: Claim | None = None
+        self._lock = threading.Lock()
         self.lost = threading.Event()
         self.done = threading.Event()
+
+    def hold(self, claim: Claim | None) -> None:
+        """Beat for ``claim`` from now on (None: for no run), with ``lost`` cleared."""
+        with self._lock:
+            self.lost.clear()
+            self._claim = claim
 
     def run(self) -> None:
         store = open_store(self.url)
         try:
             while not self.done.wait(self.every):
-                claim = self.claim
+                claim = self._claim
                 if claim is not None and not store.heartbeat(claim):
-                    self.lost.set()
+                    with self._lock:
+                        if self._claim is claim:
+                            self.lost.set()
         finally:
             store.close()
 
@@ -603,14 +617,13 @@ def work(
                 wait = min(2 * wait, poll)
                 continue
             wait = min(_FIRST_WAIT, poll)
-            beat.lost.clear()
-            beat.claim = claim
+            beat.hold(claim)
             try:
                 status = execute(
                     store, claim, sweep, root, deadline=deadline, lost=beat.lost, device=device
                 )
             finally:
-                beat.claim = None
+                beat.hold(None)
             if status in TERMINAL:
                 ended += 1
                 if claim.row["phase"] == "tune":
