@@ -310,3 +310,41 @@ def test_api_reference_covers_every_public_module() -> None:
         if not p.name.startswith("_") and "cli" not in p.parts
     }
     assert on_disk <= set(modules)
+
+
+def test_package_names_load_lazily_and_match_the_typed_imports() -> None:
+    """`import ravine` loads no torch (the CLI answers and `ravine serve` prints its address at
+    once); every public name still resolves, and the run-time table names exactly what the
+    imports type checkers read name."""
+    import ast
+
+    import ravine
+
+    tree = ast.parse(Path(ravine.__file__).read_text())
+    typed: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.module
+                for alias in imp.names:
+                    prefix = "ravine." if imp.module == "ravine" else ""
+                    typed[alias.asname or alias.name] = prefix + (
+                        alias.name if prefix else imp.module
+                    )
+    assert typed == ravine._WHERE
+    code = (
+        "import sys, ravine\n"
+        "assert 'torch' not in sys.modules, 'import ravine imported torch'\n"
+        "names = {n: getattr(ravine, n) for n in ravine.__all__}\n"
+        "assert names['Adam'].__name__ == 'Adam' and names['data'].__name__ == 'ravine.data'\n"
+        "from ravine import *\n"
+        "assert fit is ravine.fit and set(ravine.__all__) <= set(dir(ravine))\n"
+        "try:\n"
+        "    ravine.not_a_name\n"
+        "except AttributeError as err:\n"
+        "    assert 'not_a_name' in str(err)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -11,100 +11,124 @@ Example::
 
 __version__ = "0.1.0"
 
-from ravine import data, models, schedules
-from ravine.callbacks import Callback
-from ravine.gradcheck import GradcheckResult, gradcheck
-from ravine.loggers import CSVLogger, TensorBoardLogger
-from ravine.optim import (
-    LBFGS,
-    NAG,
-    QHM,
-    SGD,
-    AdaBound,
-    Adadelta,
-    Adagrad,
-    Adam,
-    AdaMax,
-    Adamax,
-    AdamW,
-    AggMo,
-    AMSBound,
-    AMSGrad,
-    DelayTolerantAdagrad,
-    GradientNoise,
-    Lookahead,
-    Momentum,
-    NAdam,
-    Nadam,
-    NonFiniteGradientError,
-    NonFiniteUpdateError,
-    Optimizer,
-    QHAdam,
-    RAdam,
-    Ranger,
-    RMSprop,
-    Rprop,
-    TransformGradients,
-    create,
-)
-from ravine.optim.registry import optimizers
-from ravine.tensorlist import TL
-from ravine.train import (
-    CorruptCheckpointError,
-    EarlyStopping,
-    History,
-    NonFiniteLossError,
-    NonFiniteParametersError,
-    evaluate,
-    fit,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "LBFGS",
-    "NAG",
-    "QHM",
-    "SGD",
-    "TL",
-    "AMSBound",
-    "AMSGrad",
-    "AdaBound",
-    "AdaMax",
-    "Adadelta",
-    "Adagrad",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "AggMo",
-    "CSVLogger",
-    "Callback",
-    "CorruptCheckpointError",
-    "DelayTolerantAdagrad",
-    "EarlyStopping",
-    "GradcheckResult",
-    "GradientNoise",
-    "History",
-    "Lookahead",
-    "Momentum",
-    "NAdam",
-    "Nadam",
-    "NonFiniteGradientError",
-    "NonFiniteLossError",
-    "NonFiniteParametersError",
-    "NonFiniteUpdateError",
-    "Optimizer",
-    "QHAdam",
-    "RAdam",
-    "RMSprop",
-    "Ranger",
-    "Rprop",
-    "TensorBoardLogger",
-    "TransformGradients",
-    "create",
-    "data",
-    "evaluate",
-    "fit",
-    "gradcheck",
-    "models",
-    "optimizers",
-    "schedules",
-]
+if TYPE_CHECKING:  # what type checkers and IDEs see; _WHERE says the same at run time
+    from ravine import data, models, schedules
+    from ravine.callbacks import Callback
+    from ravine.gradcheck import GradcheckResult, gradcheck
+    from ravine.loggers import CSVLogger, TensorBoardLogger
+    from ravine.optim import (
+        LBFGS,
+        NAG,
+        QHM,
+        SGD,
+        AdaBound,
+        Adadelta,
+        Adagrad,
+        Adam,
+        AdaMax,
+        Adamax,
+        AdamW,
+        AggMo,
+        AMSBound,
+        AMSGrad,
+        DelayTolerantAdagrad,
+        GradientNoise,
+        Lookahead,
+        Momentum,
+        NAdam,
+        Nadam,
+        NonFiniteGradientError,
+        NonFiniteUpdateError,
+        Optimizer,
+        QHAdam,
+        RAdam,
+        Ranger,
+        RMSprop,
+        Rprop,
+        TransformGradients,
+        create,
+    )
+    from ravine.optim.registry import optimizers
+    from ravine.tensorlist import TL
+    from ravine.train import (
+        CorruptCheckpointError,
+        EarlyStopping,
+        History,
+        NonFiniteLossError,
+        NonFiniteParametersError,
+        evaluate,
+        fit,
+    )
+
+# Public name -> the module that defines it (a submodule's own name maps to itself). The names
+# load on first use (PEP 562), so `import ravine` costs no torch import: `ravine serve` prints
+# its address and serves the page while torch loads, and `ravine --help` answers at once.
+# tests/test_packaging.py checks that this table and the imports above name the same things.
+_WHERE: dict[str, str] = {
+    "AMSBound": "ravine.optim",
+    "AMSGrad": "ravine.optim",
+    "AdaBound": "ravine.optim",
+    "AdaMax": "ravine.optim",
+    "Adadelta": "ravine.optim",
+    "Adagrad": "ravine.optim",
+    "Adam": "ravine.optim",
+    "AdamW": "ravine.optim",
+    "Adamax": "ravine.optim",
+    "AggMo": "ravine.optim",
+    "CSVLogger": "ravine.loggers",
+    "Callback": "ravine.callbacks",
+    "CorruptCheckpointError": "ravine.train",
+    "DelayTolerantAdagrad": "ravine.optim",
+    "EarlyStopping": "ravine.train",
+    "GradcheckResult": "ravine.gradcheck",
+    "GradientNoise": "ravine.optim",
+    "History": "ravine.train",
+    "LBFGS": "ravine.optim",
+    "Lookahead": "ravine.optim",
+    "Momentum": "ravine.optim",
+    "NAG": "ravine.optim",
+    "NAdam": "ravine.optim",
+    "Nadam": "ravine.optim",
+    "NonFiniteGradientError": "ravine.optim",
+    "NonFiniteLossError": "ravine.train",
+    "NonFiniteParametersError": "ravine.train",
+    "NonFiniteUpdateError": "ravine.optim",
+    "Optimizer": "ravine.optim",
+    "QHAdam": "ravine.optim",
+    "QHM": "ravine.optim",
+    "RAdam": "ravine.optim",
+    "RMSprop": "ravine.optim",
+    "Ranger": "ravine.optim",
+    "Rprop": "ravine.optim",
+    "SGD": "ravine.optim",
+    "TL": "ravine.tensorlist",
+    "TensorBoardLogger": "ravine.loggers",
+    "TransformGradients": "ravine.optim",
+    "create": "ravine.optim",
+    "data": "ravine.data",
+    "evaluate": "ravine.train",
+    "fit": "ravine.train",
+    "gradcheck": "ravine.gradcheck",
+    "models": "ravine.models",
+    "optimizers": "ravine.optim.registry",
+    "schedules": "ravine.schedules",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ravine' has no attribute {name!r}")
+    loaded = importlib.import_module(module)
+    value = loaded if module == f"{__name__}.{name}" else getattr(loaded, name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

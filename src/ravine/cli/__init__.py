@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 # (name, module path, help): each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
 SUBCOMMANDS: list[tuple[str, str, str]] = [
@@ -52,13 +53,26 @@ def _version() -> str:
     return f"ravine {ravine.__version__} (torch {torch.__version__}, Python {python})"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the string is made when asked for, since it imports torch (1-2 s), which
+    ``ravine serve`` must not wait for before it prints its address."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "show the version (ravine, torch, Python) and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(_version())  # stdout, as argparse's own version action writes it
+        parser.exit()
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (all of them when None).
 
     ``ravine train --help`` must not pay for matplotlib, which ``ravine viz`` needs.
     """
     parser = argparse.ArgumentParser(prog="ravine", description=__doc__)
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_path, help_text in SUBCOMMANDS:
         if command is not None and name != command:
