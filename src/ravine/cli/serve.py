@@ -75,10 +75,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    # The page is served from here on; the playground (matplotlib, the first optimizer) loads
-    # and computes the default picture in the background.
-    server.warm_up()
+    # The address first: the warm-up thread's imports (torch, matplotlib) hold the GIL for
+    # hundreds of ms at a time, and the browser's page load should overlap them, not follow.
     print(f"ravine serve: playground at {server.url}  (Ctrl-C stops it)", flush=True)
+    # The page is served from here on; the playground (torch, matplotlib, the first optimizer)
+    # loads and computes the default picture in the background.
+    server.warm_up()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"ravine serve: warning: bound to {args.host}, not loopback: anyone who can reach "

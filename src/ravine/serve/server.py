@@ -327,6 +327,15 @@ class PlaygroundServer(ThreadingHTTPServer):
         with self._load_lock:
             if self._playground is None and self._load_error is None:
                 try:
+                    # The server never compiles unless a page asks for impl=compiled: its
+                    # optimizers need not import torch._dynamo (1.5 s of the first picture);
+                    # see ravine.optim.lazy_dynamo. Here, first under the load lock, so no
+                    # request of this server can import dynamo before the hook is in place;
+                    # not in make_server, whose caller would then wait for torch (1-2 s)
+                    # before it can print the address.
+                    from ravine.optim import lazy_dynamo
+
+                    lazy_dynamo.defer()
                     from ravine.serve.playground import Playground
 
                     self._playground = Playground(workers=Workers(self._workers))
@@ -445,12 +454,6 @@ def make_server(
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port={port!r}: expected an integer from 0 to 65535 (0: a free port)")
     Workers(workers)  # checked before anything is bound
-    # The server never compiles unless a page asks for impl=compiled: its optimizers need not
-    # import torch._dynamo (1.5 s of the first picture); see ravine.optim.lazy_dynamo. Here,
-    # before the server's threads start, so no import of dynamo can race the hook.
-    from ravine.optim import lazy_dynamo
-
-    lazy_dynamo.defer()
     given = [report] if isinstance(report, (str, Path)) else list(report or ())
     checked = [check_report(r) for r in given] or None
     return PlaygroundServer((host, port), verbose=verbose, workers=workers, report=checked)
