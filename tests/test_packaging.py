@@ -339,6 +339,8 @@ def test_package_names_load_lazily_and_match_the_typed_imports() -> None:
         "assert names['Adam'].__name__ == 'Adam' and names['data'].__name__ == 'ravine.data'\n"
         "from ravine import *\n"
         "assert fit is ravine.fit and set(ravine.__all__) <= set(dir(ravine))\n"
+        "assert ravine.optim.registry.create is ravine.create\n"
+        "assert ravine.train.fit is fit and ravine.bench.__name__ == 'ravine.bench'\n"
         "try:\n"
         "    ravine.not_a_name\n"
         "except AttributeError as err:\n"

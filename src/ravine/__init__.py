@@ -12,6 +12,7 @@ Example::
 __version__ = "0.1.0"
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; _WHERE says the same at run time
@@ -123,7 +124,11 @@ __all__ = sorted(_WHERE)
 def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
-        raise AttributeError(f"module 'ravine' has no attribute {name!r}")
+        # A subpackage (`ravine.optim.registry`, `ravine.train.fit`, `ravine.bench`): an eager
+        # `import ravine` used to import most of them, and code that relies on that still works.
+        module = f"{__name__}.{name}"
+        if name.startswith("_") or importlib.util.find_spec(module) is None:
+            raise AttributeError(f"module 'ravine' has no attribute {name!r}")
     loaded = importlib.import_module(module)
     value = loaded if module == f"{__name__}.{name}" else getattr(loaded, name)
     globals()[name] = value  # later lookups skip __getattr__
