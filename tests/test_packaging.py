@@ -327,10 +327,9 @@ def test_package_names_load_lazily_and_match_the_typed_imports() -> None:
             for imp in node.body:
                 assert isinstance(imp, ast.ImportFrom) and imp.module
                 for alias in imp.names:
-                    prefix = "ravine." if imp.module == "ravine" else ""
-                    typed[alias.asname or alias.name] = prefix + (
-                        alias.name if prefix else imp.module
-                    )
+                    submodule = imp.module == "ravine"  # `from ravine import data`
+                    where = f"ravine.{alias.name}" if submodule else f"{imp.module}:{alias.name}"
+                    typed[alias.asname or alias.name] = where
     assert typed == ravine._WHERE
     code = (
         "import sys, ravine\n"
@@ -340,6 +339,8 @@ def test_package_names_load_lazily_and_match_the_typed_imports() -> None:
         "from ravine import *\n"
         "assert fit is ravine.fit and set(ravine.__all__) <= set(dir(ravine))\n"
         "assert ravine.optim.registry.create is ravine.create\n"
+        "import ravine.gradcheck\n"
+        "assert callable(ravine.gradcheck) and ravine.gradcheck.__name__ == 'gradcheck'\n"
         "assert ravine.train.fit is fit and ravine.bench.__name__ == 'ravine.bench'\n"
         "try:\n"
         "    ravine.not_a_name\n"
