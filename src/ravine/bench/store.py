@@ -282,34 +282,38 @@ class Store(abc.ABC):
 
     # ------------------------------------------------------------------ claiming
     def claim(self, study: str, stale_after: float, env: dict[str, Any]) -> Claim | None:
-        """Atomically take one run: pending first, then running ones whose worker is gone.
+        """Atomically take one run: first a running one whose worker is gone, then a pending one.
 
         Gone: its heartbeat is older than ``stale_after`` seconds, or it ran on this host under
-        a process id that no longer exists (a killed sweep restarted at once).
+        a process id that no longer exists (a killed sweep restarted at once). Gone runs come
+        first: they resume from their last epoch checkpoint, so a restarted sweep finishes the
+        work it was interrupted in before it starts new runs (and their checkpoints do not sit
+        on disk until the end of the sweep).
         """
         host, pid, now = socket.gethostname(), os.getpid(), time.time()
         with self._write() as cur:
             cur.execute(
                 self._sql(
-                    "SELECT id FROM runs WHERE study = ? AND status = 'pending' "
-                    "ORDER BY id LIMIT 1" + self.lock_suffix
+                    "SELECT id, host, pid, heartbeat FROM runs WHERE study = ? "
+                    "AND status = 'running' ORDER BY id" + self.lock_suffix
                 ),
                 (study,),
             )
-            row = cur.fetchone()
+            row = None
+            for rid, rhost, rpid, beat in cur.fetchall():
+                dead_here = rhost == host and rpid != pid and not _pid_alive(rpid)
+                if dead_here or beat is None or now - beat > stale_after:
+                    row = (rid,)
+                    break
             if row is None:
                 cur.execute(
                     self._sql(
-                        "SELECT id, host, pid, heartbeat FROM runs WHERE study = ? "
-                        "AND status = 'running' ORDER BY id" + self.lock_suffix
+                        "SELECT id FROM runs WHERE study = ? AND status = 'pending' "
+                        "ORDER BY id LIMIT 1" + self.lock_suffix
                     ),
                     (study,),
                 )
-                for rid, rhost, rpid, beat in cur.fetchall():
-                    dead_here = rhost == host and rpid != pid and not _pid_alive(rpid)
-                    if dead_here or beat is None or now - beat > stale_after:
-                        row = (rid,)
-                        break
+                row = cur.fetchone()
             if row is None:
                 return None
             token = secrets.token_hex(8)
