@@ -9,6 +9,9 @@ loads); meta-training and evaluation are in :mod:`ravine.learned.meta` and
 :mod:`ravine.learned.evaluate`.
 """
 
+# The registry lists these optimizers and they use its hyperparameter checks: ravine.optim loads
+# first, so that either package can be the first one imported (`ravine meta-train` starts here).
+import ravine.optim  # noqa: F401
 from ravine.learned.nets import CoordinateLSTM, PerParameterMLP
 from ravine.learned.optimizers import L2L, LearnedMLP, LearnedOptimizer
 
