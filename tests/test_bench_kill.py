@@ -27,12 +27,22 @@ COMMAND = [
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "steps", "lr")
 
 
-def _start(store: Path, workers: int) -> subprocess.Popen:
+def _start(store: Path, workers: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
     env["OMP_NUM_THREADS"] = "1"
     code = "import sys; from ravine.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen(
-        [sys.executable, "-c", code, *COMMAND, "--store", str(store), "--workers", str(workers)],
+        [
+            sys.executable,
+            "-c",
+            code,
+            *COMMAND,
+            *extra,
+            "--store",
+            str(store),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -107,16 +117,21 @@ def _snapshot(store: Path) -> tuple[dict, dict]:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("checkpoints", ["every epoch", "default"])
 def test_sigkill_then_the_same_command_gives_the_uninterrupted_result(
-    tmp_path: Path, workers: int
+    tmp_path: Path, workers: int, checkpoints: str
 ) -> None:
+    """With a checkpoint per epoch a killed run resumes from its last epoch; with the default
+    interval (10 s) these short runs write none and a killed one starts over: either way the
+    result is the uninterrupted sweep's."""
     reference = tmp_path / "reference.sqlite"
     _finish(_start(reference, 1))
 
+    extra = ("--checkpoint-every", "0") if checkpoints == "every epoch" else ()
     killed = tmp_path / "killed.sqlite"
-    in_flight = _kill_mid_run(_start(killed, workers), killed, finished_at_least=0)
-    in_flight |= _kill_mid_run(_start(killed, workers), killed, finished_at_least=4)
-    _finish(_start(killed, workers))
+    in_flight = _kill_mid_run(_start(killed, workers, extra), killed, finished_at_least=0)
+    in_flight |= _kill_mid_run(_start(killed, workers, extra), killed, finished_at_least=4)
+    _finish(_start(killed, workers, extra))
 
     assert _snapshot(killed) == _snapshot(reference)
     with open_store(killed) as s:

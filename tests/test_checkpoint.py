@@ -148,7 +148,7 @@ def test_run_state_fields_all_go_through_the_checkpoint(tmp_path):
     """to_checkpoint/from_checkpoint are a pair: a new field that one forgets fails here."""
     path = _first_run(tmp_path)
     ckpt = load_checkpoint(path)
-    saved = {f.name for f in dataclasses.fields(RunState)} - {"last_checkpoint"}
+    saved = {f.name for f in dataclasses.fields(RunState)} - {"last_checkpoint", "checkpoint_clock"}
     assert saved <= ckpt.keys()
 
 
@@ -495,3 +495,69 @@ def test_checkpoint_at_end_false_keeps_checkpoint_every(tmp_path):
         fit(model, torch.optim.SGD(model.parameters(), lr=0.1), _data(), batch_size=5, epochs=1,
             checkpoint_dir=tmp_path / "other", checkpoint_at_end=0)  # fmt: skip
     assert not (tmp_path / "other").exists()
+
+
+def test_checkpoint_every_seconds_writes_one_once_the_interval_passed(tmp_path, monkeypatch):
+    """Epochs end at t = 4, 8, 12, ... s (a fake clock): with a 10 s interval the checkpoint is
+    written at epochs 3 and 6 (not at the end: checkpoint_at_end=False), and resuming from it
+    gives the uninterrupted run bit for bit."""
+    import ravine.train
+
+    model = _model()
+    fit(model, torch.optim.Adam(model.parameters(), lr=0.05), _data(), batch_size=5, epochs=7)
+    reference = [p.detach().clone() for p in model.parameters()]
+
+    now = [0.0]
+    monkeypatch.setattr(ravine.train.time, "monotonic", lambda: now[0])
+    seen: list[int | None] = []
+
+    class Clock(ravine.Callback):
+        def on_epoch_end(self, epoch, logs, run):
+            now[0] = 4.0 * epoch
+
+    def after_checkpoint(epoch, history):
+        path = tmp_path / CHECKPOINT_NAME
+        seen.append(load_checkpoint(path)["epoch"] if path.exists() else None)
+
+    model = _model()
+    fit(model, torch.optim.Adam(model.parameters(), lr=0.05), _data(), batch_size=5, epochs=7,
+        checkpoint_dir=tmp_path, checkpoint_every_seconds=10, checkpoint_at_end=False,
+        callbacks=[Clock(), after_checkpoint])  # fmt: skip
+    assert seen == [None, None, 3, 3, 3, 6, 6]
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference))
+    model = _model(seed=1)  # a kill after the last epoch: epoch 7 is redone from 6
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    h = fit(model, opt, _data(), batch_size=5, epochs=7, checkpoint_dir=tmp_path,
+            checkpoint_every_seconds=10, resume=True)  # fmt: skip
+    assert h.epoch == list(range(1, 8))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference))
+
+
+def test_a_callback_stop_is_checkpointed_whatever_the_interval_and_checkpoint_at_end(tmp_path):
+    model = _model()
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), _data(), batch_size=5, epochs=4)
+    reference = [p.detach().clone() for p in model.parameters()]
+
+    class StopAt2(ravine.Callback):
+        def on_epoch_end(self, epoch, logs, run):
+            run.stop_training = epoch == 2
+
+    model = _model()
+    h = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), _data(), batch_size=5, epochs=4,
+            checkpoint_dir=tmp_path, checkpoint_every_seconds=1e9, checkpoint_at_end=False,
+            callbacks=[StopAt2()])  # fmt: skip
+    assert h.stop_reason == "callback"
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 2
+    model = _model(seed=1)
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), _data(), batch_size=5, epochs=4,
+        checkpoint_dir=tmp_path, resume=True)  # fmt: skip
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reference))
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), True, "10"])
+def test_checkpoint_every_seconds_is_checked_first(tmp_path, bad):
+    model = _model()
+    with pytest.raises(ValueError, match=f"checkpoint_every_seconds must be .*got {bad!r}"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), _data(), batch_size=5, epochs=1,
+            checkpoint_dir=tmp_path / "ck", checkpoint_every_seconds=bad)  # fmt: skip
+    assert not (tmp_path / "ck").exists()

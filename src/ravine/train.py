@@ -629,6 +629,7 @@ class Run:
     sync_every: int
     eval_batch_size: int
     checkpoint_every: int
+    checkpoint_every_seconds: float
     checkpoint_durable: bool
     checkpoint_at_end: bool
     history: History = field(default_factory=History)
@@ -660,6 +661,8 @@ class RunState:
     scores: torch.Tensor | None = None
     hyperparameters: list[dict[str, Any]] = field(default_factory=list)
     last_checkpoint: int | None = None  # epoch of the last checkpoint written or read (not saved)
+    # when that checkpoint was written, or the epochs began (time.monotonic; not saved)
+    checkpoint_clock: float = 0.0
 
     def to_checkpoint(self, run: Run) -> dict[str, Any]:
         return {
@@ -845,6 +848,7 @@ def fit(
     early_stopping: EarlyStopping | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1,
+    checkpoint_every_seconds: float | None = None,
     checkpoint_durable: bool = True,
     checkpoint_at_end: bool = True,
     resume: bool = False,
@@ -901,16 +905,25 @@ def fit(
         optimizer, scheduler, RNG states, history and early-stopping state are written atomically
         to checkpoint_dir/checkpoint.pt with a SHA-256 of its bytes; with resume=True a run
         starts from that file if present (see the data kinds above for what it guarantees).
+    checkpoint_every_seconds: with it, an epoch that checkpoint_every selects is checkpointed
+        only once this many seconds have passed since the last checkpoint (or since the run
+        started or resumed), like Lightning's ``train_time_interval``: long epochs are each
+        checkpointed as before, a run of short ones writes one checkpoint every few seconds
+        instead of one per epoch. A kill then redoes at most that long plus one epoch, which
+        resume makes bit-identical to no kill. The end and a callback's stop follow
+        checkpoint_at_end as before. 0 checkpoints every selected epoch, like None.
     checkpoint_durable: True (the default) flushes each checkpoint and its folder to disk
         (two fsyncs: under a millisecond on an idle disk, several on a busy one) so that it
         survives a power cut or OS crash. False skips them: a killed process (kill -9) still
         leaves the last checkpoint whole, a machine crash at worst an older or torn one, which
         resume reports as CorruptCheckpointError. Meant for runs that are cheap to redo, like
         the benchmark lab's short ones (which then restart from their first epoch).
-    checkpoint_at_end: False skips the checkpoint when the run ends (its last epoch, an early
-        or a callback's stop); the epochs before are checkpointed as checkpoint_every says. For
-        callers that delete the checkpoint as soon as fit returns, like the benchmark lab: a
-        run killed after its last epoch then redoes that epoch on resume (bit-identically).
+    checkpoint_at_end: False skips the checkpoint when the run ends (its last epoch or an early
+        stop); the epochs before are checkpointed as checkpoint_every says. For callers that
+        delete the checkpoint as soon as fit returns, like the benchmark lab: a run killed after
+        its last epoch then redoes that epoch on resume (bit-identically). A callback's stop is
+        still checkpointed, since a run stopped that way is one to resume (the lab's time
+        limit).
     overwrite: without resume, an existing checkpoint is an error (it would be replaced);
         overwrite=True deletes it and starts over.
     override_hyperparameters: on resume the optimizer's class and hyperparameters (its param
@@ -959,6 +972,7 @@ def fit(
         batch_size=None if batch_size is _REQUIRED else batch_size,
         epochs=epochs,
         checkpoint_every=checkpoint_every,
+        checkpoint_every_seconds=checkpoint_every_seconds,
         checkpoint_durable=checkpoint_durable,
         checkpoint_at_end=checkpoint_at_end,
         schedule_every=schedule_every,
@@ -976,7 +990,8 @@ def fit(
     run = _prepare(
         model, optimizer, scheduler, train, val, loss_fn, batch_size, epochs, seed, shuffle,
         curriculum, difficulty, checkpoint_dir, schedule_every, device, unpack, checked_metrics,
-        sync_every, eval_batch_size, checkpoint_every, checkpoint_durable, checkpoint_at_end,
+        sync_every, eval_batch_size, checkpoint_every, checkpoint_every_seconds,
+        checkpoint_durable, checkpoint_at_end,
     )  # fmt: skip
     state = _start(run, resume, override_hyperparameters)
     run.history = state.history
@@ -1021,6 +1036,7 @@ def _loop(
     history = state.history
     for h in hooks:
         h.on_train_begin(run)
+    state.checkpoint_clock = time.monotonic()
     for epoch in range(state.epoch, run.epochs):
         run.epoch = epoch + 1
         if not run.stop_training:
@@ -1028,8 +1044,8 @@ def _loop(
                 h.on_epoch_begin(epoch + 1, run)
         if run.stop_training:  # asked before this epoch's first step: end at the last one
             history.stop_reason = "callback"
-            if state.epoch > 0 and run.checkpoint_at_end:  # it records the stop (and any
-                _save(run, state)  # unsaved epochs)
+            if state.epoch > 0:  # it records the stop (and any unsaved epochs)
+                _save(run, state)
             break
         t0 = time.perf_counter()
         order = _epoch_order(run, state, epoch, curriculum_levels)
@@ -1050,9 +1066,11 @@ def _loop(
         elif stop or epoch + 1 == run.epochs:
             _finish(run, state, "early_stopping" if stop else "completed")
         if stop or epoch + 1 == run.epochs:
-            if run.checkpoint_at_end:
+            if run.checkpoint_at_end or history.stop_reason == "callback":
                 _save(run, state)
-        elif (epoch + 1) % run.checkpoint_every == 0:
+        elif (epoch + 1) % run.checkpoint_every == 0 and (
+            time.monotonic() - state.checkpoint_clock >= run.checkpoint_every_seconds
+        ):
             _save(run, state)
         for f in functions:
             f.after_checkpoint(epoch + 1, history)
@@ -1087,6 +1105,7 @@ def _validate(
     batch_size: int | None,
     epochs: int,
     checkpoint_every: int,
+    checkpoint_every_seconds: float | None,
     checkpoint_durable: bool,
     checkpoint_at_end: bool,
     schedule_every: str,
@@ -1112,6 +1131,16 @@ def _validate(
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
     if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    if checkpoint_every_seconds is not None and not (
+        isinstance(checkpoint_every_seconds, (int, float))
+        and not isinstance(checkpoint_every_seconds, bool)
+        and math.isfinite(checkpoint_every_seconds)
+        and checkpoint_every_seconds >= 0
+    ):
+        raise ValueError(
+            "checkpoint_every_seconds must be a finite number of seconds >= 0 or None, "
+            f"got {checkpoint_every_seconds!r}"
+        )
     if not isinstance(checkpoint_durable, bool):
         raise ValueError(f"checkpoint_durable must be True or False, got {checkpoint_durable!r}")
     if not isinstance(checkpoint_at_end, bool):
@@ -1186,6 +1215,7 @@ def _prepare(
     sync_every: int | None,
     eval_batch_size: int,
     checkpoint_every: int,
+    checkpoint_every_seconds: float | None,
     checkpoint_durable: bool,
     checkpoint_at_end: bool,
 ) -> Run:
@@ -1259,6 +1289,7 @@ def _prepare(
         sync_every=sync_every,
         eval_batch_size=eval_batch_size,
         checkpoint_every=checkpoint_every,
+        checkpoint_every_seconds=checkpoint_every_seconds or 0.0,
         checkpoint_durable=checkpoint_durable,
         checkpoint_at_end=checkpoint_at_end,
     )
@@ -1638,3 +1669,4 @@ def _save(run: Run, state: RunState) -> None:
         return
     save_checkpoint(run.path, state.to_checkpoint(run), durable=run.checkpoint_durable)
     state.last_checkpoint = state.epoch
+    state.checkpoint_clock = time.monotonic()

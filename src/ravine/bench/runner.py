@@ -342,10 +342,6 @@ def expected_total(store: Store, sweep: Sweep) -> tuple[int, int]:
 # --------------------------------------------------------------------------- one run
 
 
-class _Stop(Exception):
-    """The time limit passed: stop at this epoch's end (its checkpoint is written)."""
-
-
 class _LostClaim(Exception):
     """Another worker re-claimed this run (our heartbeat went stale): drop it."""
 
@@ -378,6 +374,12 @@ def _record_missing_epoch(
 # against a machine crash, after which a lab run simply starts over. Without it the lab's
 # checkpoint per epoch costs about half as much (benchmarks/bench_throughput.py --breakdown).
 DURABLE_CHECKPOINTS = False
+
+# A run checkpoints at an epoch end once this many seconds have passed since its last checkpoint
+# (fit's checkpoint_every_seconds). A kill redoes at most that long plus one epoch, and the redone
+# epochs are bit-identical, so nothing is lost; small problems' runs (tens of milliseconds) then
+# write no checkpoint at all, where one per epoch cost them about 10% of their time.
+CHECKPOINT_EVERY_SECONDS = 10.0
 
 _SERIES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time")
 
@@ -412,11 +414,20 @@ def execute(
     deadline: float | None = None,
     lost: threading.Event | None = None,
     device: str | None = None,
+    checkpoint_every_seconds: float = CHECKPOINT_EVERY_SECONDS,
 ) -> str:
     """Train the claimed run to its end; returns the status written ("finished", "failed",
     "pending" when stopped by the deadline, "lost" when another worker holds it now)."""
+    from ravine.callbacks import Callback
     from ravine.optim import registry
     from ravine.train import CHECKPOINT_NAME, evaluate, fit
+
+    class AtDeadline(Callback):
+        """Stop at the first epoch end past the deadline; fit checkpoints a callback's stop."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float], run: Any) -> None:
+            if deadline is not None and time.time() > deadline and epoch < problem.epochs:
+                run.stop_training = True
 
     row = claim.row
     folder = checkpoint_root / f"{sweep.name}-run{claim.id}"
@@ -442,10 +453,8 @@ def execute(
             )
             if not store.record_epoch(claim, epoch, values) or (lost is not None and lost.is_set()):
                 raise _LostClaim
-            if deadline is not None and time.time() > deadline and epoch < problem.epochs:
-                raise _Stop
 
-        fit(
+        history = fit(
             built.model,
             optimizer,
             built.train,
@@ -457,6 +466,7 @@ def execute(
             schedule_every="batch",
             seed=row["seed"],
             checkpoint_dir=folder,
+            checkpoint_every_seconds=checkpoint_every_seconds,
             checkpoint_durable=DURABLE_CHECKPOINTS,
             # the folder is deleted once the run is finished: a checkpoint of the last epoch
             # would only serve a kill between that epoch's row and the final status, which
@@ -465,11 +475,8 @@ def execute(
             resume=True,
             verbose=0,
             device=device,
-            callbacks=[on_epoch],
+            callbacks=[AtDeadline(), on_epoch],
         )
-    except _Stop:
-        store.finish(claim, "pending")
-        return "pending"
     except _LostClaim:
         return "lost"
     except Exception as e:  # the sweep goes on: the run is recorded with its error
@@ -478,6 +485,9 @@ def execute(
             return "lost"
         _discard(folder)
         return "failed"
+    if history.stop_reason == "callback":  # the deadline: resumed from this epoch's checkpoint
+        store.finish(claim, "pending")
+        return "pending"
     if not store.finish(claim, "finished"):
         return "lost"
     _discard(folder)
@@ -561,6 +571,18 @@ def _check_timing(stale_after: float, heartbeat_every: float) -> None:
         )
 
 
+def _check_checkpoint_interval(seconds: float) -> None:
+    if not (
+        isinstance(seconds, (int, float))
+        and not isinstance(seconds, bool)
+        and math.isfinite(seconds)
+        and seconds >= 0
+    ):
+        raise ValueError(
+            f"checkpoint_every_seconds must be a finite number of seconds >= 0, got {seconds!r}"
+        )
+
+
 # A worker with nothing to claim first waits this long, then twice as long each time, up to poll.
 _FIRST_WAIT = 0.01
 
@@ -577,6 +599,7 @@ def work(
     on_run: Callable[[str], None] | None = None,
     max_runs: int | None = None,
     device: str | None = None,
+    checkpoint_every_seconds: float = CHECKPOINT_EVERY_SECONDS,
 ) -> int:
     """One worker: claim and train runs of ``study`` until none is left (or the deadline).
 
@@ -586,8 +609,10 @@ def work(
     doubles up to ``poll`` seconds: a worker that finds nothing to claim usually waits for a run
     about to end (the last tuning run before the finals, the other worker's last run), and a
     fixed half-second sleep there cost small sweeps a third of their time with 2 workers.
+    ``checkpoint_every_seconds``: see :data:`CHECKPOINT_EVERY_SECONDS` (0: every epoch).
     """
     _check_timing(stale_after, heartbeat_every)
+    _check_checkpoint_interval(checkpoint_every_seconds)
     store = open_store(url)
     config = store.study_config(study)
     if config is None:
@@ -620,7 +645,14 @@ def work(
             beat.hold(claim)
             try:
                 status = execute(
-                    store, claim, sweep, root, deadline=deadline, lost=beat.lost, device=device
+                    store,
+                    claim,
+                    sweep,
+                    root,
+                    deadline=deadline,
+                    lost=beat.lost,
+                    device=device,
+                    checkpoint_every_seconds=checkpoint_every_seconds,
                 )
             finally:
                 beat.hold(None)
@@ -673,12 +705,15 @@ def run_sweep(
     progress: bool | None = None,
     threads: int | None = None,
     device: str | None = None,
+    checkpoint_every_seconds: float = CHECKPOINT_EVERY_SECONDS,
 ) -> dict[str, int]:
     """Plan ``sweep`` in the store at ``url`` and run it with ``workers`` processes.
 
     Torch threads per worker: ``threads`` or the machine's cores divided among the workers.
     ``device`` ("cuda", "cuda:1", ...): where every run trains (fit's device=); the CPU by
     default. It is a property of the machine, not of the study: results are recorded alike.
+    ``checkpoint_every_seconds``: how often a run checkpoints at an epoch end (0: every epoch;
+    see :data:`CHECKPOINT_EVERY_SECONDS`); results do not depend on it.
     Returns the study's run counts per status when the workers stop (all runs ended, or the
     time limit: in-flight runs stop at an epoch end, checkpointed, and are pending again).
     """
@@ -688,6 +723,7 @@ def run_sweep(
         raise ValueError(f"time_limit must be a finite number of seconds > 0, got {time_limit!r}")
     _check_timing(stale_after, heartbeat_every)
     _check_device(device)
+    _check_checkpoint_interval(checkpoint_every_seconds)
     root = Path(checkpoint_root) if checkpoint_root is not None else default_checkpoint_root(url)
     root.mkdir(parents=True, exist_ok=True)
     deadline = None if time_limit is None else time.time() + time_limit
@@ -698,6 +734,7 @@ def run_sweep(
         "stale_after": stale_after,
         "heartbeat_every": heartbeat_every,
         "device": device,
+        "checkpoint_every_seconds": checkpoint_every_seconds,
     }
     with open_store(url) as store:
         plan(store, sweep)

@@ -59,16 +59,17 @@ def _count(text: str) -> int:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str) -> float:
-    """'90', '90s', '20m', '1.5h', '2d' as seconds (> 0, finite)."""
+def parse_duration(text: str, *, zero: bool = False) -> float:
+    """'90', '90s', '20m', '1.5h', '2d' as seconds (> 0, finite; or >= 0 with ``zero``)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([smhd]?)\s*", text.lower())
     if not m:
         raise argparse.ArgumentTypeError(
             f"expected a duration like 90, 90s, 20m, 1.5h or 2d, got {text!r}"
         )
     seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
+    if not (math.isfinite(seconds) and (seconds > 0 or (zero and seconds == 0))):
+        bound = ">= 0" if zero else "> 0"
+        raise argparse.ArgumentTypeError(f"expected a duration {bound}, got {text!r}")
     return seconds
 
 
@@ -113,6 +114,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with datasets that need one (cifar10)")
     p.add_argument("--device", help="where runs train: cpu (when not given), cuda, cuda:1, mps")
     p.add_argument("--checkpoint-dir", help="run checkpoints (default: STORE.checkpoints)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=lambda text: parse_duration(text, zero=True),
+        default=None,
+        metavar="DURATION",
+        help="a run checkpoints at an epoch end once this long has passed since its last "
+        "checkpoint (default 10s; 0: every epoch); a kill redoes at most that much work",
+    )
     p.add_argument(
         "--time-limit",
         type=parse_duration,
@@ -280,6 +289,11 @@ def run(args: argparse.Namespace) -> int:
             progress=args.progress,
             threads=args.threads,
             device=args.device,
+            **(
+                {}
+                if args.checkpoint_every is None
+                else {"checkpoint_every_seconds": args.checkpoint_every}
+            ),
         )
     except (ValueError, OSError) as e:
         print(f"ravine bench: {e}", file=sys.stderr)
