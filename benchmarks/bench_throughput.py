@@ -1,11 +1,14 @@
 """Throughput and overhead of the benchmark lab (ravine bench) on small problems.
 
 1. The lab's overhead per run against a bare training loop doing the same work: for each of the
-   sweep's runs, build the model from the same seed, shuffle per epoch, train, and evaluate
-   validation and test after every epoch (what the lab records), with nothing else: no store,
-   no checkpoint, no heartbeat. Lab sweeps (one worker, a fresh store each) and bare loops
-   alternate --repeats times, so load drifting on a shared machine hits both alike; the median
-   and the best ratio are printed. Goal: lab time per run <= 1.05x the bare loop's.
+   sweep's runs, build the model from the same seed, shuffle per epoch in the lab's order
+   (ravine.data.order.shuffled), train, count the training accuracy, and evaluate validation
+   and test after every epoch (what the lab records), with nothing else: no store, no
+   checkpoint, no heartbeat. The bare loop's validation and test losses and training accuracy
+   are checked equal, bit for bit, to the lab's records, so both sides train the same runs.
+   Lab sweeps (one worker, a fresh store each) and bare loops alternate --repeats times, so
+   load drifting on a shared machine hits both alike; the median and the best ratio are
+   printed. Goal: lab time per run <= 1.05x the bare loop's.
 2. Runs per hour with 1 and with 2 worker processes (one torch thread each, so two workers use
    two cores): the same sweep into fresh SQLite stores. Goal: 2 workers >= 1.8x one.
 3. Reading a store of 10,000 runs x 10 epochs through the read API (what `ravine report` does):
@@ -16,6 +19,7 @@
 
     .venv/bin/python benchmarks/bench_throughput.py                 # digits-mlp, 22 runs
     .venv/bin/python benchmarks/bench_throughput.py --breakdown
+    .venv/bin/python benchmarks/bench_throughput.py --checkpoints   # + a checkpoint every epoch
     .venv/bin/python benchmarks/bench_throughput.py --problem mnist-logreg --epochs 2
 
 Timings on a shared machine are noisy: run it on a quiet one; the ratios are what matter.
@@ -41,40 +45,66 @@ from ravine.bench import open_store, problems, run_sweep, runner, spaces
 from ravine.bench import store as store_mod
 from ravine.bench.runner import Sweep, _hp, plan
 from ravine.bench.store import RUN_ENV_COLUMNS
+from ravine.data.order import shuffled
 from ravine.optim import registry
 from ravine.train import evaluate
 
 
-def lab(sweep: Sweep, url: str, workers: int) -> tuple[float, int]:
+def lab(sweep: Sweep, url: str, workers: int, **options: Any) -> tuple[float, int]:
     t0 = time.perf_counter()
-    counts = run_sweep(sweep, url, workers=workers, threads=1, progress=False)
+    counts = run_sweep(sweep, url, workers=workers, threads=1, progress=False, **options)
     elapsed = time.perf_counter() - t0
     if counts["failed"] or counts["pending"] or counts["running"]:
         raise SystemExit(f"the sweep did not finish cleanly: {counts}")
     return elapsed, counts["finished"]
 
 
-def bare(problem: problems.Problem, runs: list[dict]) -> float:
-    """The same runs as a plain loop: model from the seed, shuffle, step, evaluate val + test."""
+def bare(problem: problems.Problem, runs: list[dict], records: list | None = None) -> float:
+    """The same runs as a plain loop: model from the seed, the lab's shuffle, step, count the
+    training accuracy, evaluate val + test; ``records`` gets (run id, epoch, train accuracy,
+    val loss, test loss) per epoch."""
     t0 = time.perf_counter()
     for r in runs:
         built = problems.build(problem, r["seed"])
         opt = registry.create(r["optimizer"], built.model.parameters(), **_hp(r["hp"]))
         x, y = built.train
-        g = torch.Generator().manual_seed(r["seed"])
-        for _ in range(problem.epochs):
+        for epoch in range(problem.epochs):
             built.model.train()
-            perm = torch.randperm(len(x), generator=g)
+            perm = shuffled(len(x), r["seed"], epoch)
+            correct = torch.zeros((), dtype=torch.int64)
             for i in range(0, len(x), problem.batch_size):
                 idx = perm[i : i + problem.batch_size]
-                loss = built.loss_fn(built.model(x[idx]), y[idx])
+                xb, yb = x[idx], y[idx]
+                out = built.model(xb)
+                loss = built.loss_fn(out, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 loss.item()  # as fit does: the epoch's mean training loss is recorded
-            evaluate(built.model, built.val, built.loss_fn)
-            evaluate(built.model, built.test, built.loss_fn)
+                correct += (out.argmax(1) == yb).sum()
+            accuracy = correct.item() / len(x)
+            val_loss, _ = evaluate(built.model, built.val, built.loss_fn)
+            test_loss, _ = evaluate(built.model, built.test, built.loss_fn)
+            if records is not None:
+                records.append((r.get("id"), epoch + 1, accuracy, val_loss, test_loss))
     return time.perf_counter() - t0
+
+
+def check_same_runs(problem: problems.Problem, runs: list[dict], url: str) -> None:
+    """The bare loop's records equal the lab's, bit for bit: both sides do the same work."""
+    records: list = []
+    bare(problem, runs, records)
+    with open_store(url) as s:
+        lab_rows = {
+            (e["run_id"], e["epoch"]): (e["train_accuracy"], e["val_loss"], e["test_loss"])
+            for e in s.epochs()
+        }
+    for run_id, epoch, *values in records:
+        if lab_rows[(run_id, epoch)] != tuple(values):
+            raise SystemExit(
+                f"the bare loop does not train the lab's runs: run {run_id} epoch {epoch}: "
+                f"lab {lab_rows[(run_id, epoch)]}, bare {tuple(values)}"
+            )
 
 
 class Timers:
@@ -262,9 +292,11 @@ def main() -> None:
     parser.add_argument("--store-runs", type=int, default=10_000)
     parser.add_argument("--breakdown", action="store_true", help="where a lab run's time goes")
     parser.add_argument(
-        "--durable",
+        "--checkpoints",
         action="store_true",
-        help="time the lab with fsync'd checkpoints too (fit's default; the lab's is without)",
+        help="time the lab with a checkpoint every epoch too (--checkpoint-every 0), without "
+        "and with fsync (fit's default; the lab's is without); by default the lab's short runs "
+        "write none (one at most every 10 s)",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -279,11 +311,15 @@ def main() -> None:
         first, n1 = lab(sweep, str(folder / "warm.sqlite"), 1)
         with open_store(folder / "warm.sqlite") as s:
             runs = s.runs(sweep.name)  # the runs a sweep does: the trial list and finalists
+        check_same_runs(problem, runs, str(folder / "warm.sqlite"))
 
-        def durable_lab(i: int) -> float:
-            runner.DURABLE_CHECKPOINTS = True
+        every_epoch, durable = "lab, checkpoint every epoch", "lab, durable checkpoint every epoch"
+
+        def checkpointing_lab(i: int, fsync: bool) -> float:
+            runner.DURABLE_CHECKPOINTS = fsync
             try:
-                return lab(sweep, str(folder / f"d{i}.sqlite"), 1)[0]
+                url = str(folder / f"{'d' if fsync else 'e'}{i}.sqlite")
+                return lab(sweep, url, 1, checkpoint_every_seconds=0)[0]
             finally:
                 runner.DURABLE_CHECKPOINTS = False
 
@@ -292,8 +328,9 @@ def main() -> None:
             "bare loop (same runs)": lambda i: bare(problem, runs),
             "lab, 2 workers": lambda i: lab(sweep, str(folder / f"b{i}.sqlite"), 2)[0],
         }
-        if args.durable:
-            sides["lab, 1 worker, durable checkpoints"] = durable_lab
+        if args.checkpoints:
+            sides[every_epoch] = lambda i: checkpointing_lab(i, False)
+            sides[durable] = lambda i: checkpointing_lab(i, True)
         times, cpu = alternate(sides, args.repeats)
         parts = breakdown(sweep, problem, folder, runs) if args.breakdown else None
         written, read = store_read(folder, args.store_runs, 10)
@@ -311,7 +348,7 @@ def main() -> None:
     print(
         f"2 workers / 1 worker throughput: {med[one] / med['lab, 2 workers']:.2f}x (goal >= 1.8x)"
     )
-    for name in [one, *(["lab, 1 worker, durable checkpoints"] if args.durable else [])]:
+    for name in [one, *([every_epoch, durable] if args.checkpoints else [])]:
         ratios = [a / b for a, b in zip(times[name], times[plain])]
         print(
             f"{name} / bare loop: median {statistics.median(ratios):.3f}x, best "
