@@ -30,9 +30,8 @@ from ravine.viz.animation import (
     check_animation,
     ffmpeg_path,
 )
-from ravine.viz.gallery import CLASSIC
 from ravine.viz.plots import DEFAULT_SIZE, STATIC_FORMATS, VIEWS, check_size, output_format, plot
-from ravine.viz.specs import optimizer_names, parse_specs
+from ravine.viz.specs import CLASSIC, optimizer_names, parse_specs
 from ravine.viz.trajectory import MAX_STEPS, check_start, check_steps, check_work
 from ravine.viz.trajectory import run as run_trajectories
 

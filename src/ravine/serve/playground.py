@@ -229,7 +229,7 @@ def control(name: str, default: Any, kind: hp.Kind | None) -> dict[str, Any]:
 
 def palette(n: int = 10) -> list[str]:
     """The static plots' colours, in their order (the page gives each optimizer a fixed one)."""
-    from ravine.viz.plots import colors
+    from ravine.viz.style import colors
 
     return colors(n)
 
@@ -325,7 +325,7 @@ def trajectory_json(
     traj: Trajectory, index: int, text: str, *, cached: bool, partial: bool = False
 ) -> dict[str, Any]:
     """One run as the page draws it, with the legend text and end marker of the static plots."""
-    from ravine.viz.plots import clip_diverged, legend_label
+    from ravine.viz.style import clip_diverged, legend_label
 
     window = traj.surface.window
     drawn = clip_diverged(traj, window)
@@ -414,7 +414,7 @@ class Playground:
         what a link opens, and the ``ravine viz`` command that draws the same picture."""
         scene = self.scene(params)
         if "optimizers" not in params:
-            from ravine.viz.gallery import CLASSIC  # what `ravine viz` draws by default
+            from ravine.viz.specs import CLASSIC  # what `ravine viz` draws by default
 
             params = {**params, "optimizers": ",".join(CLASSIC)}
         specs = self.specs(params, scene) if params["optimizers"] else []
@@ -737,28 +737,43 @@ class Playground:
         return data, types[fmt], path.name
 
 
-# --- contours read back from matplotlib -----------------------------------------------------------
+# --- contours ------------------------------------------------------------------------------------
+
+# Path codes, as matplotlib's Path and contourpy both write them.
+_MOVETO, _LINETO, _CLOSEPOLY = 1, 2, 79
+# matplotlib's defaults for contour maps (rcParams "contour.algorithm" and "contour.corner_mask"),
+# which the static plots use: the page's map is computed the same way (tests check both).
+_ALGORITHM, _CORNER_MASK = "mpl2014", True
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """A path's vertices and codes, as contourpy gives them (a matplotlib Path holds the same)."""
+
+    vertices: np.ndarray
+    codes: np.ndarray | None
 
 
 def _polylines(path: Any, digits: int) -> list[list[float]]:
-    """A matplotlib path split at its MOVETO codes: flat [x0, y0, x1, y1, ...] lists, rounded
-    to ``digits`` decimals (a CLOSEPOLY repeats its sub-path's first point).
+    """A path (matplotlib's or :class:`_Arrays`) split at its MOVETO codes: flat [x0, y0, x1,
+    y1, ...] lists, rounded to ``digits`` decimals (a CLOSEPOLY repeats its sub-path's first
+    point).
 
     Rounded in numpy, not point by point (Python's ``round`` of 80 000 coordinates was half the
     page's first map on the server): a coordinate exactly halfway can round the other way,
     10**-digits apart, far below a pixel. A path with NaNs, other codes or a CLOSEPOLY inside
     a sub-path goes through matplotlib's segment iterator (:func:`_polylines_by_segment`)."""
-    from matplotlib.path import Path as MplPath
-
     verts, codes = np.asarray(path.vertices, dtype=np.float64), path.codes
+    if len(verts) == 0:
+        return []
     if codes is None or len(codes) == 0 or not np.isfinite(verts).all():
         return _polylines_by_segment(path, digits)
-    moveto, closepoly = codes == MplPath.MOVETO, codes == MplPath.CLOSEPOLY
+    moveto, closepoly = codes == _MOVETO, codes == _CLOSEPOLY
     # every CLOSEPOLY ends its sub-path; the first code starts one
     ends = np.append(moveto[1:], True)
     if (
         not moveto[0]
-        or not np.isin(codes, (MplPath.MOVETO, MplPath.LINETO, MplPath.CLOSEPOLY)).all()
+        or not np.isin(codes, (_MOVETO, _LINETO, _CLOSEPOLY)).all()
         or (closepoly & ~ends).any()
         or (closepoly & moveto).any()
     ):
@@ -778,6 +793,8 @@ def _polylines_by_segment(path: Any, digits: int) -> list[list[float]]:
     """:func:`_polylines` through matplotlib's segment iterator (NaNs dropped, any code)."""
     from matplotlib.path import Path as MplPath
 
+    if not isinstance(path, MplPath):
+        path = MplPath(path.vertices, path.codes)
     out: list[list[float]] = []
     current: list[float] = []
     for (x, y), code in path.iter_segments(simplify=False, curves=False):
@@ -794,21 +811,86 @@ def _polylines_by_segment(path: Any, digits: int) -> list[list[float]]:
     return out
 
 
+def _digits(surface: Surface) -> int:
+    # A ten-thousandth of the window is below a pixel at any size the page draws.
+    xmin, xmax, ymin, ymax = surface.window
+    return max(0, 4 - math.floor(math.log10(max(xmax - xmin, ymax - ymin))))
+
+
 def contour_json(surface: Surface, n: int = CONTOUR_GRID) -> dict[str, Any]:
     """The filled bands and level lines of :func:`ravine.viz.plots.draw_contours` (same levels,
-    same colours), so the page's background is the static plot's."""
+    same colours), so the page's background is the static plot's.
+
+    Computed as matplotlib's ``contourf`` and ``contour`` compute them, without matplotlib:
+    contourpy's generator with matplotlib's algorithm, the levels of
+    :func:`ravine.viz.style.contour_levels`, the lowest band widened to hold the minimum, the
+    colours of :func:`ravine.viz.style.band_colours`. Importing matplotlib's figure machinery
+    and drawing a figure was a fifth of the server's first picture; tests check every surface
+    against :func:`contour_json_matplotlib`. A surface whose levels matplotlib's locator picks
+    (a count, not values) goes through matplotlib."""
+    import contourpy
+
+    from ravine.viz.style import band_colours, contour_levels
+
+    X, Y, Z = (t.numpy() for t in surface.grid(n))
+    chosen = contour_levels(surface, Z)
+    if isinstance(chosen.levels, int):
+        return contour_json_matplotlib(surface, n)
+    levels = np.asarray(chosen.levels, dtype=np.float64)
+    z = np.ma.masked_invalid(np.asarray(chosen.z, dtype=np.float64), copy=False)
+    zmin = z.min()
+    if chosen.log and zmin <= 0:
+        z = np.ma.masked_where(z <= 0, z)
+    generator = contourpy.contour_generator(
+        np.asarray(X, dtype=np.float64),
+        np.asarray(Y, dtype=np.float64),
+        z,
+        name=_ALGORITHM,
+        corner_mask=_CORNER_MASK,
+        line_type=contourpy.LineType.SeparateCode,
+        fill_type=contourpy.FillType.OuterCode,
+        chunk_size=0,
+    )
+    lowers = levels[:-1].copy()
+    if zmin == lowers[0]:  # the lowest band holds the minimum (matplotlib's rule)
+        lowers[0] = 0.99 * zmin if chosen.log else lowers[0] - 1
+    digits = _digits(surface)
+
+    def arrays(vertices: list[np.ndarray], codes: list[np.ndarray]) -> _Arrays:
+        if not len(vertices):
+            return _Arrays(np.empty((0, 2)), None)
+        return _Arrays(np.concatenate(vertices), np.concatenate(codes))
+
+    bands = [
+        {"color": colour, "rings": _polylines(arrays(*generator.filled(lo, hi)), digits)}
+        for lo, hi, colour in zip(lowers, levels[1:], band_colours(levels, chosen.log))
+    ]
+    lines = [
+        {"level": float(level), "lines": _polylines(arrays(*generator.lines(level)), digits)}
+        for level in levels
+    ]
+    return {
+        "bands": bands,
+        "levels": lines,
+        "band_levels": finite(levels + chosen.shift),
+        "log": bool(surface.log_levels),
+    }
+
+
+def contour_json_matplotlib(surface: Surface, n: int = CONTOUR_GRID) -> dict[str, Any]:
+    """:func:`contour_json` read back from the static plot's own matplotlib figure (the
+    reference; and the route for levels that matplotlib's locator picks)."""
     from matplotlib import colors as mcolors
     from matplotlib.contour import ContourSet
 
     from ravine.viz.plots import draw_contours, new_figure
+    from ravine.viz.style import shift
 
     fig = new_figure((400, 400))
     ax = fig.add_subplot()
     draw_contours(ax, surface, n=n)
     sets = [c for c in ax.collections if isinstance(c, ContourSet)]
-    # A ten-thousandth of the window is below a pixel at any size the page draws.
-    xmin, xmax, ymin, ymax = surface.window
-    digits = max(0, 4 - math.floor(math.log10(max(xmax - xmin, ymax - ymin))))
+    digits = _digits(surface)
     filled = next(c for c in sets if c.filled)
     lines = next(c for c in sets if not c.filled)
     bands = []
@@ -817,15 +899,11 @@ def contour_json(surface: Surface, n: int = CONTOUR_GRID) -> dict[str, Any]:
     levels = []
     for level, path in zip(lines.levels, lines.get_paths()):
         levels.append({"level": float(level), "lines": _polylines(path, digits)})
-    shift = 0.0
-    if surface.log_levels:
-        from ravine.viz.plots import _shift
-
-        shift = _shift(surface, surface.grid(n)[2].numpy())
+    offset = shift(surface, surface.grid(n)[2].numpy()) if surface.log_levels else 0.0
     return {
         "bands": bands,
         "levels": levels,
-        "band_levels": finite(np.asarray(filled.levels, dtype=np.float64) + shift),
+        "band_levels": finite(np.asarray(filled.levels, dtype=np.float64) + offset),
         "log": bool(surface.log_levels),
     }
 

@@ -31,25 +31,15 @@ from ravine.viz.plots import (
     save,
     surface3d_figure,
 )
-from ravine.viz.specs import optimizer_names, parse_specs
+from ravine.viz.specs import (  # the defaults live with the specs (no matplotlib needed)
+    CLASSIC,
+    CLASSIC_NAMES,
+    LATER_NAMES,
+    optimizer_names,
+    parse_specs,
+    tuned,
+)
 from ravine.viz.trajectory import run
-
-CLASSIC_NAMES = ("sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam")
-LATER_NAMES = ("amsgrad", "adamw", "qhadam", "aggmo", "adabound", "radam", "ranger")
-
-
-def tuned(surface: str, names: Sequence[str]) -> tuple[str, ...]:
-    """Optimizer specs with the hyperparameters ravine.optim.catalog gives for ``surface``."""
-    from ravine.optim import catalog
-
-    def spec(name: str) -> str:
-        hp = catalog.get(name).surfaces[surface].hp
-        return name + (":" + ",".join(f"{k}={v!r}" for k, v in hp.items()) if hp else "")
-
-    return tuple(spec(n) for n in names)
-
-
-CLASSIC = tuned("beale", CLASSIC_NAMES)
 
 
 @dataclass(frozen=True)

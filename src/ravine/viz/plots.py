@@ -19,21 +19,21 @@ from matplotlib.contour import QuadContourSet
 from matplotlib.figure import Figure
 
 from ravine.surfaces import Surface, Window
+from ravine.viz.style import (  # the style names are ravine.viz.plots' too (its API before)
+    background_rgba,
+    clip_diverged,
+    colors,
+    contour_levels,
+    exit_point,  # noqa: F401
+    legend_label,
+    level_label,
+)
+from ravine.viz.style import shift as _shift
 from ravine.viz.trajectory import Trajectory
 
 DEFAULT_SIZE = (900, 640)
 DPI = 100
 STATIC_FORMATS = ("png", "svg")
-
-
-def colors(n: int) -> list[str]:
-    """Distinct colours that read on the pale contour background: tab10, then tab20."""
-    import matplotlib
-
-    base = list(matplotlib.colormaps["tab10"].colors)
-    if n > len(base):
-        base = list(matplotlib.colormaps["tab20"].colors)
-    return [mcolors.to_hex(base[i % len(base)]) for i in range(n)]
 
 
 def new_figure(size: tuple[int, int] = DEFAULT_SIZE, *, dpi: int = DPI) -> Figure:
@@ -89,23 +89,8 @@ def save(fig: Figure, path: str | Path, fmt: str | None = None) -> Path:
 # --- contour map ---------------------------------------------------------------------------------
 
 
-def _background() -> mcolors.Colormap:
-    # The lighter half of Blues, reversed: low values a medium blue, high ones near white, so
-    # the coloured paths keep their contrast where they end up (near the minima).
-    import matplotlib
-
-    blues = matplotlib.colormaps["Blues"]
-    return mcolors.ListedColormap(blues(np.linspace(0.5, 0.02, 256)), name="ravine_bg")
-
-
-BACKGROUND = _background()
-
-
-def _shift(surface: Surface, Z: np.ndarray) -> float:
-    if surface.min_value is not None:
-        return float(surface.min_value)
-    finite = Z[np.isfinite(Z)]
-    return float(finite.min()) if finite.size else 0.0  # nothing finite: no shift to find
+# ravine.viz.style holds the colours (matplotlib-free, for the playground's first picture).
+BACKGROUND = mcolors.ListedColormap(background_rgba(), name="ravine_bg")
 
 
 def draw_contours(
@@ -115,22 +100,10 @@ def draw_contours(
     returns the filled contours (for a colour bar: :func:`level_label` says what they show)."""
     window = window or surface.window
     X, Y, Z = (t.numpy() for t in surface.grid(n, window))
-    if surface.log_levels:
-        # Values span many decades: space levels geometrically above the minimum value.
-        Zs = Z - _shift(surface, Z)
-        lo = max(float(np.nanpercentile(Zs, 0.5)), 1e-3)
-        levels = np.geomspace(lo, float(np.nanmax(Zs)), 28)
-        Zs = np.clip(Zs, lo, None)
-        filled = ax.contourf(X, Y, Zs, levels=levels, norm=mcolors.LogNorm(), cmap=BACKGROUND)
-        ax.contour(X, Y, Zs, levels=levels, norm=mcolors.LogNorm(), colors="0.45", linewidths=0.4)
-    else:
-        levels: int | np.ndarray = 28
-        if surface.min_value is not None:
-            # Squared spacing puts more levels near the minimum, where the paths end up.
-            zmin, zmax = float(np.nanmin(Z)), float(np.nanmax(Z))
-            levels = zmin + (zmax - zmin) * np.linspace(0.0, 1.0, 28) ** 2
-        filled = ax.contourf(X, Y, Z, levels=levels, cmap=BACKGROUND)
-        ax.contour(X, Y, Z, levels=levels, colors="0.45", linewidths=0.4)
+    chosen = contour_levels(surface, Z)
+    norm = mcolors.LogNorm() if chosen.log else None
+    filled = ax.contourf(X, Y, chosen.z, levels=chosen.levels, norm=norm, cmap=BACKGROUND)
+    ax.contour(X, Y, chosen.z, levels=chosen.levels, norm=norm, colors="0.45", linewidths=0.4)
     for i, (mx, my) in enumerate(surface.minima):
         ax.plot(
             mx,
@@ -160,64 +133,6 @@ def draw_contours(
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     return filled
-
-
-def level_label(surface: Surface) -> str:
-    """What the contour levels of ``surface`` measure (log-level ones are shifted to be > 0)."""
-    if not surface.log_levels:
-        return "f(x, y)"
-    return "f(x, y) - f*" if surface.min_value is not None else "f(x, y) - min over the window"
-
-
-def _inside(points: np.ndarray, window: Window) -> np.ndarray:
-    xmin, xmax, ymin, ymax = window
-    x, y = points[:, 0], points[:, 1]
-    return (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
-
-
-def clip_diverged(traj: Trajectory, window: Window) -> np.ndarray:
-    """The part of a diverged path up to where it first leaves ``window`` (ending on the edge);
-    other paths whole (the axes clip them, and they may come back into view)."""
-    pts = traj.points
-    if not traj.diverged:
-        return pts
-    inside = _inside(pts, window)
-    if inside.all() or not inside[0]:
-        return pts[np.isfinite(pts).all(axis=1)]
-    first_out = int(np.argmin(inside))
-    edge = exit_point(pts, window)
-    assert edge is not None
-    return np.vstack([pts[:first_out], np.array([edge])])
-
-
-def exit_point(points: np.ndarray, window: Window) -> tuple[float, float] | None:
-    """Where the path first crosses out of ``window`` (its end if it never does), or None when
-    it starts outside."""
-    xmin, xmax, ymin, ymax = window
-    inside = _inside(points, window)
-    if inside.all():
-        return float(points[-1, 0]), float(points[-1, 1])
-    first_out = int(np.argmin(inside))
-    if first_out == 0:
-        return None
-    a, b = points[first_out - 1], points[first_out]
-    d = b - a
-    # Smallest fraction of the segment a->b that reaches a window edge.
-    ts = []
-    for k, (lo, hi) in enumerate(((xmin, xmax), (ymin, ymax))):
-        if d[k] > 0:
-            ts.append((hi - a[k]) / d[k])
-        elif d[k] < 0:
-            ts.append((lo - a[k]) / d[k])
-    t = min(ts) if ts else 0.0
-    p = a + t * d
-    return float(p[0]), float(p[1])
-
-
-def legend_label(traj: Trajectory) -> str:
-    if traj.diverged:
-        return f"{traj.label} (diverged)"
-    return f"{traj.label} ({traj.status})" if traj.status else traj.label
 
 
 Style = tuple[str, str]  # (colour, matplotlib line style)

@@ -191,3 +191,23 @@ def parse_specs(specs: str | Sequence[str | OptimizerSpec]) -> list[OptimizerSpe
     if not out:
         raise ValueError(f"optimizers={specs!r}: expected at least one optimizer spec")
     return out
+
+
+# --- the optimizers `ravine viz` and the playground draw by default -----------------------------
+
+CLASSIC_NAMES = ("sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam")
+LATER_NAMES = ("amsgrad", "adamw", "qhadam", "aggmo", "adabound", "radam", "ranger")
+
+
+def tuned(surface: str, names: Sequence[str]) -> tuple[str, ...]:
+    """Optimizer specs with the hyperparameters ravine.optim.catalog gives for ``surface``."""
+    from ravine.optim import catalog
+
+    def spec(name: str) -> str:
+        hp = catalog.get(name).surfaces[surface].hp
+        return name + (":" + ",".join(f"{k}={v!r}" for k, v in hp.items()) if hp else "")
+
+    return tuple(spec(n) for n in names)
+
+
+CLASSIC = tuned("beale", CLASSIC_NAMES)
