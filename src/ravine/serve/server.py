@@ -13,6 +13,7 @@ Security Policy lets it talk to this server only.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import socket
@@ -339,6 +340,11 @@ class PlaygroundServer(ThreadingHTTPServer):
                     from ravine.serve.playground import Playground
 
                     self._playground = Playground(workers=Workers(self._workers))
+                    # The modules just imported (torch's, numpy's: about 170,000 objects) live
+                    # as long as the server: moved out of the collector's view, a collection no
+                    # longer scans them. The first full one used to fall inside the first
+                    # picture (60-70 ms of it) and later ones inside interactive requests.
+                    gc.freeze()
                 except BaseException as err:
                     self._load_error = err
                     raise
