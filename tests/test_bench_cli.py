@@ -82,7 +82,7 @@ def test_bad_choices_exit_2_with_the_reason(
 @pytest.mark.parametrize(
     "flag, value",
     [("--trials", "-1"), ("--seeds", "0"), ("--workers", "0"), ("--time-limit", "soon"),
-     ("--time-limit", "0")],
+     ("--time-limit", "0"), ("--checkpoint-every", "-1"), ("--checkpoint-every", "inf")],
 )  # fmt: skip
 def test_bad_numbers_are_refused_by_the_parser(flag: str, value: str) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -98,3 +98,9 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
     with pytest.raises(argparse.ArgumentTypeError, match="duration"):
         parse_duration(text + "x")
+
+
+def test_a_zero_duration_only_where_it_means_something() -> None:
+    assert parse_duration("0", zero=True) == 0.0  # --checkpoint-every 0: every epoch
+    with pytest.raises(argparse.ArgumentTypeError, match="duration > 0"):
+        parse_duration("0")

@@ -262,6 +262,8 @@ def test_progress_counts(finished: tuple[Sweep, str], tmp_path: Path) -> None:
         ({"time_limit": -1.0}, "time_limit must be a finite number"),
         ({"heartbeat_every": 0.0}, "heartbeat_every must be a finite number"),
         ({"stale_after": 5.0, "heartbeat_every": 10.0}, "stale_after must be a finite number"),
+        ({"checkpoint_every_seconds": -1.0}, "checkpoint_every_seconds must be a finite"),
+        ({"checkpoint_every_seconds": float("nan")}, "checkpoint_every_seconds must be a finite"),
     ],
 )
 def test_bad_worker_settings_are_refused_before_anything_runs(
