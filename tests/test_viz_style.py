@@ -88,3 +88,27 @@ def test_the_first_picture_needs_no_matplotlib() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_viz_names_load_lazily_and_match_the_typed_imports() -> None:
+    """ravine.viz's run-time table names what its TYPE_CHECKING imports name, every public
+    name resolves, and an unknown one is an AttributeError."""
+    import ast
+    from pathlib import Path
+
+    import ravine.viz as viz
+
+    tree = ast.parse(Path(viz.__file__).read_text())
+    typed = {
+        alias.asname or alias.name: imp.module.rpartition(".")[2]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for imp in node.body
+        if isinstance(imp, ast.ImportFrom) and imp.module
+        for alias in imp.names
+    }
+    assert typed == viz._WHERE
+    assert set(viz.__all__) == set(viz._WHERE)
+    assert all(callable(getattr(viz, name)) for name in viz.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        viz.nope  # noqa: B018
