@@ -8,6 +8,7 @@ The contract every optimizer meets (resume, validation, guard, schedulers...) is
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import pytest
@@ -407,3 +408,19 @@ def test_meta_train_flags_override_the_preset() -> None:
     assert not meta_train.config_from(parser.parse_args(first.split())).second_order
     with pytest.raises(ValueError, match="meta_lr_final: 0"):
         meta_train.config_from(parser.parse_args(["--meta-lr-final", "0"]))
+
+
+def test_meta_lr_warmup_rises_linearly_then_follows_the_cosine() -> None:
+    config = meta.MetaConfig(iterations=100, meta_lr=0.01, meta_lr_final=0.1, meta_lr_warmup=20)
+    plain = dataclasses.replace(config, meta_lr_warmup=0)
+    lrs = [meta._meta_lr(config, i) for i in range(100)]
+    assert lrs[0] == pytest.approx(meta._meta_lr(plain, 0) / 20)
+    assert lrs[9] == pytest.approx(meta._meta_lr(plain, 9) / 2)
+    assert lrs[20:] == [meta._meta_lr(plain, i) for i in range(20, 100)]
+    assert all(a < b for a, b in itertools.pairwise(lrs[:20]))
+    # without a warmup, the configuration (and so a weights file's bytes) has no such field
+    assert "meta_lr_warmup" not in plain.as_dict()
+    assert config.as_dict()["meta_lr_warmup"] == 20
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="meta_lr_warmup"):
+            meta.MetaConfig(meta_lr_warmup=bad)  # type: ignore[arg-type]

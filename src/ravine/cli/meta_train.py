@@ -35,6 +35,7 @@ _OVERRIDES = (
     "unroll",
     "meta_lr",
     "meta_lr_final",
+    "meta_lr_warmup",
     "eval_every",
     "eval_problems",
     "second_order",
@@ -58,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--meta-lr-final",
         type=float,
         help="the meta-lr decays (cosine) to meta-lr times this at the end (1: constant)",
+    )
+    parser.add_argument(
+        "--meta-lr-warmup",
+        type=int,
+        help="iterations over which the meta-lr rises linearly from meta-lr / N (0: none)",
     )
     parser.add_argument(
         "--second-order",
