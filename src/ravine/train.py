@@ -910,8 +910,8 @@ def fit(
         started or resumed), like Lightning's ``train_time_interval``: long epochs are each
         checkpointed as before, a run of short ones writes one checkpoint every few seconds
         instead of one per epoch. A kill then redoes at most that long plus one epoch, which
-        resume makes bit-identical to no kill. The end and a callback's stop follow
-        checkpoint_at_end as before. 0 checkpoints every selected epoch, like None.
+        resume makes bit-identical to no kill. The end follows checkpoint_at_end, and a
+        callback's stop is always checkpointed. 0 checkpoints every selected epoch, like None.
     checkpoint_durable: True (the default) flushes each checkpoint and its folder to disk
         (two fsyncs: under a millisecond on an idle disk, several on a busy one) so that it
         survives a power cut or OS crash. False skips them: a killed process (kill -9) still
