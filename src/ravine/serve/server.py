@@ -328,18 +328,8 @@ class PlaygroundServer(ThreadingHTTPServer):
         with self._load_lock:
             if self._playground is None and self._load_error is None:
                 try:
-                    # The server never compiles unless a page asks for impl=compiled: its
-                    # optimizers need not import torch._dynamo (1.5 s of the first picture);
-                    # see ravine.optim.lazy_dynamo. Here, first under the load lock, so no
-                    # request of this server can import dynamo before the hook is in place;
-                    # not in make_server, whose caller would then wait for torch (1-2 s)
-                    # before it can print the address.
-                    from ravine.optim import lazy_dynamo
-
-                    lazy_dynamo.defer()
-                    from ravine.serve.playground import Playground
-
-                    self._playground = Playground(workers=Workers(self._workers))
+                    with _collector_paused():
+                        self._playground = _make_playground(self._workers)
                     # The modules just imported (torch's, numpy's: about 170,000 objects) live
                     # as long as the server: moved out of the collector's view, a collection no
                     # longer scans them. The first full one used to fall inside the first
@@ -428,6 +418,40 @@ class PlaygroundServer(ThreadingHTTPServer):
         thread = threading.Thread(target=work, name="ravine-serve-warm-up", daemon=True)
         thread.start()
         return thread
+
+
+def _make_playground(workers: int) -> Playground:
+    """Import the playground (torch, ravine.viz) and make it."""
+    # The server never compiles unless a page asks for impl=compiled: its optimizers need not
+    # import torch._dynamo (1.5 s of the first picture); see ravine.optim.lazy_dynamo. Called
+    # under the load lock, so no request of this server can import dynamo before the hook is in
+    # place; not in make_server, whose caller would then wait for torch (1-2 s) before it can
+    # print the address.
+    from ravine.optim import lazy_dynamo
+
+    lazy_dynamo.defer()
+    from ravine.serve.playground import Playground
+
+    return Playground(workers=Workers(workers))
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (as it was before, after it).
+
+    Importing torch allocates about 170,000 long-lived objects, and each full collection the
+    allocations trigger scans all those made so far: with the collector off, `import torch` took
+    1.18-1.22 s instead of 1.30-1.32 s here, on the way to the first picture. The block makes
+    no garbage cycles worth collecting early (the other threads meanwhile serve static files
+    or wait for the load).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def check_report(path: str | Path) -> Path:

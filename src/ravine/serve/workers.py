@@ -22,14 +22,17 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from multiprocessing.pool import Pool
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    # Only named in annotations: `ravine serve` imports this module before it prints its
+    # address, and numpy (about 65 ms) would hold up that line and the torch import after it.
+    import numpy as np
 
 #: The longest one share of a request may take before the server gives up waiting for it.
 MAX_SHARE_SECONDS = 600.0
 
-Share = tuple[np.ndarray, np.ndarray, int | None, int | None]
+Share = tuple["np.ndarray", "np.ndarray", int | None, int | None]
 Submitted = tuple["queue.Queue[tuple[list[int], list[Share] | None]]", list[list[int]]]
 
 
