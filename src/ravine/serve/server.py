@@ -330,11 +330,14 @@ class PlaygroundServer(ThreadingHTTPServer):
                 try:
                     with _collector_paused():
                         self._playground = _make_playground(self._workers)
-                    # The modules just imported (torch's, numpy's: about 170,000 objects) live
-                    # as long as the server: moved out of the collector's view, a collection no
-                    # longer scans them. The first full one used to fall inside the first
-                    # picture (60-70 ms of it) and later ones inside interactive requests.
-                    gc.freeze()
+                        # The modules just imported (torch's, numpy's: about 170,000 objects)
+                        # live as long as the server: moved out of the collector's view, a
+                        # collection no longer scans them. The first full one used to fall
+                        # inside the first picture (60-70 ms of it) and later ones inside
+                        # interactive requests. Frozen before the collector is back on: else
+                        # they all sit in its youngest generation, and the first allocation
+                        # after scans them (80-90 ms).
+                        gc.freeze()
                 except BaseException as err:
                     self._load_error = err
                     raise
