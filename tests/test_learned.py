@@ -347,10 +347,14 @@ def test_bundled_weights_regenerate_bit_identically(kind: str, task: str, tmp_pa
         torch.set_num_threads(threads)
     if status == OTHER_ENVIRONMENT:
         # Computed on another kind of CPU or torch build: the bits cannot be compared, the
-        # outcome can (same preset, same seed: held-out scores within 10%).
+        # outcome can. Same preset, same seed: an optimizer at most 10% worse on the held-out
+        # problems. Not two-sided: a last-bit difference in the first steps sends meta-training
+        # down another path, and the paths land on either side (the L2L quadratic preset, whose
+        # file scores 143.9: 137.8 on AVX512 kernels, 133.0 on ATen's default ones, 127.6 on
+        # AVX2 ones). What this guards against is a preset that no longer trains as well.
         ours = weights_io.load(out, kind)["evaluation"]["held_out_summed_loss"]
         theirs = weights_io.load(task, kind)["evaluation"]["held_out_summed_loss"]
-        assert abs(ours - theirs) <= 0.1 * theirs, (ours, theirs)
+        assert ours <= 1.1 * theirs, (ours, theirs)
         made_on = weights_io.load(task, kind).get("made_on") or "an unrecorded machine"
         pytest.xfail(
             f"bundled {kind}/{task} was computed on {made_on}, this machine is "
