@@ -23,6 +23,10 @@ The slider and click figures are taken with ``ravine serve``'s default worker pr
 core but one, at most 4), and with ``--other`` also with the other choice (``--workers 0`` where
 the default has workers, ``--workers 2`` where it has none).
 
+``--against OTHER/src`` alternates page ready with fresh servers of another checkout (a
+``git worktree add /tmp/base HEAD~1``, compiled with ``python -m compileall -q``): a change's
+effect on start-up, paired, on a machine whose speed drifts over minutes.
+
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_latency.py [--repeats 20]``
 (needs /usr/bin/chromium: ``sudo bash scripts/ci/40-chromium.sh``; and ``pip install playwright``).
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import select
 import statistics
@@ -38,6 +43,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,13 +109,16 @@ def phases(result: dict[str, Any]) -> dict[str, float] | None:
     }
 
 
-def start_server(*extra: str) -> tuple[subprocess.Popen[str], str, float]:
-    """``ravine serve --port 0`` in a fresh process: (process, url, time it was started)."""
+def start_server(*extra: str, src: Path | None = None) -> tuple[subprocess.Popen[str], str, float]:
+    """``ravine serve --port 0`` in a fresh process, ravine imported from ``src`` (a checkout's
+    src folder; None: this environment's): (process, url, time it was started)."""
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ravine", "serve", "--port", "0", *extra],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert proc.stdout is not None
     # Bounded: a server that never prints its address is killed, not waited on forever.
@@ -146,29 +155,44 @@ READY_JS = """
 """
 
 
-def page_ready(browser: Any, repeats: int) -> dict[str, list[float]]:
+def page_ready(browser: Any, repeats: int, against: Path | None = None) -> dict[str, list[float]]:
     """Per fresh server: when it printed its address, when the page showed its controls and
     contour map, and the frame in which every default path was drawn (ms after ``ravine serve``
-    started; the page's moments read on the epoch clock the browser and this process share)."""
+    started; the page's moments read on the epoch clock the browser and this process share).
+
+    With ``against`` (another checkout's src folder), its servers alternate with this one's
+    (ABBA order), and its page ready times come as "page ready (against)": a paired comparison
+    that a machine's drift over the run moves alike."""
     out: dict[str, list[float]] = {"address printed": [], "page shown": [], "page ready": []}
-    for _ in range(repeats):
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        proc, url, t0 = start_server()
-        # The epoch time at which `ravine serve` was started.
-        epoch0 = time.time() - (time.perf_counter() - t0)
-        try:
-            out["address printed"].append(1000 * (time.perf_counter() - t0))
-            page.goto(url)
-            ready = page.wait_for_function(READY_JS, polling="raf", timeout=60_000).json_value()
-            out["page ready"].append(ready - 1000 * epoch0)
-            shown = page.evaluate(
-                "performance.timeOrigin + window.ravineMetrics.find(m => m.kind === 'shown').t"
-            )
-            out["page shown"].append(shown - 1000 * epoch0)
-        finally:
-            page.close()
-            stop(proc)
+    theirs: dict[str, list[float]] = {"address printed": [], "page shown": [], "page ready": []}
+    for i in range(repeats):
+        sources = [None] if against is None else [None, against] if i % 2 == 0 else [against, None]
+        for src in sources:
+            _page_ready_once(browser, out if src is None else theirs, src)
+    if against is not None:
+        out["page ready (against)"] = theirs["page ready"]
     return out
+
+
+def _page_ready_once(browser: Any, out: dict[str, list[float]], src: Path | None = None) -> None:
+    """One fresh server (ravine from ``src``) and one page load; its moments appended to
+    ``out``."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    proc, url, t0 = start_server(src=src)
+    # The epoch time at which `ravine serve` was started.
+    epoch0 = time.time() - (time.perf_counter() - t0)
+    try:
+        out["address printed"].append(1000 * (time.perf_counter() - t0))
+        page.goto(url)
+        ready = page.wait_for_function(READY_JS, polling="raf", timeout=60_000).json_value()
+        out["page ready"].append(ready - 1000 * epoch0)
+        shown = page.evaluate(
+            "performance.timeOrigin + window.ravineMetrics.find(m => m.kind === 'shown').t"
+        )
+        out["page shown"].append(shown - 1000 * epoch0)
+    finally:
+        page.close()
+        stop(proc)
 
 
 def run_ids(page: Any) -> dict[str, int]:
@@ -270,6 +294,12 @@ def main() -> int:
     parser.add_argument(
         "--other", action="store_true", help="also measure the other worker setting"
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="another checkout's src folder: its fresh servers alternate with this one's in the "
+        "page ready figure (e.g. a `git worktree` of the previous commit, compiled)",
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -277,7 +307,7 @@ def main() -> int:
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium.PATH, args=list(chromium.FLAGS))
-        ready = page_ready(browser, args.ready_repeats)
+        ready = page_ready(browser, args.ready_repeats, args.against)
         configs = [interactive(browser, args.repeats)]
         if args.other:
             # The default (one worker per core but one, at most 4) and the other choice.
