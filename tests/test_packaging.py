@@ -26,6 +26,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from fresh_python import assert_runs_fresh
 from ravine import extras
 
 try:
@@ -349,8 +350,7 @@ def test_package_names_load_lazily_and_match_the_typed_imports() -> None:
         "else:\n"
         "    raise AssertionError('no AttributeError')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert_runs_fresh(code)
 
 
 def test_every_module_imports_first() -> None:

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 
+from fresh_python import assert_runs_fresh
 from ravine.serve import running
 from ravine.serve.playground import (
     MAX_STEPS,
@@ -474,8 +475,7 @@ def test_ravine_serve_prints_its_address_before_numpy_or_torch() -> None:
         "heavy = sorted(m for m in ('numpy', 'torch', 'matplotlib') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert_runs_fresh(code)
 
 
 def test_the_load_pauses_the_collector_and_puts_it_back(server: Any) -> None:

@@ -3,11 +3,10 @@ without matplotlib, and the playground's contour map computed from them, bit for
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+
+from fresh_python import assert_runs_fresh
 
 matplotlib = pytest.importorskip("matplotlib", reason='the viz extra: pip install "ravine[viz]"')
 
@@ -86,8 +85,7 @@ def test_the_first_picture_needs_no_matplotlib() -> None:
         "loaded = sorted(m for m in sys.modules if m.partition('.')[0] == 'matplotlib')\n"
         "assert not loaded, loaded[:5]\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert_runs_fresh(code)
 
 
 def test_viz_names_load_lazily_and_match_the_typed_imports() -> None:
