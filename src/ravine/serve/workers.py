@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # Only named in annotations: `ravine serve` imports this module before it prints its
-    # address, and numpy (about 65 ms) would hold up that line and the torch import after it.
+    # address, which numpy held up by about 65 ms (torch imports it in the background anyway).
     import numpy as np
 
 #: The longest one share of a request may take before the server gives up waiting for it.
