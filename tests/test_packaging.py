@@ -26,7 +26,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from fresh_python import assert_runs_fresh
+from import_checks import assert_runs_fresh, type_checking_imports
 from ravine import extras
 
 try:
@@ -317,20 +317,13 @@ def test_package_names_load_lazily_and_match_the_typed_imports() -> None:
     """`import ravine` loads no torch (the CLI answers and `ravine serve` prints its address at
     once); every public name still resolves, and the run-time table names exactly what the
     imports type checkers read name."""
-    import ast
-
     import ravine
 
-    tree = ast.parse(Path(ravine.__file__).read_text())
-    typed: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
-            for imp in node.body:
-                assert isinstance(imp, ast.ImportFrom) and imp.module
-                for alias in imp.names:
-                    submodule = imp.module == "ravine"  # `from ravine import data`
-                    where = f"ravine.{alias.name}" if submodule else f"{imp.module}:{alias.name}"
-                    typed[alias.asname or alias.name] = where
+    typed = {
+        # `from ravine import data` is a submodule; the others name an object in a module
+        bound: f"ravine.{name}" if module == "ravine" else f"{module}:{name}"
+        for module, name, bound in type_checking_imports(ravine.__file__)
+    }
     assert typed == ravine._WHERE
     code = (
         "import sys, ravine\n"

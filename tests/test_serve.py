@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from fresh_python import assert_runs_fresh
+from import_checks import assert_runs_fresh
 from ravine.serve import running
 from ravine.serve.playground import (
     MAX_STEPS,

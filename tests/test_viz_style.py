@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fresh_python import assert_runs_fresh
+from import_checks import assert_runs_fresh, type_checking_imports
 
 matplotlib = pytest.importorskip("matplotlib", reason='the viz extra: pip install "ravine[viz]"')
 
@@ -91,19 +91,10 @@ def test_the_first_picture_needs_no_matplotlib() -> None:
 def test_viz_names_load_lazily_and_match_the_typed_imports() -> None:
     """ravine.viz's run-time table names what its TYPE_CHECKING imports name, every public
     name resolves, and an unknown one is an AttributeError."""
-    import ast
-    from pathlib import Path
-
     import ravine.viz as viz
 
-    tree = ast.parse(Path(viz.__file__).read_text())
     typed = {
-        alias.asname or alias.name: imp.module.rpartition(".")[2]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
-        for imp in node.body
-        if isinstance(imp, ast.ImportFrom) and imp.module
-        for alias in imp.names
+        bound: module.rpartition(".")[2] for module, _, bound in type_checking_imports(viz.__file__)
     }
     assert typed == viz._WHERE
     assert set(viz.__all__) == set(viz._WHERE)
