@@ -7,8 +7,11 @@ samples: the reference for the overhead):
 - page ready: from starting ``ravine serve`` (a fresh process) to the frame of its first page
   (the default picture: the 7 classic optimizers on Beale, 200 steps) with every path drawn
   (<= 2 s), read from the page's own clock (``performance.timeOrigin``); shown
-  beside it: when the server printed its address (it serves the page from then on) and when the
-  page had its controls and contour map drawn
+  beside it: when the server printed its address (it serves the page from then on), when the
+  page had its controls and contour map drawn, and when the server had loaded its playground
+  (from then on it computes every request). Servers that answer the first page from the start
+  cache (``ravine.serve.startcache``; a temporary one, filled by one untimed start) alternate
+  with servers started with ``--no-start-cache`` (the first start after an install or upgrade)
 - slider to redraw: one optimizer's lr slider moved to the frame its new path is drawn in,
   on Beale with 7 optimizers x 300 steps (only that one is recomputed) (p95 <= 100 ms)
 - click to all paths: a click on the contour to the frame all 7 new paths (300 steps each)
@@ -41,6 +44,7 @@ import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -52,6 +56,8 @@ from ravine.serve import chromium
 
 STEPS = 300
 QUERY = f"?surface=beale&steps={STEPS}"
+#: The start-up moments, in the order they come.
+ORDER = ("address printed", "page shown", "page ready", "loaded")
 GOALS_MS = {
     "page ready": 2000,
     "slider to redraw": 100,
@@ -109,10 +115,20 @@ def phases(result: dict[str, Any]) -> dict[str, float] | None:
     }
 
 
-def start_server(*extra: str, src: Path | None = None) -> tuple[subprocess.Popen[str], str, float]:
+def moment(name: str) -> str:
+    """A start-up figure's moment: "page ready" of "page ready, no start cache"."""
+    return re.split(r",| \(", name)[0]
+
+
+def start_server(
+    *extra: str, src: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str, float]:
     """``ravine serve --port 0`` in a fresh process, ravine imported from ``src`` (a checkout's
-    src folder; None: this environment's): (process, url, time it was started)."""
-    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
+    src folder; None: this environment's), with ``env`` added to the environment: (process,
+    url, time it was started)."""
+    env = {**os.environ, **(env or {})}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ravine", "serve", "--port", "0", *extra],
@@ -157,42 +173,64 @@ READY_JS = """
 
 def page_ready(browser: Any, repeats: int, against: Path | None = None) -> dict[str, list[float]]:
     """Per fresh server: when it printed its address, when the page showed its controls and
-    contour map, and the frame in which every default path was drawn (ms after ``ravine serve``
-    started; the page's moments read on the epoch clock the browser and this process share).
+    contour map, the frame in which every default path was drawn, and when the server had its
+    playground loaded (ms after ``ravine serve`` started; the page's moments read on the epoch
+    clock the browser and this process share).
 
-    With ``against`` (another checkout's src folder), its servers alternate with this one's
-    (ABBA order), and its page ready times come as "page ready (against)": a paired comparison
-    that a machine's drift over the run moves alike."""
-    out: dict[str, list[float]] = {"address printed": [], "page shown": [], "page ready": []}
-    theirs: dict[str, list[float]] = {"address printed": [], "page shown": [], "page ready": []}
-    for i in range(repeats):
-        sources = [None] if against is None else [None, against] if i % 2 == 0 else [against, None]
-        for src in sources:
-            _page_ready_once(browser, out if src is None else theirs, src)
+    Servers with the start cache (in a temporary folder, filled by one untimed start first) and
+    without it (``--no-start-cache``: the first start after an install or upgrade) alternate
+    (ABBA order); with ``against`` (another checkout's src folder), so do that checkout's
+    servers, whose page ready times come as "page ready (against)": paired comparisons that a
+    machine's drift over the run moves alike."""
+    variants: list[tuple[str, tuple[str, ...], Path | None]] = [
+        ("", (), None),
+        (", no start cache", ("--no-start-cache",), None),
+    ]
     if against is not None:
-        out["page ready (against)"] = theirs["page ready"]
+        variants.append((" (against)", (), against))
+    out: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="ravine-serve-cache-") as cache:
+        env = {"RAVINE_CACHE_DIR": cache}
+        _page_ready_once(browser, {}, "", env=env)  # fills the start cache
+        for i in range(repeats):
+            for label, extra, src in variants if i % 2 == 0 else variants[::-1]:
+                _page_ready_once(browser, out, label, *extra, src=src, env=env)
     return out
 
 
-def _page_ready_once(browser: Any, out: dict[str, list[float]], src: Path | None = None) -> None:
+def _page_ready_once(
+    browser: Any,
+    out: dict[str, list[float]],
+    label: str,
+    *extra: str,
+    src: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
     """One fresh server (ravine from ``src``) and one page load; its moments appended to
-    ``out``."""
+    ``out`` under names ending in ``label``."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    proc, url, t0 = start_server(src=src)
+    proc, url, t0 = start_server(*extra, src=src, env=env)
     # The epoch time at which `ravine serve` was started.
     epoch0 = time.time() - (time.perf_counter() - t0)
+    moments: dict[str, float] = {"address printed": 1000 * (time.perf_counter() - t0)}
     try:
-        out["address printed"].append(1000 * (time.perf_counter() - t0))
         page.goto(url)
         ready = page.wait_for_function(READY_JS, polling="raf", timeout=60_000).json_value()
-        out["page ready"].append(ready - 1000 * epoch0)
+        moments["page ready"] = ready - 1000 * epoch0
         shown = page.evaluate(
             "performance.timeOrigin + window.ravineMetrics.find(m => m.kind === 'shown').t"
         )
-        out["page shown"].append(shown - 1000 * epoch0)
+        moments["page shown"] = shown - 1000 * epoch0
+        # /api/stats waits for the playground: from then on every request is computed.
+        with urllib.request.urlopen(url + "api/stats", timeout=120) as resp:
+            resp.read()
+        moments["loaded"] = 1000 * (time.perf_counter() - t0)
+        time.sleep(0.3)  # the paths' answer is kept after it is sent: let the file be written
     finally:
         page.close()
         stop(proc)
+    for name in ("address printed", "page shown", "page ready", "loaded"):
+        out.setdefault(name + label, []).append(moments[name])
 
 
 def run_ids(page: Any) -> dict[str, int]:
@@ -268,7 +306,7 @@ def interactive(
 ) -> tuple[int, dict[str, list[dict[str, Any]]], dict[str, float]]:
     """Slider and click latencies against one ``ravine serve`` (its workers started), and the
     median of ``viz.run`` alone for the same work, timed between them."""
-    proc, url, _ = start_server(*extra)
+    proc, url, _ = start_server("--no-start-cache", *extra)  # the user's cache untouched
     try:
         workers = wait_for_workers(url)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -319,8 +357,8 @@ def main() -> int:
         f"{'figure':<20s} {'server':<10s} {'n':>3s} {'median':>8s} {'p95':>8s} {'goal':>6s}  "
         f"{'met':<4s} {'viz.run alone':>14s} {'p95 / viz.run':>14s}"
     )
-    for name, values in ready.items():
-        goal = GOALS_MS.get(name)
+    for name, values in sorted(ready.items(), key=lambda kv: ORDER.index(moment(kv[0]))):
+        goal = GOALS_MS.get(moment(name))
         met = "" if goal is None else "yes" if p95(values) <= goal else "NO"
         print(
             f"{name:<20s} {'default':<10s} {len(values):3d} {statistics.median(values):8.1f} "

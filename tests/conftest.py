@@ -7,7 +7,11 @@ name uses its own.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +19,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+# What the tests' `ravine serve` processes keep between starts goes to a folder of this run,
+# not the user's ~/.cache/ravine (ravine.serve.startcache).
+os.environ["RAVINE_CACHE_DIR"] = tempfile.mkdtemp(prefix="ravine-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["RAVINE_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import re
-import select
 import shlex
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from ravine.serve.playground import (
 )
 from ravine.viz import parse_specs, plot, run
 from ravine.viz.gallery import CLASSIC
+from serve_process import ravine_serve
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("one_thread")]
 
@@ -440,25 +440,8 @@ def test_export_animates_the_race(server: Any) -> None:
 
 
 def test_ravine_serve_command_prints_its_url_and_serves() -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ravine", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 90)
-        line = proc.stdout.readline() if ready else "(nothing printed in 90 s)"
-        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        assert url, line
-        with urllib.request.urlopen(url.group(0) + "api/stats", timeout=30) as resp:
-            assert json.loads(resp.read())["computed"] == 0
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with ravine_serve() as url, urllib.request.urlopen(url + "api/stats", timeout=30) as resp:
+        assert json.loads(resp.read())["computed"] == 0
 
 
 def test_ravine_serve_prints_its_address_before_numpy_or_torch() -> None:
@@ -470,8 +453,10 @@ def test_ravine_serve_prints_its_address_before_numpy_or_torch() -> None:
         "import sys\n"
         "import ravine.cli, ravine.cli.serve\n"
         "from ravine.serve.server import make_server\n"
+        "from ravine.serve.startcache import default_path\n"
         "from ravine.serve.workers import default_workers\n"
-        "make_server('127.0.0.1', 0, workers=default_workers()).server_close()\n"
+        "make_server('127.0.0.1', 0, workers=default_workers(), start_cache=default_path())"
+        ".server_close()\n"
         "heavy = sorted(m for m in ('numpy', 'torch', 'matplotlib') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -19,7 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ravine.serve import chromium, running
+from ravine.serve.startcache import ROUTES
 from ravine.viz import parse_specs
+from serve_process import kept_answers, ravine_serve
 
 CHROMIUM = chromium.PATH
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_thread")]
@@ -267,6 +269,40 @@ def test_a_screenshot_is_saved(page: Any, server: Any, tmp_path: Path) -> None:
     target = os.environ.get("RAVINE_SCREENSHOT")
     if target:  # how docs/images/playground.png is made
         shutil.copyfile(out, target)
+
+
+def drawn_paths(page: Any) -> list[str]:
+    return page.eval_on_selector_all(
+        "#paths polyline", "ps => ps.map(p => p.getAttribute('points'))"
+    )
+
+
+def test_a_second_ravine_serve_draws_its_first_page_from_the_start_cache(
+    page: Any, tmp_path: Path
+) -> None:
+    """The default page of a fresh `ravine serve` is answered from the last one's answers while
+    its playground loads, and draws exactly what the first one drew."""
+    replayed: list[str] = []
+    page.on(
+        "response",
+        lambda r: (
+            replayed.append(urlsplit(r.url).path)
+            if r.headers.get("x-ravine-start-cache") == "replayed"
+            else None
+        ),
+    )
+    with ravine_serve(cache=tmp_path) as url:
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        first = drawn_paths(page)
+        kept_answers(tmp_path / "serve-start.json", len(ROUTES))
+    assert len(first) == 7 and not replayed
+    with ravine_serve(cache=tmp_path) as url:
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        assert drawn_paths(page) == first
+    assert {"/api/optimizers", "/api/contours", "/api/state", "/api/trajectories"} <= set(replayed)
+    assert not page.errors, page.errors
 
 
 @pytest.mark.slow  # beyond the issue's list; `make test-slow` runs it

@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: bench-report/report.html and out/demo/bench-report/report.html in the "
         "working folder, where they exist, looked for at each page load)",
     )
+    parser.add_argument(
+        "--no-start-cache",
+        action="store_true",
+        help="answer the first page only once the playground is loaded (default: while it "
+        "loads, identical first requests are answered as the last server answered them, "
+        "kept in $RAVINE_CACHE_DIR or ~/.cache/ravine/serve-start.json and checked after)",
+    )
     parser.add_argument("--open", action="store_true", help="open the page in a browser")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
 
@@ -60,12 +67,18 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ravine.serve.server import make_server
+    from ravine.serve.startcache import default_path
     from ravine.serve.workers import default_workers
 
     workers = default_workers() if args.workers is None else args.workers
     try:
         server = make_server(
-            args.host, args.port, verbose=args.verbose, workers=workers, report=args.report
+            args.host,
+            args.port,
+            verbose=args.verbose,
+            workers=workers,
+            report=args.report,
+            start_cache=None if args.no_start_cache else default_path(),
         )
     except (ValueError, OSError) as err:
         # OSError: the port is taken or the address is not this machine's

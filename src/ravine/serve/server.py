@@ -19,6 +19,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ravine.serve.errors import MAX_CLIENT_CHARS, BusyError, PlaygroundError
+from ravine.serve.startcache import Answer, StartCache, parse_key, request_key, stream_answer
 from ravine.serve.workers import Workers
 
 if TYPE_CHECKING:
@@ -59,6 +61,17 @@ MAX_REPORT_BYTES = 64 * 1024 * 1024
 REPORT_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
     "frame-ancestors 'none'"
+)
+#: The header of an answer replayed from the start cache (:mod:`ravine.serve.startcache`).
+REPLAYED = {"X_Ravine_Start_Cache": "replayed"}
+#: The JSON routes answered from the playground (``/api/links`` and ``/api/export`` aside).
+API_ROUTES = (
+    "/api/optimizers",
+    "/api/surfaces",
+    "/api/contours",
+    "/api/state",
+    "/api/inspect",
+    "/api/stats",
 )
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -210,21 +223,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/links":
             self._json(self.server.links())
             return
-        pg = self.server.playground
-        routes = {
-            "/api/optimizers": lambda: {"optimizers": optimizer_controls(), "palette": palette()},
-            "/api/surfaces": lambda: {"surfaces": self.server.surface_list()},
-            "/api/contours": lambda: pg.contour(query),
-            "/api/state": lambda: pg.state(query),
-            "/api/inspect": lambda: pg.inspect(query),
-            "/api/stats": lambda: {
-                **pg.stats,
-                "workers": pg.workers.n,
-                "workers_ready": pg.workers.ready,
-            },
-        }
         if path == "/api/export":
-            data, content_type, name = pg.export(query)
+            data, content_type, name = self.server.playground.export(query)
             self._send(
                 HTTPStatus.OK,
                 data,
@@ -232,13 +232,17 @@ class Handler(BaseHTTPRequestHandler):
                 Content_Disposition=f'attachment; filename="{name}"',
             )
             return
-        route = routes.get(path)
-        if route is None:
+        if path not in API_ROUTES:
             self._error(HTTPStatus.NOT_FOUND, f"{path} is not served")
             return
-        from ravine.serve.playground import optimizer_controls, palette  # loaded by now
-
-        self._json(route())
+        key = request_key(path, query)
+        kept = self.server.replay(key)
+        if kept is not None:
+            self._send(HTTPStatus.OK, kept[0].encode(), "application/json", **REPLAYED)
+            return
+        body = json.dumps(self.server.api(path, query), allow_nan=False)
+        self._send(HTTPStatus.OK, body.encode(), "application/json")
+        self.server.capture(key, (body,))
 
     def _trajectories(self, body: Mapping[str, Any]) -> None:
         client = body.get("client")
@@ -249,22 +253,47 @@ class Handler(BaseHTTPRequestHandler):
         seq = body.get("seq", 0)
         if isinstance(seq, bool) or not isinstance(seq, int):
             raise PlaygroundError(f"seq={seq!r}: expected an integer")
+        key = request_key("/api/trajectories", body)
+        kept = self.server.replay(key)
+        if kept is not None:
+            began = time.perf_counter()
+
+            def done() -> Iterator[dict[str, Any]]:
+                ms = round(1000 * (time.perf_counter() - began), 2)
+                yield {**json.loads(kept[-1]), "replayed": True, "server_ms": ms}
+
+            self._stream(kept[:-1], done(), **REPLAYED)
+            return
         lines = self.server.playground.stream(body, client=client, seq=seq)
+        sent: list[dict[str, Any]] = []
         try:
             # The first line is computed before the headers go out, so a bad request is a plain
             # 400 with ravine's message rather than an error inside a 200 stream.
             first = next(lines)
-            self._stream([first], lines)
+            self._stream([first], _tee(lines, sent))
         finally:
             lines.close()  # a page that went away frees the computation slot at once
+        answer = stream_answer([first, *sent])
+        if answer is not None:
+            self.server.capture(key, answer)
 
-    def _stream(self, head: Iterable[dict[str, Any]], rest: Iterable[dict[str, Any]]) -> None:
+    def _stream(
+        self,
+        head: Iterable[dict[str, Any] | str],
+        rest: Iterable[dict[str, Any] | str],
+        **extra: str,
+    ) -> None:
+        """NDJSON, chunked: ``head``'s lines, then ``rest``'s as they come (a line is a payload,
+        or JSON text sent as it is)."""
         self._headers(HTTPStatus.OK, "application/x-ndjson", None)
         self.send_header("Transfer-Encoding", "chunked")
+        for key, value in extra.items():
+            self.send_header(key.replace("_", "-"), value)
         self.end_headers()
 
-        def chunk(payload: dict[str, Any]) -> None:
-            data = json.dumps(payload, allow_nan=False).encode() + b"\n"
+        def chunk(payload: dict[str, Any] | str) -> None:
+            text = payload if isinstance(payload, str) else json.dumps(payload, allow_nan=False)
+            data = text.encode() + b"\n"
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
 
@@ -305,8 +334,11 @@ class PlaygroundServer(ThreadingHTTPServer):
         verbose: bool = False,
         workers: int = 0,
         report: Path | Sequence[Path] | None = None,
+        start_cache: StartCache | None = None,
     ) -> None:
         self._playground = playground
+        self.start_cache = start_cache
+        self._warming = False
         self._workers = workers
         self._loaded = threading.Event()
         self._load_lock = threading.Lock()
@@ -356,6 +388,45 @@ class PlaygroundServer(ThreadingHTTPServer):
         if not self._loaded.wait(LOAD_SECONDS):
             raise BusyError(f"the playground took more than {LOAD_SECONDS:g} s to start")
         return self.load()
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def api(self, path: str, query: Mapping[str, str]) -> Any:
+        """The payload of the JSON route ``path`` (one of :data:`API_ROUTES`)."""
+        pg = self.playground  # loads it first: ravine.optim.lazy_dynamo, then torch
+        from ravine.serve.playground import optimizer_controls, palette
+
+        if path == "/api/optimizers":
+            return {"optimizers": optimizer_controls(), "palette": palette()}
+        if path == "/api/surfaces":
+            return {"surfaces": self.surface_list()}
+        if path == "/api/contours":
+            return pg.contour(query)
+        if path == "/api/state":
+            return pg.state(query)
+        if path == "/api/inspect":
+            return pg.inspect(query)
+        if path == "/api/stats":
+            return {**pg.stats, "workers": pg.workers.n, "workers_ready": pg.workers.ready}
+        raise ValueError(f"{path} is not a JSON route")
+
+    def answer(self, key: str) -> Answer | None:
+        """The answer to a request of the start cache, computed now (its checks)."""
+        route, params = parse_key(key)
+        if route == "/api/trajectories":
+            return stream_answer(self.playground.stream(params))
+        return (json.dumps(self.api(route, params), allow_nan=False),)
+
+    def replay(self, key: str) -> Answer | None:
+        """The start cache's answer to ``key`` while the playground loads (None: compute it)."""
+        if self.start_cache is None or not self._warming or self._loaded.is_set():
+            return None
+        return self.start_cache.answer(key)
+
+    def capture(self, key: str, answer: Answer) -> None:
+        """An answer given, for the start cache (which keeps the first of each route)."""
+        if self.start_cache is not None and self._warming:
+            self.start_cache.capture(key, answer)
 
     def server_close(self) -> None:
         super().server_close()
@@ -411,16 +482,28 @@ class PlaygroundServer(ThreadingHTTPServer):
 
         def work() -> None:
             try:
+                if self.start_cache is not None:
+                    self.start_cache.open()
                 playground = self.load()
                 playground.warm_up()
+                if self.start_cache is not None:
+                    self.start_cache.verify(self.answer)
                 # After the first picture: spawning workers competes with it for the cores.
                 playground.workers.start()
             except Exception:  # a failed warm-up only costs the first page time
                 traceback.print_exc(file=sys.stderr)
 
+        self._warming = True
         thread = threading.Thread(target=work, name="ravine-serve-warm-up", daemon=True)
         thread.start()
         return thread
+
+
+def _tee(lines: Iterable[dict[str, Any]], into: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``lines``, each also put in ``into`` as it passes."""
+    for line in lines:
+        into.append(line)
+        yield line
 
 
 def _make_playground(workers: int) -> Playground:
@@ -477,19 +560,25 @@ def make_server(
     verbose: bool = False,
     workers: int = 0,
     report: str | Path | Sequence[str | Path] | None = None,
+    start_cache: str | Path | None = None,
 ) -> PlaygroundServer:
     """A playground server bound to ``host:port`` (port 0: a free one; see ``server.url``),
     computing in ``workers`` processes besides its own (0: in its own only), and linking the
     bench report(s) ``report`` (HTML files from ``ravine report``; None: those found in the
     working folder, :data:`FOUND_REPORTS`) from the page at ``/report/N``.
 
-    The playground itself loads on first use, or in the background after ``warm_up()``."""
+    The playground itself loads on first use, or in the background after ``warm_up()``; while
+    it does, the first requests are answered from the start cache file ``start_cache`` (None:
+    none; :mod:`ravine.serve.startcache`, ``ravine serve``'s default)."""
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port={port!r}: expected an integer from 0 to 65535 (0: a free port)")
     Workers(workers)  # checked before anything is bound
     given = [report] if isinstance(report, (str, Path)) else list(report or ())
     checked = [check_report(r) for r in given] or None
-    return PlaygroundServer((host, port), verbose=verbose, workers=workers, report=checked)
+    cache = None if start_cache is None else StartCache(Path(start_cache))
+    return PlaygroundServer(
+        (host, port), verbose=verbose, workers=workers, report=checked, start_cache=cache
+    )
 
 
 @contextmanager
