@@ -94,6 +94,12 @@ def run(args: argparse.Namespace) -> int:
     # The page is served from here on; the playground (torch, matplotlib, the first optimizer)
     # loads and computes the default picture in the background.
     server.warm_up()
+    if server.start_cache is not None:
+        print(
+            f"ravine serve: start cache {server.start_cache.path} (this page's first answers, "
+            "for the next start; --no-start-cache: none)",
+            flush=True,
+        )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"ravine serve: warning: bound to {args.host}, not loopback: anyone who can reach "
