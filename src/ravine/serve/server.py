@@ -111,7 +111,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.verbose:
             sys.stderr.write(f"ravine serve: {self.address_string()} {format % args}\n")
 
-    def _headers(self, status: int, content_type: str, length: int | None, csp: str = CSP) -> None:
+    def _headers(
+        self, status: int, content_type: str, length: int | None, csp: str = CSP, **extra: str
+    ) -> None:
+        """The status line and headers (``extra``: more, ``_`` for ``-`` in their names); the
+        caller ends them."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         if length is not None:
@@ -120,13 +124,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Security-Policy", csp)
         self.send_header("Referrer-Policy", "no-referrer")
+        for key, value in extra.items():
+            self.send_header(key.replace("_", "-"), value)
 
     def _send(
         self, status: int, body: bytes, content_type: str, csp: str = CSP, **extra: str
     ) -> None:
-        self._headers(status, content_type, len(body), csp)
-        for key, value in extra.items():
-            self.send_header(key.replace("_", "-"), value)
+        self._headers(status, content_type, len(body), csp, **extra)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -285,10 +289,9 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         """NDJSON, chunked: ``head``'s lines, then ``rest``'s as they come (a line is a payload,
         or JSON text sent as it is)."""
-        self._headers(HTTPStatus.OK, "application/x-ndjson", None)
-        self.send_header("Transfer-Encoding", "chunked")
-        for key, value in extra.items():
-            self.send_header(key.replace("_", "-"), value)
+        self._headers(
+            HTTPStatus.OK, "application/x-ndjson", None, Transfer_Encoding="chunked", **extra
+        )
         self.end_headers()
 
         def chunk(payload: dict[str, Any] | str) -> None:
