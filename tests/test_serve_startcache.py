@@ -163,6 +163,21 @@ def test_verify_replaces_what_differs_and_drops_what_fails(
     assert opened(path).verify(compute) == []
 
 
+def test_verify_leaves_an_answer_given_meanwhile(tmp_path: Path) -> None:
+    """The page's own first answer of a route, given while the check runs, is what stays."""
+    path = tmp_path / "serve-start.json"
+    opened(path).capture(STATE, ("last server's",))
+    cache = opened(path)
+    newer = request_key("/api/state", {"steps": "10"})
+
+    def compute(key: str) -> tuple[str, ...]:
+        cache.capture(newer, ("this server's",))  # a request answered during the check
+        return ("recomputed",)
+
+    cache.verify(compute)
+    assert json.loads(path.read_text())["answers"] == {newer: ["this server's"]}
+
+
 def test_a_stream_is_kept_without_its_previews_and_timing() -> None:
     lines = [
         {"index": 0, "points": [[0, 0]], "partial": True, "cached": False},

@@ -50,6 +50,8 @@ _DEPENDENCIES = {
     "matplotlib": ("_version.py",),
     "contourpy": ("_version.py",),
 }
+#: The lines of /proc/cpuinfo that say which kernels torch picks (x86 and Arm).
+_CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part")
 #: Environment variables that choose torch's kernels or threads.
 _ENVIRONMENT = ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED")
 
@@ -114,9 +116,6 @@ def _cpu() -> str:
     first = text.split("\n\n", 1)[0]
     kept = [line for line in first.splitlines() if line.split(":")[0].strip() in _CPU_FIELDS]
     return "\n".join(kept)
-
-
-_CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part")
 
 
 def fingerprint() -> str:
@@ -249,6 +248,8 @@ class StartCache:
         if differed:
             with self._lock:
                 for key in differed:
+                    if key not in self._answers:
+                        continue  # meanwhile replaced by this server's own first answer
                     if key in fresh:
                         self._answers[key] = fresh[key]
                     else:
